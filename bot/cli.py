@@ -1,0 +1,163 @@
+"""`gardenbot`: serve, shell, run, migrate, audit verify|export."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from bot.console import Console, render_text, reply_json
+from bot.logs import configure_logging
+from bot.runtime import Runtime, open_runtime, with_embedded_default
+from commands.audit import parse_since
+from core.config import Roles, Settings, load_settings
+from core.errors import ConfigError, GardenBotError, StoreUnavailable
+from core.i18n import Translator
+
+log = logging.getLogger("gardenbot")
+
+# Who is who in the embedded demo when the configuration names nobody.
+DEMO_ROLES = Roles(admin=["U0DEMOADMIN"], operator=["U0DEMOOPS", "U0DEMOLEAD"], viewer=["U0DEMOVIEW"])
+DEMO_APPROVERS = ["U0DEMOLEAD", "U0DEMOADMIN"]
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_PENDING = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gardenbot", description="Garden DX operations bot")
+    sub = parser.add_subparsers(dest="action", required=True)
+    serve = sub.add_parser("serve", help="HTTP server for Slack and Alertmanager")
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server listens for Slack
+    shell = sub.add_parser("shell", help="interactive console speaking the same commands")
+    shell.add_argument("--user", help="Slack user ID to act as")
+    run = sub.add_parser("run", help="run one command and print its result")
+    run.add_argument("--user", help="Slack user ID to act as")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+    run.add_argument("text", help='the sub-command, e.g. "health" or "approve 12"')
+    sub.add_parser("migrate", help="apply the bot store's migrations")
+    audit = sub.add_parser("audit", help="verify or export the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_action", required=True)
+    audit_sub.add_parser("verify", help="exit 0 when the chain is intact, 1 naming the first bad record")
+    export = audit_sub.add_parser("export", help="write the audit log to stdout")
+    export.add_argument("--since", help="7d, 24h or an ISO time")
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(os.environ.get("GARDENBOT_LOG_LEVEL", "WARNING" if args.action == "run" else "INFO"))
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        settings, embedded = with_embedded_default(settings)
+    except Exception as exc:  # the embedded servers failed to start: say so in one line
+        print(f"embedded default failed to start: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if embedded is not None and not _names_anyone(settings):
+        settings = settings.model_copy(update={"roles": DEMO_ROLES, "approvers": DEMO_APPROVERS})
+        log.info("embedded demo: no roles configured, using the demo users (see README)")
+    if args.action == "serve":
+        from bot.server import serve
+
+        return serve(settings, host=args.host, port=args.port)
+    handlers: dict[str, Callable[[Runtime], Awaitable[int]]] = {
+        "shell": lambda rt: _shell(rt, args, embedded is not None),
+        "run": lambda rt: _run(rt, args, embedded is not None),
+        "migrate": _migrate,
+        "audit": lambda rt: _audit(rt, args),
+    }
+    return asyncio.run(_with_runtime(settings, handlers[args.action]))
+
+
+def _names_anyone(settings: Settings) -> bool:
+    r = settings.roles
+    return bool(r.admin or r.operator or r.viewer or settings.approvers)
+
+
+async def _with_runtime(settings: Settings, body: Callable[[Runtime], Awaitable[int]]) -> int:
+    runtime = await open_runtime(settings)
+    try:
+        return await body(runtime)
+    finally:
+        await runtime.close()
+
+
+def _console_user(runtime: Runtime, given: str | None, demo: bool) -> str | None:
+    user = given or os.environ.get("GARDENBOT_USER")
+    if user:
+        return user
+    if demo and runtime.settings.roles == DEMO_ROLES:
+        return DEMO_ROLES.admin[0]
+    return None
+
+
+async def _run(runtime: Runtime, args: Any, demo: bool) -> int:
+    user = _console_user(runtime, args.user, demo)
+    if user is None:
+        print("gardenbot run: --user <Slack user ID> is required (or GARDENBOT_USER)", file=sys.stderr)
+        return EXIT_REFUSED
+    console = Console(runtime.pipeline.handle_with_listener, runtime.pipeline.runner.wait, user)
+    reply = await console.run_once(args.text)
+    print(reply_json(reply) if args.json else render_text(reply))
+    return reply.exit_code
+
+
+async def _shell(runtime: Runtime, args: Any, demo: bool) -> int:
+    user = _console_user(runtime, args.user, demo)
+    if user is None:
+        print(
+            "gardenbot shell: --user <Slack user ID> is required (or GARDENBOT_USER)",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    console = Console(runtime.pipeline.handle_with_listener, runtime.pipeline.runner.wait, user)
+    return await console.shell()
+
+
+async def _migrate(runtime: Runtime) -> int:
+    try:
+        applied = await runtime.services.store.migrate()
+    except StoreUnavailable:
+        print("bot store unreachable (DATABASE_URL)", file=sys.stderr)
+        return EXIT_FAILED
+    print("migrations applied: " + (", ".join(applied) if applied else "none (up to date)"))
+    return EXIT_OK
+
+
+async def _audit(runtime: Runtime, args: Any) -> int:
+    audit = runtime.services.audit
+    t = Translator(runtime.settings.locale)
+    try:
+        if args.audit_action == "verify":
+            result = await audit.verify()
+            if result.ok:
+                print(t("audit.verify_ok", checked=result.checked))
+                return EXIT_OK
+            print(t("audit.verify_bad", id=result.first_bad_id, reason=result.reason))
+            return EXIT_FAILED
+        since = None
+        if args.since:
+            try:
+                since = parse_since(args.since)
+            except ValueError as exc:
+                print(f"--since: {exc}", file=sys.stderr)
+                return EXIT_REFUSED
+        count = await audit.export(sys.stdout, since=since, fmt=args.format)
+        print(t("audit.exported", count=count), file=sys.stderr)
+        return EXIT_OK
+    except GardenBotError as exc:
+        print(t(exc.message_key, **exc.params), file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

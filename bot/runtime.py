@@ -1,0 +1,109 @@
+"""Process wiring: settings in, a ready pipeline out. Start-up never fails because the store is down."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from pydantic import SecretStr
+
+from commands.catalog import build_registry
+from commands.pipeline import Pipeline
+from commands.policy import Policy
+from commands.services import Services
+from core.config import Settings
+from core.errors import StoreUnavailable
+from core.secrets import mask_dsn
+from store.audit import AuditLog
+from store.db import Store
+from store.jobs import Job, interrupt_orphans
+from store.redis import Coordination
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StartupReport:
+    store_reachable: bool = False
+    migrations: list[str] = field(default_factory=list)
+    spool_drained: int = 0
+    interrupted: list[Job] = field(default_factory=list)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    services: Services
+    pipeline: Pipeline
+    startup: StartupReport
+
+    async def close(self) -> None:
+        await self.pipeline.runner.shutdown()
+        await self.services.http.aclose()
+        await self.services.coordination.close()
+        await self.services.store.close()
+
+
+def with_embedded_default(settings: Settings) -> tuple[Settings, object | None]:
+    """With no DATABASE_URL and REDIS_URL, start private servers and point everything at them."""
+    if settings.database_url is not None or settings.redis_url is not None:
+        return settings, None
+    from bot.embedded import start_embedded
+
+    servers = start_embedded(settings.state_dir / "embedded")
+    target = settings.target.model_copy(
+        update={
+            "database_url": settings.target.database_url or SecretStr(servers.garden_database_url),
+            "redis_url": settings.target.redis_url or SecretStr(servers.garden_redis_url),
+        }
+    )
+    updated = settings.model_copy(
+        update={
+            "database_url": SecretStr(servers.database_url),
+            "redis_url": SecretStr(servers.redis_url),
+            "target": target,
+            "pg_bin_dir": settings.pg_bin_dir or Path(servers.pg_bin_dir),
+        }
+    )
+    return updated, servers
+
+
+async def open_runtime(settings: Settings) -> Runtime:
+    if settings.database_url is None or settings.redis_url is None:
+        raise StoreUnavailable("store.not_configured")
+    store = Store(settings.database_url.get_secret_value())
+    await store.open()
+    coordination = Coordination(settings.redis_url.get_secret_value())
+    audit = AuditLog(store, settings.spool_path)
+    services = Services(
+        settings=settings,
+        store=store,
+        coordination=coordination,
+        audit=audit,
+        http=httpx.AsyncClient(timeout=settings.health.timeout_seconds, follow_redirects=False),
+        policy=Policy(settings),
+    )
+    pipeline = Pipeline(services, build_registry())
+    startup = await prepare_store(services)
+    return Runtime(settings=settings, services=services, pipeline=pipeline, startup=startup)
+
+
+async def prepare_store(services: Services) -> StartupReport:
+    """Migrate, write the spooled audit records, and mark jobs of dead processes interrupted."""
+    report = StartupReport()
+    try:
+        report.migrations = await services.store.migrate()
+        report.store_reachable = True
+        report.spool_drained = await services.audit.drain_spool()
+        report.interrupted = await interrupt_orphans(services.store, me=services.instance)
+    except StoreUnavailable:
+        log.warning(
+            "bot store %s unreachable: read-only commands only, audit goes to %s",
+            mask_dsn(services.store.dsn),
+            services.settings.spool_path,
+        )
+    for job in report.interrupted:
+        log.warning("job %s (%s) was interrupted: its process stopped", job.id, job.command)
+    return report

@@ -1,0 +1,118 @@
+"""`audit [<@user>] [--since 7d]`: who did what. Admins see everyone; others their own actions."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from pydantic import field_validator
+
+from commands.base import Args, Command, Context, Role
+from core.errors import NotAllowed
+from core.formatting import format_time
+from core.reply import Header, Reply, Table, Text
+
+MENTION = re.compile(r"^<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>$")
+USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+RELATIVE = re.compile(r"^(\d{1,4})([mhdw])$")
+UNIT = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(value: str, *, now: datetime | None = None) -> datetime:
+    """`7d`, `24h`, `30m`, `2w`, or an ISO time (naive means UTC)."""
+    now = now or datetime.now(UTC)
+    match = RELATIVE.match(value.strip().lower())
+    if match:
+        return now - timedelta(**{UNIT[match.group(2)]: int(match.group(1))})
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError("a span like 7d, 24h, 30m or an ISO time like 2026-11-01T09:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class AuditArgs(Args):
+    user: str | None = None
+    since: str = "7d"
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        match = MENTION.match(v)
+        if match:
+            return match.group(1)
+        if USER_ID.match(v):
+            return v
+        raise ValueError("a user mention like @name or a user ID like U0123ABC")
+
+    @field_validator("since")
+    @classmethod
+    def _since(cls, v: str) -> str:
+        parse_since(v)
+        return v
+
+
+async def show_audit(ctx: Context, args: AuditArgs) -> Reply:
+    t = ctx.t
+    is_admin = ctx.services.policy.role_of(ctx.actor) >= Role.ADMIN
+    who = args.user
+    if not is_admin:
+        if who not in (None, ctx.actor.user_id):
+            raise NotAllowed("audit.only_own")
+        who = ctx.actor.user_id
+    since = parse_since(args.since)
+    entries = await ctx.services.audit.entries(actor=who, since=since, limit=30)
+    zone = ctx.services.settings.zone
+    if not entries:
+        return Reply(
+            status="succeeded",
+            summary=t("audit.none"),
+            elements=(Text(t("audit.none")),),
+            visibility="asker",
+        )
+    rows = tuple(
+        (
+            str(e.id),
+            format_time(e.at, zone),
+            e.actor,
+            e.command,
+            e.event,
+            e.outcome,
+            e.approver or "",
+        )
+        for e in entries
+    )
+    return Reply(
+        status="succeeded",
+        summary=t("audit.summary", count=len(rows), since=args.since),
+        elements=(
+            Header(t("audit.header")),
+            Table(
+                columns=(
+                    "#",
+                    t("audit.col.at"),
+                    t("audit.col.actor"),
+                    t("audit.col.command"),
+                    t("audit.col.event"),
+                    t("audit.col.outcome"),
+                    t("audit.col.approver"),
+                ),
+                rows=rows,
+            ),
+        ),
+        visibility="asker",
+    )
+
+
+COMMANDS = (
+    Command(
+        name="audit",
+        usage="audit [@user] [--since 7d]",
+        help_key="audit.help",
+        role=Role.VIEWER,
+        args=AuditArgs,
+        run=show_audit,
+    ),
+)

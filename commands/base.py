@@ -1,0 +1,206 @@
+"""What every sub-command is made of: who asks, what they may do, how arguments are read."""
+
+from __future__ import annotations
+
+import shlex
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from core.errors import UsageError
+from core.i18n import Translator
+from core.reply import Reply
+
+if TYPE_CHECKING:
+    from commands.services import Services
+
+MAX_REQUEST_CHARS = 2_000  # Slack's slash-command text is far shorter; anything longer is not a command
+Source = Literal["slack", "console", "scheduler", "webhook"]
+ProgressCallback = Callable[[int, str], Awaitable[None]]
+
+
+class Role(IntEnum):
+    NONE = 0
+    VIEWER = 1
+    OPERATOR = 2
+    ADMIN = 3
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks: a Slack user (with the user groups they belong to) or the bot itself."""
+
+    user_id: str
+    group_ids: frozenset[str] = frozenset()
+    system: bool = False  # the scheduler or the alert webhook: trusted, audited under its name
+
+    @classmethod
+    def scheduler(cls) -> Actor:
+        return cls(user_id="scheduler", system=True)
+
+
+@dataclass(frozen=True)
+class Request:
+    actor: Actor
+    text: str
+    source: Source
+    channel: str | None = None
+    correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    locale: str | None = None
+
+
+class Args(BaseModel):
+    """Base of every argument model: frozen, no extra fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    # Field names filled from the rest of the line (e.g. an incident title with spaces).
+    rest_field: ClassVar[str | None] = None
+
+
+class NoArgs(Args):
+    pass
+
+
+Handler = Callable[["Context", Any], Awaitable[Reply]]
+Describer = Callable[["Context", Any], Awaitable["ApprovalText"]]
+
+
+@dataclass(frozen=True)
+class ApprovalText:
+    """What an approver is shown, and facts the action must still match when approved."""
+
+    summary: str
+    binding: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command's declaration: name, arguments, role, risk, help, and what runs it."""
+
+    name: str  # "health", "cache flush", "backup verify"
+    usage: str  # "cache flush", "backup verify <id>"
+    help_key: str  # i18n key of the one-line help
+    role: Role
+    run: Handler
+    args: type[Args] = NoArgs
+    risky: bool = False  # needs a second person's approval
+    mutates: bool = False  # changes something: refused while the bot's store is down
+    background: bool = False  # runs as a stored job with progress
+    describe: Describer | None = None  # the approval text of a risky command
+    lock: str | None = None  # one at a time across replicas (e.g. "backup")
+
+    def __post_init__(self) -> None:
+        if self.risky and self.describe is None:
+            raise ValueError(f"risky command {self.name} needs describe()")
+
+
+@dataclass
+class Context:
+    """Everything a command's handler may use while it runs."""
+
+    request: Request
+    services: Services
+    t: Translator
+    progress: ProgressCallback
+    registry: Registry | None = None
+    job_id: int | None = None
+    approved_by: str | None = None
+    binding: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def actor(self) -> Actor:
+        return self.request.actor
+
+
+async def no_progress(percent: int, text: str) -> None:
+    return None
+
+
+def split_words(text: str) -> list[str]:
+    """Split like a shell, so quoted titles keep their spaces; refuse what cannot be a command."""
+    if len(text) > MAX_REQUEST_CHARS:
+        raise UsageError("usage.too_long", limit=MAX_REQUEST_CHARS)
+    if any(ch in text for ch in ("\x00", "\r")):
+        raise UsageError("usage.control_chars")
+    normalised = text.replace("\u201c", '"').replace("\u201d", '"').replace("\u2018", "'")
+    normalised = normalised.replace("\u2019", "'").replace("\u3000", " ")  # Slack smart quotes, 全角 space
+    try:
+        return shlex.split(normalised)
+    except ValueError:
+        raise UsageError("usage.unbalanced_quotes") from None
+
+
+def parse_args(model: type[Args], words: Sequence[str], *, usage: str) -> Args:
+    """Positional words fill the model's fields in order; `--name value` fills a field by name.
+
+    The model's `rest_field` takes every remaining word joined by spaces.
+    """
+    names = list(model.model_fields)
+    values: dict[str, Any] = {}
+    positional: list[str] = []
+    it = iter(words)
+    for word in it:
+        if word.startswith("--") and len(word) > 2:
+            key = word[2:].replace("-", "_")
+            if key not in model.model_fields:
+                raise UsageError("usage.unknown_option", usage=usage, option=word)
+            value = next(it, None)
+            if value is None:
+                raise UsageError("usage.option_needs_value", usage=usage, option=word)
+            values[key] = value
+        else:
+            positional.append(word)
+    free = [n for n in names if n not in values]
+    rest = model.rest_field
+    for name in free:
+        if not positional:
+            break
+        if name == rest:
+            values[name] = " ".join(positional)
+            positional = []
+            break
+        values[name] = positional.pop(0)
+    if positional:
+        raise UsageError("usage.too_many_arguments", usage=usage, extra=" ".join(positional)[:80])
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join(str(p) for p in error["loc"]) or "?"
+        if error["type"] == "missing":
+            raise UsageError("usage.missing_argument", usage=usage, argument=loc) from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise UsageError("usage.bad_argument", usage=usage, argument=loc, problem=message[:200]) from None
+
+
+class Registry:
+    """The sub-commands by name; the longest name that starts the request wins."""
+
+    def __init__(self, commands: Sequence[Command]) -> None:
+        self._by_name: dict[str, Command] = {}
+        for command in commands:
+            if command.name in self._by_name:
+                raise ValueError(f"command {command.name!r} declared twice")
+            self._by_name[command.name] = command
+
+    def __iter__(self) -> Iterator[Command]:
+        return iter(self._by_name.values())
+
+    def get(self, name: str) -> Command | None:
+        return self._by_name.get(name)
+
+    def find(self, words: Sequence[str]) -> tuple[Command, list[str]]:
+        for size in (3, 2, 1):
+            name = " ".join(words[:size]).lower()
+            if len(words) >= size and name in self._by_name:
+                return self._by_name[name], list(words[size:])
+        raise UsageError("usage.unknown_command", usage="help", word=words[0][:40])
+
+    def family(self, word: str) -> list[Command]:
+        """Every command whose name starts with this word (help for 'backup' shows all three)."""
+        return [c for c in self._by_name.values() if c.name.split()[0] == word.lower()]

@@ -1,0 +1,350 @@
+"""The one way down: parse, authorise, approve, run or start a job, audit, reply.
+
+Slack, the console, the scheduler and the alert webhook all call `Pipeline.handle` and
+`Pipeline.decide`; nothing else runs a command.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zoneinfo
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any, Literal
+
+from commands.base import (
+    Actor,
+    Args,
+    Command,
+    Context,
+    Registry,
+    Request,
+    Role,
+    no_progress,
+    parse_args,
+    split_words,
+)
+from commands.replies import error_reply, unexpected_reply
+from commands.runner import JobListener, JobRunner
+from commands.services import Services
+from core.errors import GardenBotError, NotAllowed, StoreUnavailable, UsageError
+from core.formatting import format_time
+from core.i18n import Translator
+from core.reply import Actions, Button, Confirm, Fields, Header, Progress, Reply, Text
+from store import approvals as approval_store
+from store.audit import AuditRecord
+
+log = logging.getLogger(__name__)
+
+DECISION_WORDS = ("approve", "deny")
+
+
+class Pipeline:
+    def __init__(self, services: Services, registry: Registry) -> None:
+        self.services = services
+        self.registry = registry
+        self.runner = JobRunner(services)
+
+    async def handle_with_listener(self, request: Request, listener: JobListener | None) -> Reply:
+        return await self.handle(request, listener=listener)
+
+    def translator(self, request: Request) -> Translator:
+        return Translator(request.locale or self.services.settings.locale)
+
+    async def handle(self, request: Request, *, listener: JobListener | None = None) -> Reply:
+        """Answer one request. Never raises: every failure becomes a Reply."""
+        t = self.translator(request)
+        started = time.monotonic()
+        command: Command | None = None
+        args: Args | None = None
+        try:
+            words = split_words(request.text) or ["help"]
+            if words[0].lower() in DECISION_WORDS:
+                return await self._decide_from_words(request, words, listener=listener)
+            command, rest = self.registry.find(words)
+            self._authorise(request.actor, command)
+            args = parse_args(command.args, rest, usage=command.usage)
+            if command.mutates or command.risky:
+                await self._require_store()
+            ctx = self._context(request, t)
+            if command.risky:
+                reply = await self._open_approval(command, ctx, args)
+            elif command.background:
+                job = await self.runner.start(command, ctx, args, listener=listener)
+                reply = Reply(
+                    status="running",
+                    summary=t("job.started", job_id=job.id, command=command.name),
+                    elements=(
+                        Text(t("job.started", job_id=job.id, command=command.name)),
+                        Progress(0, t("job.queued")),
+                    ),
+                    ids={"job_id": job.id},
+                )
+            else:
+                reply = await command.run(ctx, args)
+        except GardenBotError as exc:
+            reply = error_reply(exc, t)
+            if isinstance(exc, UsageError) and command is None:
+                reply = _with_help_hint(reply, t)
+        except Exception:
+            log.exception("request failed [%s] %r", request.correlation_id, request.text[:80])
+            reply = unexpected_reply(t, request.correlation_id)
+        await self._audit_request(request, command, args, reply, started)
+        return reply
+
+    async def decide(
+        self,
+        request: Request,
+        approval_id: int,
+        decision: Literal["approved", "denied"],
+        *,
+        listener: JobListener | None = None,
+    ) -> Reply:
+        """An approver's click or console word. Exactly one decision is ever taken."""
+        t = self.translator(request)
+        started = time.monotonic()
+        actor = request.actor
+        outcome: str = decision
+        detail: dict[str, Any] = {"approval_id": approval_id}
+        command_name = "approval"
+        try:
+            await self._require_store()
+            approval = await approval_store.get_approval(self.services.store, approval_id)
+            command_name = approval.command
+            detail["requested_by"] = approval.requester
+            if actor.user_id == approval.requester:
+                raise NotAllowed("approval.own_request", approval_id=approval_id)
+            if not self.services.policy.is_approver(actor):
+                raise NotAllowed("approval.not_an_approver", approval_id=approval_id)
+            approval = await approval_store.decide_approval(
+                self.services.store, approval_id, decided_by=actor.user_id, decision=decision
+            )
+            await self._audit(
+                request,
+                command_name,
+                f"approval_{decision}",
+                decision,
+                detail,
+                approver=actor.user_id,
+                started=started,
+            )
+            if decision == "denied":
+                return Reply(
+                    status="refused",
+                    summary=t("approval.denied", approval_id=approval_id, by=actor.user_id),
+                    ids={"approval_id": approval_id},
+                )
+            return await self._run_approved(approval, request, t, listener)
+        except GardenBotError as exc:
+            outcome = exc.status
+            reply = error_reply(exc, t)
+            detail["reason"] = exc.message_key
+        except Exception:
+            log.exception("decision failed [%s] approval %s", request.correlation_id, approval_id)
+            outcome = "failed"
+            reply = unexpected_reply(t, request.correlation_id)
+        await self._audit(
+            request,
+            command_name,
+            "approval_decision",
+            outcome,
+            detail,
+            approver=actor.user_id,
+            started=started,
+        )
+        return replace_ids(reply, approval_id=approval_id)
+
+    async def _run_approved(
+        self,
+        approval: approval_store.Approval,
+        decider: Request,
+        t: Translator,
+        listener: JobListener | None,
+    ) -> Reply:
+        command = self.registry.get(approval.command)
+        if command is None:
+            raise UsageError("usage.unknown_command", word=approval.command)
+        # The job runs for the requester, approved by the decider, under the request's correlation id.
+        request = Request(
+            actor=Actor(user_id=approval.requester),
+            text=approval.command,
+            source=decider.source,
+            channel=approval.channel,
+            correlation_id=approval.correlation_id,
+            locale=decider.locale,
+        )
+        ctx = self._context(request, t)
+        ctx.approved_by = decider.actor.user_id
+        ctx.binding = approval.binding
+        args = command.args.model_validate(approval.args)
+        job = await self.runner.start(command, ctx, args, approval_id=approval.id, listener=listener)
+        await approval_store.attach_job(self.services.store, approval.id, job.id)
+        summary = t("approval.approved", approval_id=approval.id, by=decider.actor.user_id, job_id=job.id)
+        return Reply(
+            status="running",
+            summary=summary,
+            elements=(Text(summary), Progress(0, t("job.queued"))),
+            ids={"approval_id": approval.id, "job_id": job.id},
+        )
+
+    async def _decide_from_words(
+        self, request: Request, words: list[str], *, listener: JobListener | None
+    ) -> Reply:
+        usage = f"{words[0].lower()} <approval-id>"
+        if len(words) != 2 or not words[1].isdigit() or len(words[1]) > 18:
+            raise UsageError("usage.approval_id", usage=usage)
+        decision: Literal["approved", "denied"] = "approved" if words[0].lower() == "approve" else "denied"
+        return await self.decide(request, int(words[1]), decision, listener=listener)
+
+    def _authorise(self, actor: Actor, command: Command) -> None:
+        role = self.services.policy.role_of(actor)
+        if role == Role.NONE:
+            raise NotAllowed("role.unknown_user", user=actor.user_id)
+        if role < command.role:
+            raise NotAllowed(
+                "role.too_low",
+                command=command.name,
+                needed=command.role.name.lower(),
+                have=role.name.lower(),
+            )
+
+    async def _require_store(self) -> None:
+        if not await self.services.store.ready():
+            raise StoreUnavailable("store.unavailable_for_changes")
+
+    def _context(self, request: Request, t: Translator) -> Context:
+        return Context(
+            request=request,
+            services=self.services,
+            t=t,
+            progress=no_progress,
+            registry=self.registry,
+        )
+
+    async def _open_approval(self, command: Command, ctx: Context, args: Args) -> Reply:
+        assert command.describe is not None
+        t = ctx.t
+        text = await command.describe(ctx, args)
+        settings = self.services.settings
+        approval = await approval_store.open_approval(
+            self.services.store,
+            command=command.name,
+            args=args.model_dump(mode="json"),
+            summary=text.summary,
+            binding=text.binding,
+            requester=ctx.actor.user_id,
+            channel=ctx.request.channel,
+            source=ctx.request.source,
+            correlation_id=ctx.request.correlation_id,
+            ttl=timedelta(minutes=settings.approval_ttl_minutes),
+        )
+        await self._audit(
+            ctx.request,
+            command.name,
+            "approval_opened",
+            "pending",
+            {"approval_id": approval.id, "args": args.model_dump(mode="json")},
+        )
+        return approval_reply(approval, t, settings.zone)
+
+    async def _audit_request(
+        self,
+        request: Request,
+        command: Command | None,
+        args: Args | None,
+        reply: Reply,
+        started: float,
+    ) -> None:
+        detail: dict[str, Any] = {"args": args.model_dump(mode="json") if args else {}}
+        if reply.status in ("refused", "failed"):
+            detail["reason"] = reply.summary[:300]
+        detail.update({k: v for k, v in reply.ids.items()})
+        name = command.name if command else (request.text.split(" ", 1)[0][:40] or "help")
+        await self._audit(request, name, "request", reply.status, detail, started=started)
+
+    async def _audit(
+        self,
+        request: Request,
+        command: str,
+        event: str,
+        outcome: str,
+        detail: dict[str, Any],
+        *,
+        approver: str | None = None,
+        started: float | None = None,
+    ) -> None:
+        duration = int((time.monotonic() - started) * 1000) if started is not None else None
+        args = detail.pop("args", {})
+        await self.services.audit.record(
+            AuditRecord.new(
+                correlation_id=request.correlation_id,
+                source=request.source,
+                actor=request.actor.user_id,
+                approver=approver,
+                channel=request.channel,
+                command=command,
+                event=event,
+                outcome=outcome,
+                args=args,
+                duration_ms=duration,
+                detail=detail,
+            )
+        )
+
+
+def approval_reply(approval: approval_store.Approval, t: Translator, zone: zoneinfo.ZoneInfo) -> Reply:
+    """The message that asks a second person: what will happen, who asked, until when."""
+    value = str(approval.id)
+    return Reply(
+        status="pending",
+        summary=t("approval.requested", approval_id=approval.id, command=approval.command),
+        elements=(
+            Header(t("approval.header", command=approval.command)),
+            Text(approval.summary),
+            Fields(
+                (
+                    (t("approval.requested_by"), f"<@{approval.requester}>"),
+                    (t("approval.expires"), format_time(approval.expires_at, zone)),
+                    (t("approval.id"), value),
+                )
+            ),
+            Actions(
+                (
+                    Button(
+                        "approve",
+                        t("approval.approve"),
+                        value,
+                        style="primary",
+                        confirm=Confirm(
+                            t("approval.confirm_title"),
+                            approval.summary[:280],
+                            t("approval.approve"),
+                            t("approval.cancel"),
+                        ),
+                    ),
+                    Button(
+                        "deny",
+                        t("approval.deny"),
+                        value,
+                        style="danger",
+                        confirm=Confirm(
+                            t("approval.confirm_deny_title"),
+                            t("approval.confirm_deny_text"),
+                            t("approval.deny"),
+                            t("approval.cancel"),
+                        ),
+                    ),
+                )
+            ),
+        ),
+        ids={"approval_id": approval.id},
+    )
+
+
+def replace_ids(reply: Reply, **ids: int | str) -> Reply:
+    return replace(reply, ids={**reply.ids, **ids})
+
+
+def _with_help_hint(reply: Reply, t: Translator) -> Reply:
+    return replace(reply, elements=(*reply.elements, Text(t("usage.see_help"))))

@@ -1,0 +1,38 @@
+"""Roles and approvers from the configuration: user IDs and user-group IDs."""
+
+from __future__ import annotations
+
+from commands.base import Actor, Role
+from core.config import Settings
+
+
+class Policy:
+    def __init__(self, settings: Settings) -> None:
+        self._roles: dict[str, Role] = {}
+        # Ascending, so an ID listed under several roles keeps the highest.
+        for role, ids in (
+            (Role.VIEWER, settings.roles.viewer),
+            (Role.OPERATOR, settings.roles.operator),
+            (Role.ADMIN, settings.roles.admin),
+        ):
+            for member in ids:
+                self._roles[member] = role
+        self._approvers = frozenset(settings.approvers)
+        self._default = Role.VIEWER if settings.default_role == "viewer" else Role.NONE
+
+    def role_of(self, actor: Actor) -> Role:
+        if actor.system:
+            return Role.ADMIN
+        ids = {actor.user_id, *actor.group_ids}
+        return max((self._roles.get(i, Role.NONE) for i in ids), default=Role.NONE) or self._default
+
+    def is_approver(self, actor: Actor) -> bool:
+        """An approver is listed in `approvers` (by user or group) and is at least an operator."""
+        if actor.system:
+            return False
+        listed = bool({actor.user_id, *actor.group_ids} & self._approvers)
+        return listed and self.role_of(actor) >= Role.OPERATOR
+
+    def mentions_groups(self) -> bool:
+        """Whether any role or approver entry is a user group (S…), so membership must be looked up."""
+        return any(i.startswith("S") for i in (*self._roles, *self._approvers))

@@ -1,0 +1,47 @@
+"""The clients a command may use, built once per process by bot/runtime.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+import redis.asyncio as aioredis
+
+from commands.policy import Policy
+from core.config import Settings
+from core.errors import RunbookFailed
+from store.audit import AuditLog
+from store.db import Store
+from store.jobs import Instance
+from store.redis import Coordination
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    coordination: Coordination
+    audit: AuditLog
+    http: httpx.AsyncClient
+    policy: Policy
+    instance: Instance = field(default_factory=Instance.current)
+
+    def target_database_url(self) -> str:
+        if self.settings.target.database_url is None:
+            raise RunbookFailed("target.not_configured", what="GARDEN_DATABASE_URL")
+        return self.settings.target.database_url.get_secret_value()
+
+    def target_redis(self) -> aioredis.Redis:
+        """A fresh client for the operated system's cache; the caller closes it."""
+        if self.settings.target.redis_url is None:
+            raise RunbookFailed("target.not_configured", what="GARDEN_REDIS_URL")
+        return aioredis.Redis.from_url(
+            self.settings.target.redis_url.get_secret_value(),
+            socket_connect_timeout=self.settings.health.timeout_seconds,
+            socket_timeout=self.settings.health.timeout_seconds,
+        )

@@ -1,0 +1,93 @@
+"""What a command answers, independent of where it is shown.
+
+Commands return a `Reply` made of a few plain elements; `bot/blocks.py` renders it as Block Kit
+and `bot/console.py` as text. Nothing here knows Slack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Status = Literal["succeeded", "failed", "refused", "pending", "running"]
+Level = Literal["ok", "warn", "fail", "info"]
+Visibility = Literal["channel", "asker"]
+
+
+@dataclass(frozen=True)
+class Header:
+    text: str
+
+
+@dataclass(frozen=True)
+class Text:
+    """A paragraph. `*bold*` and `code` marks are allowed; nothing else is interpreted."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """Small print under the main content (who, when, correlation id)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Fields:
+    pairs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    # One level per row (ok/warn/fail/info) when the rows are checks; empty otherwise.
+    levels: tuple[Level, ...] = ()
+
+
+@dataclass(frozen=True)
+class Progress:
+    percent: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Confirm:
+    title: str
+    text: str
+    confirm: str
+    deny: str
+
+
+@dataclass(frozen=True)
+class Button:
+    action_id: str
+    label: str
+    value: str
+    style: Literal["primary", "danger"] | None = None
+    confirm: Confirm | None = None
+
+
+@dataclass(frozen=True)
+class Actions:
+    buttons: tuple[Button, ...]
+
+
+Element = Header | Text | Note | Fields | Table | Progress | Actions
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A command's answer: status, a one-line summary (Slack's fallback text), and elements."""
+
+    status: Status
+    summary: str
+    elements: tuple[Element, ...] = ()
+    visibility: Visibility = "channel"
+    # Ids of what the request created or waits on: approval_id, job_id, backup_id, incident_id.
+    ids: dict[str, int | str] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return {"succeeded": 0, "failed": 1, "refused": 2, "pending": 3, "running": 0}[self.status]

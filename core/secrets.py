@@ -1,0 +1,49 @@
+"""Keep secrets out of channels, the audit log and log lines."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+MASK = "***"
+SECRET_KEY = re.compile(r"(password|passwd|secret|token|dsn|_url$|^url$|api_key|credential)", re.I)
+URL_WITH_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@", re.I)
+KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.I)
+
+
+def mask_dsn(dsn: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db (also key=value DSNs)."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        parts = None
+    if parts is not None and parts.scheme and parts.password is not None:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        netloc = f"{parts.username or ''}:{MASK}@{host}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return KEYWORD_PASSWORD.sub(lambda m: m.group(1) + MASK, dsn)
+
+
+def mask_text(text: str) -> str:
+    """Mask every URL password and password=... in free text (log lines, error messages)."""
+    text = URL_WITH_PASSWORD.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
+    return KEYWORD_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+
+
+def mask_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Arguments as they may be written to the audit log."""
+    masked: dict[str, Any] = {}
+    for key, value in args.items():
+        if SECRET_KEY.search(key) and value is not None:
+            masked[key] = MASK
+        elif isinstance(value, str):
+            masked[key] = mask_text(value)
+        elif isinstance(value, Mapping):
+            masked[key] = mask_args(value)
+        else:
+            masked[key] = value
+    return masked

@@ -1,0 +1,148 @@
+"""Approvals in the bot's store. A decision is one conditional UPDATE, so it is taken exactly once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from psycopg.types.json import Jsonb
+
+from core.errors import Conflict, NotFound
+from store.db import Store
+
+Decision = Literal["approved", "denied"]
+
+
+@dataclass(frozen=True)
+class Approval:
+    id: int
+    command: str
+    args: dict[str, Any]
+    summary: str
+    binding: dict[str, Any]
+    requester: str
+    channel: str | None
+    source: str
+    correlation_id: str
+    status: str
+    created_at: datetime
+    expires_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    job_id: int | None
+    message_ref: dict[str, Any]
+
+
+_COLUMNS = (
+    "id, command, args, summary, binding, requester, channel, source, correlation_id, status,"
+    " created_at, expires_at, decided_by, decided_at, job_id, message_ref"
+)
+
+
+def _approval(row: dict[str, Any]) -> Approval:
+    return Approval(**row)
+
+
+async def open_approval(
+    store: Store,
+    *,
+    command: str,
+    args: dict[str, Any],
+    summary: str,
+    binding: dict[str, Any],
+    requester: str,
+    channel: str | None,
+    source: str,
+    correlation_id: str,
+    ttl: timedelta,
+) -> Approval:
+    async with store.connection() as conn:
+        cur = await conn.execute(
+            f"INSERT INTO approvals (command, args, summary, binding, requester, channel, source,"
+            f" correlation_id, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now() + %s)"
+            f" RETURNING {_COLUMNS}",
+            (
+                command,
+                Jsonb(args),
+                summary,
+                Jsonb(binding),
+                requester,
+                channel,
+                source,
+                correlation_id,
+                ttl,
+            ),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return _approval(row)
+
+
+async def get_approval(store: Store, approval_id: int) -> Approval:
+    async with store.connection() as conn:
+        cur = await conn.execute(f"SELECT {_COLUMNS} FROM approvals WHERE id = %s", (approval_id,))
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFound("approval.not_found", approval_id=approval_id)
+    return _approval(row)
+
+
+async def decide_approval(store: Store, approval_id: int, *, decided_by: str, decision: Decision) -> Approval:
+    """Take the decision if and only if the approval is still pending and unexpired.
+
+    Ten approvers clicking at the same instant: one UPDATE matches, the others see Conflict.
+    """
+    async with store.connection() as conn:
+        cur = await conn.execute(
+            f"UPDATE approvals SET status = %s, decided_by = %s, decided_at = now()"
+            f" WHERE id = %s AND status = 'pending' AND expires_at > now()"
+            f" AND requester <> %s RETURNING {_COLUMNS}",
+            (decision, decided_by, approval_id, decided_by),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            return _approval(row)
+        # Say why it did not match: expired (and record it), already decided, or unknown.
+        cur = await conn.execute(
+            f"UPDATE approvals SET status = 'expired' WHERE id = %s AND status = 'pending'"
+            f" AND expires_at <= now() RETURNING {_COLUMNS}",
+            (approval_id,),
+        )
+        expired = await cur.fetchone()
+    if expired is not None:
+        raise Conflict("approval.expired", approval_id=approval_id)
+    current = await get_approval(store, approval_id)
+    if current.status == "expired":
+        raise Conflict("approval.expired", approval_id=approval_id)
+    if current.status != "pending":
+        raise Conflict(
+            "approval.already_decided",
+            approval_id=approval_id,
+            status=current.status,
+            decided_by=current.decided_by or "?",
+        )
+    raise Conflict("approval.requester_cannot_decide", approval_id=approval_id)
+
+
+async def attach_job(store: Store, approval_id: int, job_id: int) -> None:
+    async with store.connection() as conn:
+        await conn.execute("UPDATE approvals SET job_id = %s WHERE id = %s", (job_id, approval_id))
+
+
+async def remember_message(store: Store, approval_id: int, message_ref: dict[str, Any]) -> None:
+    async with store.connection() as conn:
+        await conn.execute(
+            "UPDATE approvals SET message_ref = %s WHERE id = %s", (Jsonb(message_ref), approval_id)
+        )
+
+
+async def expire_overdue(store: Store) -> list[Approval]:
+    """Mark every overdue pending approval expired; returns them so their messages can be updated."""
+    async with store.connection() as conn:
+        cur = await conn.execute(
+            f"UPDATE approvals SET status = 'expired' WHERE status = 'pending'"
+            f" AND expires_at <= now() RETURNING {_COLUMNS}"
+        )
+        rows = await cur.fetchall()
+    return [_approval(row) for row in rows]

@@ -1,0 +1,436 @@
+"""The audit log: every action, who asked and who approved, append-only and hash-chained.
+
+Each row's `hash` is the SHA-256 of a canonical JSON of its fields plus the previous row's hash,
+so altering or removing a row breaks the chain at that point and `verify()` names it. Appends are
+serialised across processes by an advisory lock held in the insert transaction. When the store is
+down, records go to a local spool (store/spool.py) and are written, in order, once it is back.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from core.errors import StoreUnavailable
+from core.secrets import mask_args, mask_text
+from store.db import Conn, Store
+from store.spool import AuditSpool
+
+log = logging.getLogger(__name__)
+
+AUDIT_LOCK = 0x6761_7264_6175  # one appender at a time across processes keeps the chain linear
+GENESIS_HASH = "0" * 64
+BATCH_SIZE = 500
+DRAIN_CHUNK = 200  # spooled records written per transaction
+RETRY_AFTER_S = 5.0  # after a failure, spool at once for this long rather than wait on the pool
+MAX_DURATION_MS = 2**31 - 1  # the column is a PostgreSQL integer
+
+COLUMNS = (
+    "id, record_id, at, correlation_id, source, actor, approver, channel, command, args,"
+    " event, outcome, duration_ms, detail, prev_hash, hash"
+)
+CSV_FIELDS = [c.strip() for c in COLUMNS.split(",")]
+TEXT_FIELDS = ("correlation_id", "source", "actor", "approver", "channel", "command", "event")
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One thing that happened, as its producer saw it."""
+
+    record_id: uuid.UUID
+    at: datetime
+    correlation_id: str
+    source: str
+    actor: str
+    command: str
+    event: str
+    outcome: str
+    args: dict[str, Any] = field(default_factory=dict)
+    approver: str | None = None
+    channel: str | None = None
+    duration_ms: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.at.tzinfo is None or self.at.utcoffset() is None:
+            raise ValueError("AuditRecord.at must be timezone-aware")
+        if self.duration_ms is not None and not 0 <= self.duration_ms <= MAX_DURATION_MS:
+            raise ValueError(f"AuditRecord.duration_ms out of range: {self.duration_ms}")
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        correlation_id: str,
+        source: str,
+        actor: str,
+        command: str,
+        event: str,
+        outcome: str,
+        args: Mapping[str, Any] | None = None,
+        approver: str | None = None,
+        channel: str | None = None,
+        duration_ms: int | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditRecord:
+        return AuditRecord(
+            record_id=uuid.uuid4(),
+            at=datetime.now(UTC),
+            correlation_id=correlation_id,
+            source=source,
+            actor=actor,
+            command=command,
+            event=event,
+            outcome=outcome,
+            args=dict(args or {}),
+            approver=approver,
+            channel=channel,
+            duration_ms=duration_ms,
+            detail=dict(detail or {}),
+        )
+
+
+@dataclass(frozen=True)
+class AuditEntry(AuditRecord):
+    """A record as stored: its place in the log and its link in the chain."""
+
+    id: int = field(kw_only=True)
+    prev_hash: str = field(kw_only=True)
+    hash: str = field(kw_only=True)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int  # rows read, the bad one included
+    first_bad_id: int | None
+    reason: str  # "intact", "hash mismatch", "chain broken (prev_hash)"
+
+
+class AuditLog:
+    """Writes, checks, lists and exports the audit log of the bot's store."""
+
+    def __init__(
+        self, store: Store, spool_path: Path, *, retry_after_s: float = RETRY_AFTER_S
+    ) -> None:
+        self.store = store
+        self.spool = AuditSpool(spool_path)
+        self.retry_after_s = retry_after_s
+        self._store_down_until = 0.0
+
+    async def record(self, rec: AuditRecord) -> None:
+        """Write one record; when the store is down, keep it in the spool (no error for that)."""
+        rec = prepared(rec)
+        if time.monotonic() < self._store_down_until:
+            await self._spool(rec)
+            return
+        try:
+            if self.spool.has_lines():
+                await self.drain_spool()  # older records first, so the chain keeps their order
+            await self._append([rec])
+        except StoreUnavailable:
+            self._store_down_until = time.monotonic() + self.retry_after_s
+            await self._spool(rec)
+
+    async def drain_spool(self) -> int:
+        """Write spooled records in order, skipping any already stored; then empty the spool."""
+        async with self.spool.taken() as batch:
+            records: list[AuditRecord] = []
+            for line in batch.lines:
+                try:
+                    records.append(record_from_json(line))
+                except (KeyError, TypeError, ValueError):
+                    batch.unreadable.append(canonical_json(line).encode())
+            written = 0
+            for start in range(0, len(records), DRAIN_CHUNK):
+                written += await self._append(records[start : start + DRAIN_CHUNK])
+            batch.clear()
+        if written:
+            log.info("audit spool drained: %d record(s) written", written)
+        self._store_down_until = 0.0
+        return written
+
+    def spooled(self) -> int:
+        return self.spool.count()
+
+    async def verify(self) -> VerifyResult:
+        """Recompute every hash and link in id order; stop at the first row that does not match."""
+        expected_prev = GENESIS_HASH
+        checked = 0
+        # aclosing: stopping at a bad row gives the connection back at once
+        async with aclosing(self._rows_in_order(since=None)) as rows:
+            async for entry in rows:
+                checked += 1
+                if chain_hash(entry, entry.prev_hash) != entry.hash:
+                    return VerifyResult(False, checked, entry.id, "hash mismatch")
+                if entry.prev_hash != expected_prev:
+                    return VerifyResult(False, checked, entry.id, "chain broken (prev_hash)")
+                expected_prev = entry.hash
+        return VerifyResult(True, checked, None, "intact")
+
+    async def export(
+        self,
+        out: TextIO,
+        *,
+        since: datetime | None = None,
+        fmt: Literal["jsonl", "csv"] = "jsonl",
+    ) -> int:
+        """Write rows in chain order as JSON lines or CSV (UTF-8 kept readable); return count."""
+        _require_aware(since)
+        writer = csv.DictWriter(out, fieldnames=CSV_FIELDS) if fmt == "csv" else None
+        if writer is not None:
+            writer.writeheader()
+        count = 0
+        async with aclosing(self._rows_in_order(since=since)) as rows:
+            async for entry in rows:
+                row = entry_as_json(entry)
+                if writer is not None:
+                    for key in ("args", "detail"):
+                        row[key] = canonical_json(row[key])
+                    writer.writerow(row)
+                else:
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+        return count
+
+    async def entries(
+        self, *, actor: str | None = None, since: datetime | None = None, limit: int = 50
+    ) -> list[AuditEntry]:
+        """The newest records first, optionally one actor's and only since a time."""
+        _require_aware(since)
+        async with self.store.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {COLUMNS} FROM audit_log"
+                " WHERE (%(actor)s::text IS NULL OR actor = %(actor)s)"
+                " AND (%(since)s::timestamptz IS NULL OR at >= %(since)s)"
+                " ORDER BY at DESC, id DESC LIMIT %(limit)s",
+                {"actor": actor, "since": since, "limit": max(1, limit)},
+            )
+            return [entry_from_row(row) for row in await cur.fetchall()]
+
+    async def _spool(self, rec: AuditRecord) -> None:
+        await self.spool.append(record_as_json(rec))
+        log.warning("bot store down: audit record %s kept in the local spool", rec.record_id)
+
+    async def _append(self, records: Sequence[AuditRecord]) -> int:
+        """Chain and insert records in order in one locked transaction; return how many were new."""
+        async with self.store.connection() as conn:
+            # Let PostgreSQL normalise the JSON first, so the hash matches what verify() reads back.
+            stored = [await _as_stored(conn, rec) for rec in records]
+            inserted = 0
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
+                cur = await conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1")
+                last = await cur.fetchone()
+                prev = str(last["hash"]) if last else GENESIS_HASH
+                for rec in stored:
+                    digest = chain_hash(rec, prev)
+                    cur = await conn.execute(
+                        "INSERT INTO audit_log (record_id, at, correlation_id, source, actor,"
+                        " approver, channel, command, args, event, outcome, duration_ms, detail,"
+                        " prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb,"
+                        " %s, %s, %s, %s::jsonb, %s, %s)"
+                        " ON CONFLICT (record_id) DO NOTHING RETURNING id",
+                        (
+                            rec.record_id,
+                            rec.at,
+                            rec.correlation_id,
+                            rec.source,
+                            rec.actor,
+                            rec.approver,
+                            rec.channel,
+                            rec.command,
+                            canonical_json(rec.args),
+                            rec.event,
+                            rec.outcome,
+                            rec.duration_ms,
+                            canonical_json(rec.detail),
+                            prev,
+                            digest,
+                        ),
+                    )
+                    if await cur.fetchone() is not None:  # None: already stored (a replayed spool)
+                        prev = digest
+                        inserted += 1
+            return inserted
+
+    async def _rows_in_order(self, *, since: datetime | None) -> AsyncGenerator[AuditEntry, None]:
+        """Every row in id order, read in batches so a long log is never held in memory."""
+        after = 0
+        async with self.store.connection() as conn:
+            while True:
+                cur = await conn.execute(
+                    f"SELECT {COLUMNS} FROM audit_log WHERE id > %s"
+                    " AND (%s::timestamptz IS NULL OR at >= %s) ORDER BY id LIMIT %s",
+                    (after, since, since, BATCH_SIZE),
+                )
+                rows = await cur.fetchall()
+                for row in rows:
+                    yield entry_from_row(row)
+                if len(rows) < BATCH_SIZE:
+                    return
+                after = int(str(rows[-1]["id"]))
+
+
+async def _as_stored(conn: Conn, rec: AuditRecord) -> AuditRecord:
+    cur = await conn.execute(
+        "SELECT %s::jsonb AS args, %s::jsonb AS detail",
+        (canonical_json(rec.args), canonical_json(rec.detail)),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return replace(rec, args=_as_dict(row["args"]), detail=_as_dict(row["detail"]))
+
+
+def prepared(rec: AuditRecord) -> AuditRecord:
+    """Secrets masked (a last defence), text PostgreSQL can store, `at` in UTC."""
+    changes: dict[str, Any] = {
+        name: _clean(mask_text(value))
+        for name in TEXT_FIELDS
+        if isinstance(value := getattr(rec, name), str)
+    }
+    changes["outcome"] = _clean(mask_text(rec.outcome))
+    changes["args"] = _mask_deep(_jsonable(rec.args))
+    changes["detail"] = _mask_deep(_jsonable(rec.detail))
+    changes["at"] = rec.at.astimezone(UTC)
+    return replace(rec, **changes)
+
+
+def chain_hash(rec: AuditRecord, prev_hash: str) -> str:
+    """SHA-256 hex of the canonical JSON of every record field plus the previous hash."""
+    body = record_as_json(rec)
+    body["prev_hash"] = prev_hash
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def record_as_json(rec: AuditRecord) -> dict[str, Any]:
+    """The record's own fields as JSON values (also the spool line)."""
+    return {
+        "record_id": str(rec.record_id),
+        "at": rec.at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "correlation_id": rec.correlation_id,
+        "source": rec.source,
+        "actor": rec.actor,
+        "approver": rec.approver,
+        "channel": rec.channel,
+        "command": rec.command,
+        "args": rec.args,
+        "event": rec.event,
+        "outcome": rec.outcome,
+        "duration_ms": rec.duration_ms,
+        "detail": rec.detail,
+    }
+
+
+def record_from_json(line: Mapping[str, Any]) -> AuditRecord:
+    return AuditRecord(
+        record_id=uuid.UUID(str(line["record_id"])),
+        at=datetime.fromisoformat(str(line["at"])),
+        correlation_id=str(line["correlation_id"]),
+        source=str(line["source"]),
+        actor=str(line["actor"]),
+        command=str(line["command"]),
+        event=str(line["event"]),
+        outcome=str(line["outcome"]),
+        args=_as_dict(line.get("args")),
+        approver=_opt_str(line.get("approver")),
+        channel=_opt_str(line.get("channel")),
+        duration_ms=_opt_int(line.get("duration_ms")),
+        detail=_as_dict(line.get("detail")),
+    )
+
+
+def entry_as_json(entry: AuditEntry) -> dict[str, Any]:
+    """A stored row for export: the record fields plus id and chain link."""
+    return {
+        "id": entry.id,
+        **record_as_json(entry),
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
+
+
+def entry_from_row(row: Mapping[str, Any]) -> AuditEntry:
+    at = row["at"]
+    assert isinstance(at, datetime)
+    return AuditEntry(
+        id=int(row["id"]),
+        record_id=uuid.UUID(str(row["record_id"])),
+        at=at.astimezone(UTC),
+        correlation_id=str(row["correlation_id"]),
+        source=str(row["source"]),
+        actor=str(row["actor"]),
+        command=str(row["command"]),
+        event=str(row["event"]),
+        outcome=str(row["outcome"]),
+        args=_as_dict(row["args"]),
+        approver=_opt_str(row["approver"]),
+        channel=_opt_str(row["channel"]),
+        duration_ms=_opt_int(row["duration_ms"]),
+        detail=_as_dict(row["detail"]),
+        prev_hash=str(row["prev_hash"]),
+        hash=str(row["hash"]),
+    )
+
+
+def _mask_deep(value: Any) -> Any:
+    """mask_args leaves lists alone; DSNs and password=... inside lists are masked here."""
+    if isinstance(value, Mapping):
+        return {key: _mask_deep(item) for key, item in mask_args(value).items()}
+    if isinstance(value, list | tuple):
+        return [_mask_deep(item) for item in value]
+    if isinstance(value, str):
+        return mask_text(value)
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON values jsonb accepts: str keys, no NUL, no NaN, anything else as text."""
+    if isinstance(value, Mapping):
+        return {_clean(str(key)): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, str):
+        return _clean(value)
+    if isinstance(value, bool | int) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    return _clean(str(value))
+
+
+def _clean(text: str) -> str:
+    # PostgreSQL text refuses NUL and lone surrogates cannot be encoded as UTF-8.
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _require_aware(moment: datetime | None) -> None:
+    if moment is not None and (moment.tzinfo is None or moment.utcoffset() is None):
+        raise ValueError("since must be timezone-aware")

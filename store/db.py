@@ -1,0 +1,130 @@
+"""The bot's own PostgreSQL: a connection pool, versioned migrations, and 'is it there' checks.
+
+Every query of the bot's store goes through `Store.connection()`; a store that cannot be reached
+raises StoreUnavailable quickly (connect timeout, pool timeout) instead of hanging the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from importlib import resources
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from core.errors import StoreUnavailable
+from core.secrets import mask_dsn
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 3
+POOL_TIMEOUT_S = 4.0
+STATEMENT_TIMEOUT_MS = 15_000
+MIGRATION_LOCK = 0x6761_7264_656E  # "garden": one migrator at a time across processes
+
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+
+
+def _configure_kwargs() -> dict[str, object]:
+    return {
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "row_factory": dict_row,
+        "autocommit": True,
+        "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        "application_name": "gardenbot",
+    }
+
+
+class Store:
+    """The bot's store. Cheap to build; `open()` never fails even when the database is down."""
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.dsn = dsn
+        self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs=_configure_kwargs(),
+            open=False,
+            timeout=POOL_TIMEOUT_S,
+            reconnect_timeout=0,  # keep trying in the background; never give up on the store
+            name="gardenbot-store",
+        )
+        self._migrated = False
+
+    def __repr__(self) -> str:
+        return f"Store({mask_dsn(self.dsn)})"
+
+    async def open(self) -> None:
+        await self._pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            log.warning("bot store unreachable: %s", type(exc).__name__)
+            raise StoreUnavailable("store.unavailable") from None
+
+    async def is_reachable(self) -> bool:
+        try:
+            async with self.connection() as conn:
+                await conn.execute("SELECT 1")
+        except StoreUnavailable:
+            return False
+        return True
+
+    @property
+    def migrated(self) -> bool:
+        return self._migrated
+
+    async def ready(self) -> bool:
+        """Reachable and migrated: a store that comes back after start-up is migrated then."""
+        if not await self.is_reachable():
+            return False
+        if not self._migrated:
+            try:
+                await self.migrate()
+            except StoreUnavailable:
+                return False
+        return True
+
+    async def migrate(self) -> list[str]:
+        """Apply the migrations not yet applied; safe to run twice and from two processes at once."""
+        applied: list[str] = []
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute("SELECT version FROM schema_migrations")
+            done = {str(row["version"]) for row in await cur.fetchall()}
+            for name, sql in migration_files():
+                if name in done:
+                    continue
+                await conn.execute(sql.encode())
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (name,))
+                applied.append(name)
+        self._migrated = True
+        if applied:
+            log.info("store migrated: %s", ", ".join(applied))
+        return applied
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, sql) in order; the version is the file name without .sql."""
+    folder = resources.files("store") / "migrations"
+    files = sorted(
+        (entry for entry in folder.iterdir() if entry.name.endswith(".sql")),
+        key=lambda entry: entry.name,
+    )
+    return [(entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8")) for entry in files]

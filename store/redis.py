@@ -1,0 +1,113 @@
+"""The bot's Redis: locks across replicas, de-duplication, short caches. Keys live under a prefix."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from core.errors import Conflict, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+# Delete/extend only when we still hold the lock: a holder that lost it must not free someone else's.
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1], KEYS[2]) end return 0"
+)
+_EXTEND = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "redis.call('pexpire', KEYS[2], ARGV[2]) return redis.call('pexpire', KEYS[1], ARGV[2]) end "
+    "return 0"
+)
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A held lock: its name and the token that proves we hold it."""
+
+    name: str
+    token: str
+
+
+class Coordination:
+    """Redis for the bot's own coordination. Every failure becomes StoreUnavailable."""
+
+    def __init__(self, url: str, *, prefix: str = "gardenbot:") -> None:
+        self.prefix = prefix
+        self.client: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=3, decode_responses=True
+        )
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def is_reachable(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def acquire_lock(self, name: str, *, holder: dict[str, Any], ttl_seconds: int) -> Lock:
+        """Take the lock or raise Conflict naming its holder. The TTL frees a crashed holder's lock."""
+        token = secrets.token_hex(16)
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.set(self.key("lock", name), token, nx=True, ex=ttl_seconds)
+                pipe.get(self.key("lock-holder", name))
+                taken, current = await pipe.execute()
+            if taken:
+                await self.describe_lock(Lock(name, token), holder, ttl_seconds=ttl_seconds)
+                return Lock(name, token)
+        except (RedisError, OSError):
+            raise StoreUnavailable("store.redis_unavailable") from None
+        held_by: dict[str, Any] = json.loads(current) if current else {}
+        raise Conflict(f"lock.held.{name}", **held_by)
+
+    async def describe_lock(self, lock: Lock, holder: dict[str, Any], *, ttl_seconds: int) -> None:
+        """Say who holds the lock (job id, requester, start time) for those who are refused."""
+        await self.client.set(
+            self.key("lock-holder", lock.name),
+            json.dumps(holder, ensure_ascii=False),
+            ex=ttl_seconds,
+        )
+
+    async def extend_lock(self, lock: Lock, *, ttl_seconds: int) -> bool:
+        try:
+            result = await self.client.eval(
+                _EXTEND,
+                2,
+                self.key("lock", lock.name),
+                self.key("lock-holder", lock.name),
+                lock.token,
+                str(ttl_seconds * 1000),
+            )
+        except (RedisError, OSError):
+            return False
+        return bool(result)
+
+    async def release_lock(self, lock: Lock) -> None:
+        try:
+            await self.client.eval(
+                _RELEASE,
+                2,
+                self.key("lock", lock.name),
+                self.key("lock-holder", lock.name),
+                lock.token,
+            )
+        except (RedisError, OSError):
+            log.warning("could not release lock %s; it expires by itself", lock.name)
+
+    async def first_time(self, *parts: str, ttl_seconds: int) -> bool:
+        """True once per key within the TTL: de-duplicates retried deliveries and double clicks."""
+        try:
+            return bool(await self.client.set(self.key("seen", *parts), "1", nx=True, ex=ttl_seconds))
+        except (RedisError, OSError):
+            raise StoreUnavailable("store.redis_unavailable") from None

@@ -1,0 +1,312 @@
+"""The audit log against the real PostgreSQL: chain, append-only guard, tampering, export."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from store import audit as audit_module
+from store.audit import AuditEntry, AuditLog, AuditRecord, chain_hash
+from store.db import Store
+from tests.support.servers import throwaway_database
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[Store]:
+    with throwaway_database() as url:
+        store = Store(url, max_size=5)
+        await store.open()
+        await store.migrate()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+@pytest.fixture
+def audit(store: Store, tmp_path: Path) -> AuditLog:
+    return AuditLog(store, tmp_path / "audit.spool")
+
+
+def a_record(n: int = 0, **overrides: Any) -> AuditRecord:
+    fields: dict[str, Any] = {
+        "correlation_id": f"c{n}",
+        "source": "console",
+        "actor": "U0OPS",
+        "command": "health",
+        "event": "requested",
+        "outcome": "succeeded",
+        "args": {"n": n},
+    }
+    fields.update(overrides)
+    return AuditRecord.new(**fields)
+
+
+async def write(audit: AuditLog, count: int) -> list[AuditRecord]:
+    records = [a_record(n) for n in range(count)]
+    for rec in records:
+        await audit.record(rec)
+    return records
+
+
+async def run_as_superuser(store: Store, *statements: str) -> None:
+    async with store.connection() as conn:
+        for statement in statements:
+            await conn.execute(statement.encode())
+
+
+async def ids_in_order(store: Store) -> list[int]:
+    async with store.connection() as conn:
+        cur = await conn.execute("SELECT id FROM audit_log ORDER BY id")
+        return [int(str(row["id"])) for row in await cur.fetchall()]
+
+
+async def test_appended_records_verify_intact(audit: AuditLog) -> None:
+    records = await write(audit, 3)
+
+    result = await audit.verify()
+    entries = await audit.entries()
+
+    assert (result.ok, result.checked, result.first_bad_id) == (True, 3, None)
+    assert [e.record_id for e in entries] == [r.record_id for r in reversed(records)]
+    assert entries[-1].prev_hash == "0" * 64
+    assert entries[0].prev_hash == entries[1].hash
+
+
+async def test_an_empty_log_verifies(audit: AuditLog) -> None:
+    assert (await audit.verify()).ok
+
+
+async def test_hash_at_insert_matches_what_postgresql_gives_back(audit: AuditLog) -> None:
+    awkward = {
+        "big": 1e20,
+        "one": 1.0,
+        "tiny": 0.1,
+        "huge_int": 2**70,
+        "nested": {"z": [1, "二", None, True], "a": {"b": 2.50}},
+        "nul": "a\x00b",
+        "nan": float("nan"),
+        "money": Decimal("12.30"),
+        "when": datetime(2024, 1, 2, tzinfo=UTC),
+        "tuple": (1, 2),
+        3: "int key",
+    }
+    moment = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=9)))
+    await audit.record(a_record(1, args=awkward, detail={"名前": "テスト太郎"}))
+    await audit.record(replace(a_record(2), at=moment))
+
+    result = await audit.verify()
+    [awkward_row, tokyo_row] = sorted(await audit.entries(), key=lambda e: e.id)
+
+    assert result.ok, result
+    assert awkward_row.args["nul"] == "a\ufffdb"
+    assert awkward_row.args["3"] == "int key"
+    assert awkward_row.args["big"] == 1e20
+    assert tokyo_row.at == moment
+    assert chain_hash(tokyo_row, tokyo_row.prev_hash) == tokyo_row.hash
+
+
+async def test_entries_filter_by_actor_and_time(audit: AuditLog) -> None:
+    await audit.record(a_record(1, actor="U0OPS"))
+    await audit.record(a_record(2, actor="U0ADMIN"))
+    await audit.record(a_record(3, actor="U0OPS"))
+
+    mine = await audit.entries(actor="U0OPS")
+    later = await audit.entries(since=datetime.now(UTC) + timedelta(days=1))
+    newest = await audit.entries(limit=1)
+
+    assert [e.correlation_id for e in mine] == ["c3", "c1"]
+    assert later == []
+    assert [e.correlation_id for e in newest] == ["c3"]
+    assert isinstance(newest[0], AuditEntry)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_log SET actor = 'mallory'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ],
+)
+async def test_the_database_refuses_to_change_the_log(
+    audit: AuditLog, store: Store, statement: str
+) -> None:
+    await write(audit, 2)
+
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+        await run_as_superuser(store, statement)
+
+    assert len(await ids_in_order(store)) == 2
+
+
+async def test_a_row_altered_behind_the_guard_is_named(audit: AuditLog, store: Store) -> None:
+    await write(audit, 5)
+    target = (await ids_in_order(store))[2]
+
+    await run_as_superuser(
+        store,
+        "ALTER TABLE audit_log DISABLE TRIGGER USER",
+        f"UPDATE audit_log SET outcome = 'failed' WHERE id = {target}",
+        "ALTER TABLE audit_log ENABLE TRIGGER USER",
+    )
+    result = await audit.verify()
+
+    assert (result.ok, result.first_bad_id, result.reason) == (False, target, "hash mismatch")
+    assert result.checked == 3
+
+
+async def test_an_altered_row_with_a_forged_hash_breaks_the_next_link(
+    audit: AuditLog, store: Store
+) -> None:
+    await write(audit, 4)
+    ids = await ids_in_order(store)
+    [victim] = [e for e in await audit.entries() if e.id == ids[1]]
+    forged = replace(victim, actor="mallory")
+    forged_hash = chain_hash(forged, forged.prev_hash)
+
+    await run_as_superuser(
+        store,
+        "SET session_replication_role = replica",
+        f"UPDATE audit_log SET actor = 'mallory', hash = '{forged_hash}' WHERE id = {ids[1]}",
+        "SET session_replication_role = DEFAULT",
+    )
+    result = await audit.verify()
+
+    assert (result.ok, result.first_bad_id) == (False, ids[2])
+    assert result.reason == "chain broken (prev_hash)"
+
+
+async def test_a_middle_row_deleted_behind_the_guard_is_caught(
+    audit: AuditLog, store: Store
+) -> None:
+    await write(audit, 5)
+    ids = await ids_in_order(store)
+
+    await run_as_superuser(
+        store,
+        "SET session_replication_role = replica",
+        f"DELETE FROM audit_log WHERE id = {ids[2]}",
+        "SET session_replication_role = DEFAULT",
+    )
+    result = await audit.verify()
+
+    assert (result.ok, result.first_bad_id) == (False, ids[3])
+    assert result.reason == "chain broken (prev_hash)"
+
+
+async def test_concurrent_appends_keep_one_chain(audit: AuditLog, store: Store) -> None:
+    records = [a_record(n) for n in range(50)]
+
+    await asyncio.gather(*(audit.record(rec) for rec in records))
+    result = await audit.verify()
+
+    assert (result.ok, result.checked) == (True, 50), result
+    stored = {e.record_id for e in await audit.entries(limit=100)}
+    assert stored == {r.record_id for r in records}
+
+
+async def test_verify_and_export_read_in_batches(
+    audit: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(audit_module, "BATCH_SIZE", 2)
+    await write(audit, 5)
+
+    out = io.StringIO()
+    count = await audit.export(out)
+
+    assert count == 5
+    assert [json.loads(line)["correlation_id"] for line in out.getvalue().splitlines()] == [
+        f"c{n}" for n in range(5)
+    ]
+    assert (await audit.verify()).checked == 5
+
+
+async def test_japanese_text_stays_readable_in_jsonl_export(audit: AuditLog) -> None:
+    await audit.record(a_record(1, actor="テスト太郎", args={"name": "テスト太郎"}))
+
+    out = io.StringIO()
+    count = await audit.export(out, fmt="jsonl")
+    [row] = [json.loads(line) for line in out.getvalue().splitlines()]
+
+    assert count == 1
+    assert "テスト太郎" in out.getvalue()
+    assert (row["actor"], row["args"]) == ("テスト太郎", {"name": "テスト太郎"})
+    assert set(row) >= {"id", "record_id", "at", "prev_hash", "hash"}
+
+
+async def test_japanese_text_stays_readable_in_csv_export(audit: AuditLog) -> None:
+    await audit.record(a_record(1, actor="テスト太郎", args={"name": "テスト太郎"}))
+
+    out = io.StringIO()
+    count = await audit.export(out, fmt="csv")
+    [row] = list(csv.DictReader(io.StringIO(out.getvalue())))
+
+    assert count == 1
+    assert row["actor"] == "テスト太郎"
+    assert json.loads(row["args"]) == {"name": "テスト太郎"}
+    assert "テスト太郎" in out.getvalue()
+
+
+async def test_export_since_leaves_older_rows_out(audit: AuditLog) -> None:
+    old = replace(a_record(1), at=datetime(2020, 1, 1, tzinfo=UTC))
+    await audit.record(old)
+    await audit.record(a_record(2))
+
+    out = io.StringIO()
+    count = await audit.export(out, since=datetime(2021, 1, 1, tzinfo=UTC))
+
+    assert count == 1
+    assert json.loads(out.getvalue())["correlation_id"] == "c2"
+
+
+async def test_secrets_in_args_are_masked_in_the_stored_row(audit: AuditLog, store: Store) -> None:
+    await audit.record(
+        a_record(
+            1,
+            args={
+                "password": "hunter2",
+                "target": "postgresql://garden:s3cret@db/garden_dx",
+                "options": "host=db password=kw-secret",
+                "argv": ["--dsn", "postgresql://garden:in-a-list@db/x"],
+            },
+            detail={"error": "could not connect to postgresql://garden:s3cret@db/garden_dx"},
+        )
+    )
+
+    async with store.connection() as conn:
+        cur = await conn.execute("SELECT args::text AS args, detail::text AS detail FROM audit_log")
+        row = await cur.fetchone()
+    assert row is not None
+    stored = f"{row['args']} {row['detail']}"
+
+    for secret in ("hunter2", "s3cret", "kw-secret", "in-a-list"):
+        assert secret not in stored
+    assert "postgresql://garden:***@db/garden_dx" in stored
+    assert (await audit.verify()).ok
+
+
+def test_a_record_needs_a_timezone_aware_time() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        AuditRecord(
+            record_id=uuid.uuid4(),
+            at=datetime(2024, 1, 1),
+            correlation_id="c",
+            source="console",
+            actor="U0OPS",
+            command="health",
+            event="requested",
+            outcome="ok",
+        )
