@@ -75,7 +75,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         raise StoreUnavailable("store.not_configured")
     store = Store(settings.database_url.get_secret_value())
     await store.open()
-    coordination = Coordination(settings.redis_url.get_secret_value())
+    coordination = Coordination(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
     audit = AuditLog(store, settings.spool_path)
     services = Services(
         settings=settings,

@@ -41,6 +41,7 @@ ENV_KEYS: dict[str, str] = {
     "GARDENBOT_LOCALE": "locale",
     "GARDENBOT_TIMEZONE": "timezone",
     "GARDENBOT_STATE_DIR": "state_dir",
+    "GARDENBOT_REDIS_PREFIX": "redis_prefix",
 }
 
 
@@ -159,6 +160,7 @@ class Settings(BaseSettings):
     alert_token: SecretStr | None = None
     database_url: SecretStr | None = None
     redis_url: SecretStr | None = None
+    redis_prefix: str = Field(default="gardenbot:", pattern=r"^[A-Za-z0-9:_\-]{1,64}$")
     target: Target = Target()
     backup: Backup = Backup()
     pg_bin_dir: Path | None = None

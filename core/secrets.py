@@ -34,16 +34,18 @@ def mask_text(text: str) -> str:
     return KEYWORD_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
 
 
-def mask_args(args: Mapping[str, Any]) -> dict[str, Any]:
-    """Arguments as they may be written to the audit log."""
-    masked: dict[str, Any] = {}
-    for key, value in args.items():
-        if SECRET_KEY.search(key) and value is not None:
-            masked[key] = MASK
-        elif isinstance(value, str):
-            masked[key] = mask_text(value)
-        elif isinstance(value, Mapping):
-            masked[key] = mask_args(value)
-        else:
-            masked[key] = value
-    return masked
+def mask_args(args: Mapping[Any, Any]) -> dict[str, Any]:
+    """Arguments as they may be written to the audit log: secret-named keys hidden, DSNs masked."""
+    return {str(key): _mask_value(str(key), value) for key, value in args.items()}
+
+
+def _mask_value(key: str, value: Any) -> Any:
+    if SECRET_KEY.search(key) and value is not None:
+        return MASK
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, Mapping):
+        return mask_args(value)
+    if isinstance(value, list | tuple):
+        return [_mask_value(key, item) for item in value]
+    return value
