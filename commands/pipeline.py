@@ -49,6 +49,16 @@ class Pipeline:
     async def handle_with_listener(self, request: Request, listener: JobListener | None) -> Reply:
         return await self.handle(request, listener=listener)
 
+    def command_name(self, text: str) -> str:
+        """The sub-command a request names, for metrics labels: 'unknown' for anything else."""
+        try:
+            words = split_words(text) or ["help"]
+            if words[0].lower() in DECISION_WORDS:
+                return "approval"
+            return self.registry.find(words)[0].name
+        except GardenBotError:
+            return "unknown"
+
     def translator(self, request: Request) -> Translator:
         return Translator(request.locale or self.services.settings.locale)
 
@@ -131,7 +141,7 @@ class Pipeline:
             )
             if decision == "denied":
                 return Reply(
-                    status="refused",
+                    status="succeeded",
                     summary=t("approval.denied", approval_id=approval_id, by=actor.user_id),
                     ids={"approval_id": approval_id},
                 )

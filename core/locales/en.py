@@ -53,6 +53,7 @@ MESSAGES: dict[str, str] = {
     "job.started": "Job {job_id} started: {command}.",
     "job.queued": "starting",
     "job.interrupted": "Job {job_id} was interrupted: the bot stopped while it ran.",
+    "job.interrupted_at_start": "Job {job_id} ({command}) was interrupted: the process running it stopped. Nothing it did counts as done.",
     "job.not_found": "There is no job {job_id}.",
     "job.not_running_here": "Job {job_id} is not running in this process.",
     "jobs.help": "running and recent jobs",

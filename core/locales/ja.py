@@ -53,6 +53,7 @@ MESSAGES: dict[str, str] = {
     "job.started": "ジョブ {job_id} を開始しました: {command}",
     "job.queued": "開始中",
     "job.interrupted": "ジョブ {job_id} は中断されました(実行中にボットが停止)。",
+    "job.interrupted_at_start": "ジョブ {job_id}({command})は中断されました(実行中のプロセスが停止)。途中の結果は有効になりません。",
     "job.not_found": "ジョブ {job_id} は存在しません。",
     "job.not_running_here": "ジョブ {job_id} はこのプロセスで実行されていません。",
     "jobs.help": "実行中と最近のジョブ",

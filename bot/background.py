@@ -1,0 +1,78 @@
+"""Work started after Slack's ack. Acks come first: new work waits while acks are in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+WORKERS = 8  # work items in progress at once; the rest wait in order
+ACK_PRIORITY_WAIT_S = 0.25  # longest a queued item waits for a gap between acks under a burst
+
+
+class AckGate:
+    """Counts requests being acknowledged, so background work can give way to them."""
+
+    def __init__(self) -> None:
+        self._in_flight = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    def enter(self) -> None:
+        self._in_flight += 1
+        self._quiet.clear()
+
+    def leave(self) -> None:
+        self._in_flight = max(0, self._in_flight - 1)
+        if self._in_flight == 0:
+            self._quiet.set()
+
+    async def quiet(self, timeout: float) -> None:
+        # A long burst: after the timeout do the work anyway; acks still interleave with it.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._quiet.wait(), timeout)
+
+
+Work = Callable[[], Awaitable[None]]
+
+
+class BackgroundWork:
+    """A bounded pool of coroutines that run what listeners hand over after their ack."""
+
+    def __init__(self, gate: AckGate, *, workers: int = WORKERS) -> None:
+        self.gate = gate
+        self._queue: asyncio.Queue[Work] = asyncio.Queue()
+        self._workers = [asyncio.create_task(self._work(), name=f"slack-work-{i}") for i in range(workers)]
+
+    def spawn(self, work: Work) -> None:
+        self._queue.put_nowait(work)
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Finish what was handed over (graceful shutdown, tests)."""
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            log.warning("%d background items left unfinished", self._queue.qsize())
+
+    async def close(self) -> None:
+        await self.drain()
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    async def _work(self) -> None:
+        while True:
+            work = await self._queue.get()
+            try:
+                await self.gate.quiet(ACK_PRIORITY_WAIT_S)
+                await work()
+            except Exception:
+                log.exception("background work failed")
+            finally:
+                self._queue.task_done()

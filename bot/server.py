@@ -1,0 +1,203 @@
+"""`gardenbot serve`: Starlette under uvicorn. Slack events, health and readiness, metrics.
+
+The Bolt app, the stores and the background workers are built in the lifespan, from settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+
+import uvicorn
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from bot.background import AckGate, BackgroundWork
+from bot.metrics import Metrics
+from bot.runtime import Runtime, open_runtime
+from bot.slack_app import BotIdentity, build_slack_app, build_web_client
+from core.config import Settings
+from core.i18n import Translator
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1_000_000  # Slack's payloads are far smaller; refuse anything bigger unread
+READY_TIMEOUT_S = 2.0
+
+
+@dataclass
+class Served:
+    runtime: Runtime
+    handler: AsyncSlackRequestHandler | None
+    work: BackgroundWork
+    gate: AckGate
+    metrics: Metrics
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI application; nothing is connected until uvicorn runs its lifespan."""
+    served: list[Served] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        runtime = await open_runtime(settings)
+        gate, metrics = AckGate(), Metrics()
+        work = BackgroundWork(gate)
+        handler = None
+        socket_mode = None
+        background: list[asyncio.Task[None]] = []
+        if settings.slack.signing_secret is not None:
+            client = build_web_client(runtime)
+            identity = BotIdentity()
+            bolt = build_slack_app(runtime, client=client, work=work, metrics=metrics, identity=identity)
+            handler = AsyncSlackRequestHandler(bolt)
+            background.append(asyncio.create_task(_learn_identity(client, identity)))
+            background.append(asyncio.create_task(_announce_interrupted(runtime, client)))
+            if settings.slack.app_token is not None:
+                from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+                socket_mode = AsyncSocketModeHandler(bolt, settings.slack.app_token.get_secret_value())
+                await socket_mode.connect_async()  # type: ignore[no-untyped-call]
+        else:
+            log.warning("SLACK_SIGNING_SECRET not set: /slack/events answers 503")
+        served.append(Served(runtime, handler, work, gate, metrics))
+        try:
+            yield
+        finally:
+            if socket_mode is not None:
+                await socket_mode.close_async()  # type: ignore[no-untyped-call]
+            for task in background:
+                task.cancel()
+            await work.close()
+            await runtime.close()
+
+    async def slack_events(request: Request) -> Response:
+        state = served[0]
+        if state.handler is None:
+            return PlainTextResponse("Slack is not configured", status_code=503)
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return _count(state, "slack", PlainTextResponse("request body too large", status_code=413))
+        state.gate.enter()
+        started = time.perf_counter()
+        try:
+            if length is None and len(await _read_capped(request)) > MAX_BODY_BYTES:
+                return _count(state, "slack", PlainTextResponse("request body too large", status_code=413))
+            response = await state.handler.handle(request)
+        finally:
+            state.gate.leave()
+            state.metrics.ack_seconds.observe(time.perf_counter() - started)
+        return _count(state, "slack", response)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        state = served[0]
+        services = state.runtime.services
+        store_ok, redis_ok = await asyncio.gather(
+            _within(services.store.is_reachable(), READY_TIMEOUT_S),
+            _within(services.coordination.is_reachable(), READY_TIMEOUT_S),
+        )
+        body = {
+            "store": "ok" if store_ok else "unreachable",
+            "redis": "ok" if redis_ok else "unreachable",
+            "audit_spooled": services.audit.spooled(),
+        }
+        return JSONResponse(body, status_code=200 if store_ok and redis_ok else 503)
+
+    async def metrics(_: Request) -> Response:
+        state = served[0]
+        state.metrics.background_pending.set(state.work.pending())
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return Starlette(
+        routes=[
+            Route("/slack/events", slack_events, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def serve(settings: Settings, *, host: str, port: int) -> int:
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="auto",  # uvloop when installed
+        http="auto",  # httptools when installed
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=15,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+async def _read_capped(request: Request) -> bytes:
+    """Read a body sent without Content-Length, stopping just past the cap."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            break
+    body = b"".join(chunks)
+    request._body = body  # Bolt's adapter reads request.body(); hand it what we read
+    return body
+
+
+def _count(state: Served, route: str, response: Response) -> Response:
+    state.metrics.http_requests.labels(route=route, status=str(response.status_code)).inc()
+    return response
+
+
+async def _within(check: Awaitable[bool], timeout: float) -> bool:
+    try:
+        return bool(await asyncio.wait_for(check, timeout))
+    except (TimeoutError, OSError):
+        return False
+
+
+async def _learn_identity(client: AsyncWebClient, identity: BotIdentity) -> None:
+    """auth.test once, off the ack path; retried a few times if Slack is not there yet."""
+    for attempt in range(5):
+        try:
+            response = await client.auth_test()
+        except (SlackApiError, OSError) as exc:
+            log.warning("auth.test failed (attempt %d): %s", attempt + 1, type(exc).__name__)
+            await asyncio.sleep(2**attempt)
+            continue
+        identity.team_id = response.get("team_id")
+        identity.bot_user_id = response.get("user_id")
+        identity.bot_id = response.get("bot_id")
+        return
+
+
+async def _announce_interrupted(runtime: Runtime, client: AsyncWebClient) -> None:
+    """Tell the ops channel about jobs a stopped process left behind."""
+    channel = runtime.settings.channels.ops
+    if not runtime.startup.interrupted or channel is None:
+        return
+    t = Translator(runtime.settings.locale)
+    lines = [
+        t("job.interrupted_at_start", job_id=j.id, command=j.command) for j in runtime.startup.interrupted
+    ]
+    try:
+        await client.chat_postMessage(channel=channel, text="\n".join(lines))
+    except SlackApiError as exc:
+        log.warning("could not announce interrupted jobs: %s", exc.response.get("error"))

@@ -1,0 +1,203 @@
+"""The Bolt app: `/garden`, the Approve and Deny buttons. Built by a factory, never at import.
+
+Every listener acknowledges first, before any database or network I/O, and hands the work to
+`BackgroundWork`; the answer then arrives as a channel message (updated in place) or, for
+refusals and private results, as an ephemeral message to the asker.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.background import BackgroundWork
+from bot.membership import GroupDirectory
+from bot.metrics import Metrics
+from bot.runtime import Runtime
+from bot.slack_replies import SlackJobListener, SlackSurface
+from commands.base import Actor, Request
+from core.errors import StoreUnavailable
+from store.approvals import remember_message as remember_approval_message
+from store.jobs import remember_message as remember_job_message
+
+log = logging.getLogger(__name__)
+
+DEDUP_SECONDS = 3600  # Slack re-delivers within minutes; an hour covers every retry
+
+
+@dataclass
+class BotIdentity:
+    """Who the bot is in Slack, learned once at start-up (auth.test), never on the ack path."""
+
+    team_id: str | None = None
+    bot_user_id: str | None = None
+    bot_id: str | None = None
+
+
+def build_web_client(runtime: Runtime) -> AsyncWebClient:
+    """Every Web API call goes to SLACK_API_URL and retries on 429, connection and 5xx errors."""
+    slack = runtime.settings.slack
+    token = slack.bot_token.get_secret_value() if slack.bot_token else None
+    return AsyncWebClient(
+        token=token,
+        base_url=slack.api_url,
+        timeout=15,
+        retry_handlers=[
+            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+            AsyncConnectionErrorRetryHandler(max_retry_count=3),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def build_slack_app(
+    runtime: Runtime,
+    *,
+    client: AsyncWebClient,
+    work: BackgroundWork,
+    metrics: Metrics,
+    identity: BotIdentity,
+) -> AsyncApp:
+    settings = runtime.settings
+    if settings.slack.signing_secret is None:
+        raise ValueError("SLACK_SIGNING_SECRET is required to serve Slack")
+    token = client.token or ""
+
+    async def authorize(**_: Any) -> AuthorizeResult:
+        # Single workspace: the bot token is known; no auth.test per request.
+        return AuthorizeResult(
+            enterprise_id=None,
+            team_id=identity.team_id,
+            bot_token=token,
+            bot_id=identity.bot_id,
+            bot_user_id=identity.bot_user_id,
+        )
+
+    app = AsyncApp(
+        signing_secret=settings.slack.signing_secret.get_secret_value(),
+        client=client,
+        authorize=authorize,
+        process_before_response=True,  # the listener acks inline and hands work on: no ack polling
+        ssl_check_enabled=True,
+        request_verification_enabled=True,
+    )
+    groups = frozenset(
+        i
+        for i in (
+            *settings.roles.admin,
+            *settings.roles.operator,
+            *settings.roles.viewer,
+            *settings.approvers,
+        )
+        if i.startswith("S")
+    )
+    directory = GroupDirectory(client, runtime.services.coordination, groups)
+    handlers = SlackHandlers(runtime, client, directory, metrics)
+
+    @app.command("/garden")
+    async def garden(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        work.spawn(lambda: handlers.slash_command(body))
+
+    @app.action("approve")
+    async def approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        work.spawn(lambda: handlers.decision(body, action, "approved"))
+
+    @app.action("deny")
+    async def deny(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        work.spawn(lambda: handlers.decision(body, action, "denied"))
+
+    return app
+
+
+class SlackHandlers:
+    """What runs after the ack: de-duplicate, resolve the asker, call the pipeline, show the reply."""
+
+    def __init__(
+        self, runtime: Runtime, client: AsyncWebClient, directory: GroupDirectory, metrics: Metrics
+    ) -> None:
+        self.runtime = runtime
+        self.client = client
+        self.directory = directory
+        self.metrics = metrics
+
+    async def slash_command(self, body: dict[str, Any]) -> None:
+        user = str(body.get("user_id", ""))
+        channel = str(body.get("channel_id", ""))
+        if not await self._first_delivery("slash", str(body.get("trigger_id") or "")):
+            return
+        request = Request(
+            actor=Actor(user_id=user, group_ids=await self.directory.groups_of(user)),
+            text=str(body.get("text", "")),
+            source="slack",
+            channel=channel,
+        )
+        surface = SlackSurface(self.client, channel=channel, user=user, response_url=body.get("response_url"))
+        reply = await self.runtime.pipeline.handle(request, listener=SlackJobListener(surface))
+        self.metrics.count_command(self.runtime.pipeline.command_name(request.text), reply.status)
+        await surface.show(reply)
+        await self._remember(reply.ids, surface)
+
+    async def decision(
+        self, body: dict[str, Any], action: dict[str, Any], decision: Literal["approved", "denied"]
+    ) -> None:
+        user = str((body.get("user") or {}).get("id", ""))
+        container = body.get("container") or {}
+        channel = str((body.get("channel") or {}).get("id") or container.get("channel_id") or "")
+        message_ts = (body.get("message") or {}).get("ts") or container.get("message_ts")
+        surface = SlackSurface(
+            self.client,
+            channel=channel,
+            user=user,
+            response_url=body.get("response_url"),
+            message_ts=str(message_ts) if message_ts else None,
+        )
+        value = str(action.get("value", ""))
+        request = Request(
+            actor=Actor(user_id=user, group_ids=await self.directory.groups_of(user)),
+            text=f"{'approve' if decision == 'approved' else 'deny'} {value}",
+            source="slack",
+            channel=channel,
+        )
+        # The same words as the console, so a malformed value is refused the same way.
+        reply = await self.runtime.pipeline.handle(request, listener=SlackJobListener(surface))
+        self.metrics.count_command("approval", reply.status)
+        if reply.status in ("refused", "failed") and "job_id" not in reply.ids:
+            await surface.tell_asker(reply)  # expired, already decided, not an approver: clicker only
+            return
+        surface.title = reply.summary
+        await surface.update(reply)
+        await self._remember(reply.ids, surface)
+
+    async def _first_delivery(self, kind: str, key: str) -> bool:
+        if not key:
+            return True
+        try:
+            return await self.runtime.services.coordination.first_time(kind, key, ttl_seconds=DEDUP_SECONDS)
+        except StoreUnavailable:
+            return True  # Redis down: better to answer twice than never
+
+    async def _remember(self, ids: dict[str, int | str], surface: SlackSurface) -> None:
+        if surface.message_ts is None:
+            return
+        ref = {"channel": surface.channel, "ts": surface.message_ts}
+        store = self.runtime.services.store
+        try:
+            if isinstance(ids.get("job_id"), int):
+                await remember_job_message(store, int(ids["job_id"]), ref)
+            if isinstance(ids.get("approval_id"), int):
+                await remember_approval_message(store, int(ids["approval_id"]), ref)
+        except StoreUnavailable:
+            log.warning("message reference not stored (store unreachable)")

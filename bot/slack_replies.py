@@ -1,0 +1,121 @@
+"""Showing replies in Slack: one channel message updated in place, refusals to the asker only."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.blocks import render_message
+from core.reply import Progress, Reply, Text
+
+log = logging.getLogger(__name__)
+
+FIRST_MESSAGE_WAIT_S = 30.0  # a job that ends before its first message is posted waits this long for it
+
+
+class SlackSurface:
+    """Where one request's answers go: its channel, its asker, and the message being updated."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        channel: str,
+        user: str,
+        response_url: str | None = None,
+        message_ts: str | None = None,
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self.user = user
+        self.response_url = response_url
+        self.message_ts = message_ts
+        self.title = ""
+        self._posted = asyncio.Event()
+        if message_ts:
+            self._posted.set()
+
+    async def show(self, reply: Reply) -> None:
+        """Refusals and private answers to the asker; everything else as the channel message."""
+        if reply.visibility == "asker":
+            await self.tell_asker(reply)
+        elif self.message_ts:
+            await self.update(reply)
+        else:
+            await self.post(reply)
+
+    async def post(self, reply: Reply) -> None:
+        self.title = self.title or reply.summary
+        try:
+            response = await self.client.chat_postMessage(channel=self.channel, **render_message(reply))
+            self.message_ts = str(response["ts"])
+            self.channel = str(response.get("channel") or self.channel)
+        except SlackApiError as exc:
+            # Not in the channel, or a DM the bot cannot post to: answer through the response URL.
+            log.warning("chat.postMessage to %s failed: %s", self.channel, exc.response.get("error"))
+            await self._respond(reply, in_channel=True)
+        finally:
+            self._posted.set()
+
+    async def update(self, reply: Reply) -> None:
+        if self.message_ts is None:
+            await self.post(reply)
+            return
+        try:
+            await self.client.chat_update(channel=self.channel, ts=self.message_ts, **render_message(reply))
+        except SlackApiError as exc:
+            log.warning("chat.update failed: %s", exc.response.get("error"))
+
+    async def tell_asker(self, reply: Reply) -> None:
+        try:
+            await self.client.chat_postEphemeral(
+                channel=self.channel, user=self.user, **render_message(reply)
+            )
+        except SlackApiError as exc:
+            log.info("chat.postEphemeral failed (%s); using the response URL", exc.response.get("error"))
+            await self._respond(reply, in_channel=False)
+
+    async def wait_posted(self) -> bool:
+        try:
+            await asyncio.wait_for(self._posted.wait(), FIRST_MESSAGE_WAIT_S)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _respond(self, reply: Reply, *, in_channel: bool) -> None:
+        if not self.response_url:
+            return
+        body: dict[str, Any] = dict(render_message(reply))
+        body["response_type"] = "in_channel" if in_channel else "ephemeral"
+        response = await AsyncWebhookClient(self.response_url, timeout=10).send_dict(body)
+        if response.status_code >= 400:
+            log.warning("response_url answered %s", response.status_code)
+
+
+class SlackJobListener:
+    """Keeps a job's channel message current: a progress bar, then the result, in place."""
+
+    def __init__(self, surface: SlackSurface) -> None:
+        self.surface = surface
+
+    async def job_progress(self, job_id: int, percent: int, text: str) -> None:
+        if self.surface.message_ts is None:
+            return  # the first message is not posted yet; the next beat will show it
+        title = self.surface.title or f"#{job_id}"
+        await self.surface.update(
+            Reply(status="running", summary=title, elements=(Text(title), Progress(percent, text)))
+        )
+
+    async def job_finished(self, job_id: int, reply: Reply) -> None:
+        await self.surface.wait_posted()
+        if reply.visibility == "asker":
+            # A private result (a temporary password) never goes to the channel message.
+            await self.surface.tell_asker(reply)
+            await self.surface.update(Reply(status=reply.status, summary=self.surface.title or "done"))
+        else:
+            await self.surface.update(reply)
