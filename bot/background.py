@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger(__name__)
 
 WORKERS = 8  # work items in progress at once; the rest wait in order
-ACK_PRIORITY_WAIT_S = 0.25  # longest a queued item waits for a gap between acks under a burst
+ACK_PRIORITY_WAIT_S = 0.5  # longest a queued item waits for a gap between acks under a burst
 
 
 class AckGate:
