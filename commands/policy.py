@@ -27,11 +27,10 @@ class Policy:
         return max((self._roles.get(i, Role.NONE) for i in ids), default=Role.NONE) or self._default
 
     def is_approver(self, actor: Actor) -> bool:
-        """An approver is listed in `approvers` (by user or group) and is at least an operator."""
+        """Listed in `approvers` by user or group. Approving is their job even without another role."""
         if actor.system:
             return False
-        listed = bool({actor.user_id, *actor.group_ids} & self._approvers)
-        return listed and self.role_of(actor) >= Role.OPERATOR
+        return bool({actor.user_id, *actor.group_ids} & self._approvers)
 
     def mentions_groups(self) -> bool:
         """Whether any role or approver entry is a user group (S…), so membership must be looked up."""
