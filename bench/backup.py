@@ -1,0 +1,252 @@
+"""Backup and restore overhead of the bot against the raw PostgreSQL tools, and the bot's memory.
+
+    cd /work/main && /work/venv/bin/python -m bench.backup [--admin-dsn URL] [--keep]
+
+Builds (or reuses) a database of about 330 MB whose custom-format dump is about 140 MB (pgbench
+tables plus a table of random bytea that does not compress), then in one run measures:
+raw `pg_dump -Fc -f` vs take_backup (checksum and list check included), raw `pg_restore -d` vs
+restore_into_new_database + row count check, and the peak RSS of this process while the bot works,
+on a small database and on the big one (it should stay flat). Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+import psycopg
+from psycopg import sql
+
+from runbooks.backups import BackupFile, take_backup
+from runbooks.pg_tools import PgTools, child_env, dsn_for_database, find_pg_tools
+from runbooks.restore import check_restored_database, drop_database, restore_into_new_database
+
+T = TypeVar("T")
+BLOB_BYTES = 2048
+
+
+def status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+class PeakRss:
+    """Peak resident memory of this process during a block (VmHWM reset, VmRSS polled)."""
+
+    def __init__(self) -> None:
+        self.peak_kib = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _poll(self) -> None:
+        while True:
+            self.peak_kib = max(self.peak_kib, status_kib("VmRSS"))
+            await asyncio.sleep(0.02)
+
+    async def __aenter__(self) -> PeakRss:
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        self._task = asyncio.create_task(self._poll())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        self.peak_kib = max(self.peak_kib, status_kib("VmHWM"))
+
+    @property
+    def mib(self) -> float:
+        return self.peak_kib / 1024
+
+
+async def run(args: list[str], env: dict[str, str]) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"{args[0]} failed: {err.decode(errors='replace')[-500:]}")
+
+
+async def timed(work: Awaitable[T]) -> tuple[float, T]:
+    """Seconds the awaitable takes (a coroutine starts only when awaited)."""
+    started = time.perf_counter()
+    result = await work
+    return time.perf_counter() - started, result
+
+
+async def database_exists(admin: str, name: str) -> bool:
+    async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+        cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        return await cur.fetchone() is not None
+
+
+async def database_size(dsn: str) -> int:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        row = await (await conn.execute("SELECT pg_database_size(current_database())")).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def build_database(admin: str, name: str, scale: int, blobs: int) -> None:
+    """pgbench tables (compress well) plus random bytea (does not compress)."""
+    print(f"building {name}: pgbench -s {scale} and {blobs} x {BLOB_BYTES} B random blobs", flush=True)
+    async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+        await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = dsn_for_database(admin, name)
+    await run(["pgbench", "-i", "-q", "-s", str(scale)], child_env(dsn))
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE bench_blobs (id int PRIMARY KEY, payload bytea NOT NULL)")
+        async with conn.cursor() as cur, cur.copy("COPY bench_blobs FROM STDIN") as copy:
+            for n in range(blobs):
+                await copy.write_row((n, os.urandom(BLOB_BYTES)))
+        await conn.execute("VACUUM ANALYZE")
+
+
+async def restore_and_check(admin: str, name: str, backup: BackupFile, tools: PgTools) -> None:
+    await restore_into_new_database(admin_dsn=admin, path=backup.path, new_name=name, tools=tools)
+    _, differences = await check_restored_database(
+        admin_dsn=admin, name=name, expected_rows=backup.row_counts
+    )
+    assert not differences, differences
+
+
+async def measure(admin: str, name: str, tools: PgTools, folder: Path, rounds: int) -> dict[str, float]:
+    dsn = dsn_for_database(admin, name)
+    raw_dump: list[float] = []
+    bot_dump: list[float] = []
+    raw_restore: list[float] = []
+    bot_restore: list[float] = []
+    rss_backup: list[float] = []
+    rss_restore: list[float] = []
+    size = 0
+    for n in range(rounds):
+        raw_file = folder / f"raw-{n}.dump"
+        seconds, _ = await timed(run([str(tools.pg_dump), "-Fc", "-f", str(raw_file)], child_env(dsn)))
+        raw_dump.append(seconds)
+        async with PeakRss() as rss:
+            seconds, backup = await timed(
+                take_backup(dsn=dsn, backup_dir=folder, tools=tools, file_name=f"bot-{n}.dump")
+            )
+        bot_dump.append(seconds)
+        rss_backup.append(rss.mib)
+        size = backup.size_bytes
+
+        target = f"{name}_raw_{secrets.token_hex(3)}"
+        async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+            await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
+        try:
+            seconds, _ = await timed(
+                run(
+                    [str(tools.pg_restore), "--exit-on-error", "-d", target, str(raw_file)],
+                    child_env(admin),
+                )
+            )
+            raw_restore.append(seconds)
+        finally:
+            await drop_database(admin, target)
+
+        target = f"{name}_bot_{secrets.token_hex(3)}"
+
+        try:
+            async with PeakRss() as rss:
+                seconds, _ = await timed(restore_and_check(admin, target, backup, tools))
+            bot_restore.append(seconds)
+            rss_restore.append(rss.mib)
+        finally:
+            await drop_database(admin, target)
+        raw_file.unlink()
+        backup.path.unlink()
+        print(
+            f"round {n + 1}: dump raw {raw_dump[-1]:.1f}s bot {bot_dump[-1]:.1f}s;"
+            f" restore raw {raw_restore[-1]:.1f}s bot {bot_restore[-1]:.1f}s",
+            flush=True,
+        )
+    return {
+        "dump_raw": statistics.median(raw_dump),
+        "dump_bot": statistics.median(bot_dump),
+        "restore_raw": statistics.median(raw_restore),
+        "restore_bot": statistics.median(bot_restore),
+        "rss_backup": max(rss_backup),
+        "rss_restore": max(rss_restore),
+        "dump_bytes": size,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--admin-dsn",
+        default=os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    parser.add_argument("--db", default="gardenbot_bench")
+    parser.add_argument("--scale", type=int, default=12, help="pgbench scale of the big database")
+    parser.add_argument("--blobs", type=int, default=64_000, help="2 KiB random rows")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=None, help="where dumps go (same disk)")
+    parser.add_argument("--keep", action="store_true", help="keep the bench databases")
+    options = parser.parse_args()
+    admin: str = options.admin_dsn
+    tools = await find_pg_tools(None)
+    folder = Path(tempfile.mkdtemp(prefix="gardenbot-bench-", dir=options.dir))
+    small, big = f"{options.db}_small", options.db
+    results: dict[str, dict[str, float]] = {}
+    try:
+        for name, scale, blobs in ((small, 1, 4_000), (big, options.scale, options.blobs)):
+            if not await database_exists(admin, name):
+                await build_database(admin, name, scale, blobs)
+            results[name] = await measure(admin, name, tools, folder, options.rounds)
+            results[name]["db_bytes"] = await database_size(dsn_for_database(admin, name))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if not options.keep:
+            for name in (small, big):
+                await drop_database(admin, name)
+    report(results, small, big, tools, options.rounds)
+
+
+def report(results: dict[str, dict[str, float]], small: str, big: str, tools: PgTools, rounds: int) -> None:
+    b, s = results[big], results[small]
+    mb = 1e6
+    print()
+    print(
+        f"PostgreSQL tools {tools.version_text}; database {b['db_bytes'] / mb:.0f} MB,"
+        f" dump {b['dump_bytes'] / mb:.0f} MB; median of {rounds} rounds; {os.cpu_count()} CPUs"
+    )
+    print()
+    print("| measure | raw tool | bot | ratio | target |")
+    print("| --- | --- | --- | --- | --- |")
+    print(
+        f"| backup (pg_dump -Fc vs take_backup incl. sha256 + list check) |"
+        f" {b['dump_raw']:.2f} s | {b['dump_bot']:.2f} s |"
+        f" {b['dump_bot'] / b['dump_raw']:.2f}x | <= 1.10x |"
+    )
+    print(
+        f"| restore (pg_restore -d vs restore_into_new_database + row counts) |"
+        f" {b['restore_raw']:.2f} s | {b['restore_bot']:.2f} s |"
+        f" {b['restore_bot'] / b['restore_raw']:.2f}x | <= 1.25x |"
+    )
+    print(
+        f"| peak RSS during backup, {s['db_bytes'] / mb:.0f} MB db -> {b['db_bytes'] / mb:.0f} MB db |"
+        f" | {s['rss_backup']:.0f} MiB -> {b['rss_backup']:.0f} MiB | | <= 150 MB, flat |"
+    )
+    print(
+        f"| peak RSS during restore, {s['db_bytes'] / mb:.0f} MB db -> {b['db_bytes'] / mb:.0f} MB db |"
+        f" | {s['rss_restore']:.0f} MiB -> {b['rss_restore']:.0f} MiB | | <= 150 MB, flat |"
+    )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,338 @@
+"""Restore a backup beside the live database, check it, then swap the two by renaming.
+
+Until the swap commits the live database is never touched, so a failed restore leaves it as it was.
+The approval and the safety backup before a restore are the caller's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from core.errors import NotFound, RunbookFailed
+from runbooks.backups import ProgressCallback, check_backup_file, report, sha256_of
+from runbooks.pg_tools import (
+    AnyConn,
+    PgTools,
+    admin_dsn,
+    check_tools_match_server,
+    child_env,
+    connect_target,
+    count_rows,
+    database_name,
+    dsn_for_database,
+    server_version_of,
+    tail,
+)
+
+MAX_IDENTIFIER = 63
+STAMP_FORMAT = "%Y%m%d_%H%M%S"
+SWAP_ATTEMPTS = 5
+DRAIN_WAIT_S = 5.0
+RESTORE_STEP = re.compile(rb"^pg_restore: (creating|processing|executing|launching)")
+
+
+@dataclass(frozen=True)
+class RowCountDifference:
+    table: str
+    expected: int | None  # None: the table was not in the backup
+    actual: int | None  # None: the table is missing after the restore
+
+
+@dataclass(frozen=True)
+class RestoreOutcome:
+    live: str
+    kept_as: str
+    row_counts: dict[str, int]
+    duration_ms: int
+
+
+def compare_row_counts(
+    expected: Mapping[str, int], actual: Mapping[str, int]
+) -> tuple[RowCountDifference, ...]:
+    return tuple(
+        RowCountDifference(table, expected.get(table), actual.get(table))
+        for table in sorted(set(expected) | set(actual))
+        if expected.get(table) != actual.get(table)
+    )
+
+
+def restore_database_names(live: str, at: datetime | None = None) -> tuple[str, str]:
+    """(`<live>_restore_<time>`, `<live>_before_<time>`), time in UTC."""
+    stamp = (at or datetime.now(UTC)).astimezone(UTC).strftime(STAMP_FORMAT)
+    names = (f"{live}_restore_{stamp}", f"{live}_before_{stamp}")
+    if any(len(name.encode()) > MAX_IDENTIFIER for name in names):
+        raise RunbookFailed("restore.name_too_long", database=live, limit=MAX_IDENTIFIER)
+    return names
+
+
+def _ident(name: str) -> sql.Identifier:
+    return sql.Identifier(name)
+
+
+async def create_database(admin: str, name: str, *, owner: str | None = None) -> None:
+    """An empty database from template0; RunbookFailed if the name is taken (it is not ours)."""
+    query = sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(_ident(name))
+    if owner is not None:
+        query = sql.SQL("{} OWNER {}").format(query, _ident(owner))
+    async with connect_target(admin) as conn:
+        try:
+            await conn.execute(query)
+        except pg_errors.DuplicateDatabase:
+            raise RunbookFailed("restore.database_exists", database=name) from None
+
+
+async def drop_database(admin: str, name: str) -> None:
+    async with connect_target(admin) as conn:
+        await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(_ident(name)))
+
+
+async def database_owner(admin: str, name: str) -> str:
+    async with connect_target(admin) as conn:
+        cur = await conn.execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,)
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFound("restore.database_not_found", database=name)
+    return str(row[0])
+
+
+async def _run_pg_restore(
+    *,
+    admin: str,
+    path: Path,
+    name: str,
+    tools: PgTools,
+    jobs: int,
+    progress: ProgressCallback | None,
+) -> None:
+    total = await check_backup_file(path=path, tools=tools)
+    args = [str(tools.pg_restore), "--no-password", "--exit-on-error", "--verbose"]
+    if jobs > 1:
+        args.append(f"--jobs={jobs}")
+    # A conninfo naming only the database: the server and credentials come from the environment.
+    args += [f"--dbname={make_conninfo('', dbname=name)}", str(path)]
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=child_env(admin),
+        limit=1 << 20,
+        start_new_session=True,  # with --jobs it forks workers; a kill must reach them too
+    )
+    assert proc.stderr is not None
+    steps, last_report = 0, 0.0
+    recent: list[bytes] = []
+    try:
+        async for line in proc.stderr:
+            if RESTORE_STEP.match(line):
+                steps += 1
+            else:
+                recent = [*recent[-9:], line]
+            if time.monotonic() - last_report >= 0.5:
+                last_report = time.monotonic()
+                await report(progress, min(99, steps * 100 // total), "restoring")
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    if proc.returncode != 0:
+        raise RunbookFailed("restore.pg_restore_failed", code=proc.returncode, detail=tail(b"".join(recent)))
+
+
+async def restore_into_new_database(
+    *,
+    admin_dsn: str,
+    path: Path,
+    new_name: str,
+    tools: PgTools,
+    owner: str | None = None,
+    jobs: int = 1,
+    progress: ProgressCallback | None = None,
+) -> None:
+    """Create `new_name` and pg_restore into it; on any failure the new database is dropped."""
+    await create_database(admin_dsn, new_name, owner=owner)
+    try:
+        await _run_pg_restore(
+            admin=admin_dsn, path=path, name=new_name, tools=tools, jobs=jobs, progress=progress
+        )
+    except BaseException:
+        await asyncio.shield(drop_database(admin_dsn, new_name))
+        raise
+
+
+async def check_restored_database(
+    *, admin_dsn: str, name: str, expected_rows: Mapping[str, int]
+) -> tuple[dict[str, int], tuple[RowCountDifference, ...]]:
+    """Row counts of the restored database and where they differ from the catalog's."""
+    actual = await count_rows(dsn_for_database(admin_dsn, name))
+    return actual, compare_row_counts(expected_rows, actual)
+
+
+async def _drain(conn: AnyConn, names: tuple[str, ...]) -> None:
+    """Terminate every session on these databases and wait until they are gone."""
+    deadline = time.monotonic() + DRAIN_WAIT_S
+    while True:
+        cur = await conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+            (list(names),),
+        )
+        row = await cur.fetchone()
+        if row is None or row[0] == 0 or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _allow_connections(conn: AnyConn, name: str, allowed: bool) -> None:
+    await conn.execute(
+        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(_ident(name), sql.Literal(allowed))
+    )
+
+
+async def swap_databases(*, admin_dsn: str, live: str, replacement: str, keep_as: str) -> None:
+    """live -> keep_as and replacement -> live, both renames in one transaction (all or nothing).
+
+    New sessions on live are refused while its sessions are terminated; whatever happens,
+    the database named live afterwards accepts connections again.
+    """
+    if "postgres" in (live, replacement):
+        raise RunbookFailed("restore.refused_maintenance_database")
+    async with connect_target(admin_dsn) as conn:
+        cur = await conn.execute(
+            "SELECT datname FROM pg_database WHERE datname = ANY(%s)",
+            ([live, replacement, keep_as],),
+        )
+        present = {str(r[0]) for r in await cur.fetchall()}
+        for name in (live, replacement):
+            if name not in present:
+                raise NotFound("restore.database_not_found", database=name)
+        if keep_as in present:
+            raise RunbookFailed("restore.database_exists", database=keep_as)
+        await _allow_connections(conn, live, False)
+        try:
+            for attempt in range(SWAP_ATTEMPTS):
+                await _drain(conn, (live, replacement))
+                try:
+                    async with conn.transaction():
+                        await conn.execute(
+                            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(live), _ident(keep_as))
+                        )
+                        await conn.execute(
+                            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                                _ident(replacement), _ident(live)
+                            )
+                        )
+                    break
+                except pg_errors.ObjectInUse:
+                    if attempt == SWAP_ATTEMPTS - 1:
+                        raise RunbookFailed("restore.live_database_busy", database=live) from None
+        finally:
+            # After a swap `live` is the restored database; after a failure it is the original.
+            await _allow_connections(conn, live, True)
+        await _allow_connections(conn, keep_as, True)
+
+
+BEFORE_OR_RESTORE = r"^{live}_(before|restore)_(\d{{8}}_\d{{6}})$"
+
+
+async def prune_old_databases(
+    *, admin_dsn: str, live: str, keep_days: int = 7, now: datetime | None = None
+) -> list[str]:
+    """Drop `<live>_before_*` and abandoned `<live>_restore_*` databases older than keep_days.
+
+    Call it holding the restore lock, so a restore in progress is not taken for an abandoned one.
+    """
+    pattern = re.compile(BEFORE_OR_RESTORE.format(live=re.escape(live)))
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=keep_days)
+    async with connect_target(admin_dsn) as conn:
+        cur = await conn.execute("SELECT datname FROM pg_database ORDER BY datname")
+        names = [str(r[0]) for r in await cur.fetchall()]
+    dropped = []
+    for name in names:
+        found = pattern.match(name)
+        if found is None:
+            continue
+        made = datetime.strptime(found.group(2), STAMP_FORMAT).replace(tzinfo=UTC)
+        if made < cutoff:
+            await drop_database(admin_dsn, name)
+            dropped.append(name)
+    return dropped
+
+
+async def restore_backup(
+    *,
+    dsn: str,
+    path: Path,
+    expected_sha256: str,
+    expected_rows: Mapping[str, int],
+    tools: PgTools,
+    jobs: int = 1,
+    at: datetime | None = None,
+    progress: ProgressCallback | None = None,
+) -> RestoreOutcome:
+    """Checksum, restore into `<live>_restore_<time>`, check row counts, swap.
+
+    The live database (dsn's) is kept as `<live>_before_<time>`; on any failure before the swap
+    the new database is dropped and live is untouched.
+    """
+    started = time.monotonic()
+    live = database_name(dsn)
+    admin = admin_dsn(dsn)
+    if not await asyncio.to_thread(path.is_file):
+        raise NotFound("backup.file_missing", file=path.name)
+    await report(progress, 0, "checking the checksum")
+    if await asyncio.to_thread(sha256_of, path) != expected_sha256:
+        raise RunbookFailed("restore.checksum_mismatch", file=path.name)
+    async with connect_target(admin) as conn:
+        version, _ = await server_version_of(conn)
+    check_tools_match_server(tools, version)
+    new_name, keep_as = restore_database_names(live, at)
+    owner = await database_owner(admin, live)
+    await restore_into_new_database(
+        admin_dsn=admin,
+        path=path,
+        new_name=new_name,
+        tools=tools,
+        owner=owner,
+        jobs=jobs,
+        progress=progress,
+    )
+    try:
+        await report(progress, 99, "checking row counts")
+        actual, differences = await check_restored_database(
+            admin_dsn=admin, name=new_name, expected_rows=expected_rows
+        )
+        if differences:
+            raise RunbookFailed(
+                "restore.row_counts_differ",
+                tables=", ".join(d.table for d in differences[:10]),
+                count=len(differences),
+            )
+        await swap_databases(admin_dsn=admin, live=live, replacement=new_name, keep_as=keep_as)
+    except BaseException:
+        await asyncio.shield(drop_database(admin, new_name))
+        raise
+    await report(progress, 100, "restored")
+    return RestoreOutcome(
+        live=live,
+        kept_as=keep_as,
+        row_counts=actual,
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )

@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from core.errors import NotFound, RunbookFailed
+from runbooks.backups import BackupFile, sha256_of, take_backup
+from runbooks.pg_tools import PgTools, count_rows, find_pg_tools
+from runbooks.restore import (
+    prune_old_databases,
+    restore_backup,
+    restore_database_names,
+    restore_into_new_database,
+    swap_databases,
+)
+from runbooks.verify_backup import verify_backup
+from tests.support.chinook import CHINOOK_ROWS, chinook_template, clone_database
+from tests.support.servers import ADMIN_DSN, create_database, drop_database, url_for
+
+# Fingerprints of whole tables: any changed, missing or extra row changes them.
+CHINOOK_FINGERPRINT = (
+    "SELECT (SELECT md5(string_agg(t::text, ',' ORDER BY track_id)) FROM track t),"
+    " (SELECT md5(string_agg(l::text, ',' ORDER BY invoice_line_id)) FROM invoice_line l)"
+)
+PGBENCH_FINGERPRINT = (
+    "SELECT (SELECT md5(string_agg(a::text, ',' ORDER BY aid)) FROM pgbench_accounts a),"
+    " (SELECT md5(string_agg(b::text, ',' ORDER BY bid)) FROM pgbench_branches b)"
+)
+
+
+def fingerprint(name: str, query: str) -> tuple[str, ...]:
+    with psycopg.connect(url_for(name)) as conn:
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return tuple(str(v) for v in row)
+
+
+def databases_like(prefix: str) -> set[str]:
+    with psycopg.connect(ADMIN_DSN) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database").fetchall()
+    return {str(r[0]) for r in rows if str(r[0]).startswith(prefix)}
+
+
+def run_sql(name: str, *statements: str) -> None:
+    with psycopg.connect(url_for(name), autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement.encode())
+
+
+@pytest.fixture(scope="module")
+def chinook() -> Iterator[str]:
+    with chinook_template() as name:
+        yield name
+
+
+@pytest.fixture
+def live(chinook: str) -> Iterator[str]:
+    """A Chinook copy; every database whose name starts with its name is dropped afterwards."""
+    name = clone_database(chinook)
+    try:
+        yield name
+    finally:
+        for leftover in databases_like(name):
+            drop_database(leftover)
+
+
+@pytest.fixture
+async def tools() -> PgTools:
+    return await find_pg_tools(None)
+
+
+async def backup_of(name: str, tools: PgTools, folder: Path) -> BackupFile:
+    return await take_backup(dsn=url_for(name), backup_dir=folder, tools=tools, label=name)
+
+
+async def test_chinook_round_trip(live: str, tools: PgTools, tmp_path: Path) -> None:
+    original = fingerprint(live, CHINOOK_FINGERPRINT)
+    backup = await backup_of(live, tools, tmp_path)
+    verified = await verify_backup(
+        admin_dsn=ADMIN_DSN, path=backup.path, expected_rows=backup.row_counts, tools=tools
+    )
+    assert verified.passed
+    run_sql(
+        live,
+        "DELETE FROM invoice_line WHERE invoice_line_id % 7 = 0",
+        "UPDATE track SET name = name || ' (changed)' WHERE track_id < 100",
+    )
+    changed = fingerprint(live, CHINOOK_FINGERPRINT)
+    assert changed != original
+    # A session left open on the live database is ended by the swap.
+    lingering = await psycopg.AsyncConnection.connect(url_for(live))
+    try:
+        outcome = await restore_backup(
+            dsn=url_for(live),
+            path=backup.path,
+            expected_sha256=backup.sha256,
+            expected_rows=backup.row_counts,
+            tools=tools,
+        )
+    finally:
+        await lingering.close()
+    assert outcome.live == live and outcome.kept_as.startswith(f"{live}_before_")
+    assert outcome.row_counts == CHINOOK_ROWS
+    assert await count_rows(url_for(live)) == CHINOOK_ROWS
+    assert fingerprint(live, CHINOOK_FINGERPRINT) == original
+    assert fingerprint(outcome.kept_as, CHINOOK_FINGERPRINT) == changed
+    assert databases_like(f"{live}_restore_") == set()
+
+
+async def test_pgbench_round_trip(tools: PgTools, tmp_path: Path) -> None:
+    name = create_database("gbt_pgbench")
+    try:
+        subprocess.run(
+            ["pgbench", "-i", "-s", "1", "-q", url_for(name)],
+            check=True,
+            capture_output=True,
+        )
+        original = fingerprint(name, PGBENCH_FINGERPRINT)
+        backup = await backup_of(name, tools, tmp_path)
+        assert backup.row_counts["public.pgbench_accounts"] == 100_000
+        run_sql(
+            name,
+            "DELETE FROM pgbench_accounts WHERE aid <= 5000",
+            "UPDATE pgbench_branches SET bbalance = bbalance + 10",
+        )
+        outcome = await restore_backup(
+            dsn=url_for(name),
+            path=backup.path,
+            expected_sha256=backup.sha256,
+            expected_rows=backup.row_counts,
+            tools=tools,
+        )
+        assert fingerprint(name, PGBENCH_FINGERPRINT) == original
+        assert await count_rows(url_for(name)) == backup.row_counts
+        assert fingerprint(outcome.kept_as, PGBENCH_FINGERPRINT) != original
+    finally:
+        for leftover in databases_like(name):
+            drop_database(leftover)
+
+
+async def test_a_damaged_dump_leaves_live_untouched(live: str, tools: PgTools, tmp_path: Path) -> None:
+    backup = await backup_of(live, tools, tmp_path)
+    run_sql(live, "DELETE FROM invoice_line WHERE invoice_line_id < 10")
+    before = fingerprint(live, CHINOOK_FINGERPRINT)
+    # Damaged after its checksum was taken: the checksum matches the damaged bytes.
+    with backup.path.open("r+b") as handle:
+        handle.truncate(backup.size_bytes * 2 // 3)
+    with pytest.raises(RunbookFailed) as caught:
+        await restore_backup(
+            dsn=url_for(live),
+            path=backup.path,
+            expected_sha256=sha256_of(backup.path),
+            expected_rows=backup.row_counts,
+            tools=tools,
+        )
+    assert caught.value.message_key in {"restore.pg_restore_failed", "backup.unreadable"}
+    assert fingerprint(live, CHINOOK_FINGERPRINT) == before
+    assert databases_like(live) == {live}
+
+
+async def test_checksum_or_count_mismatch_leaves_live_untouched(
+    live: str, tools: PgTools, tmp_path: Path
+) -> None:
+    backup = await backup_of(live, tools, tmp_path)
+    run_sql(live, "DELETE FROM invoice_line WHERE invoice_line_id < 10")
+    before = fingerprint(live, CHINOOK_FINGERPRINT)
+    with pytest.raises(RunbookFailed) as caught:
+        await restore_backup(
+            dsn=url_for(live),
+            path=backup.path,
+            expected_sha256="0" * 64,
+            expected_rows=backup.row_counts,
+            tools=tools,
+        )
+    assert caught.value.message_key == "restore.checksum_mismatch"
+    with pytest.raises(RunbookFailed) as caught:
+        await restore_backup(
+            dsn=url_for(live),
+            path=backup.path,
+            expected_sha256=backup.sha256,
+            expected_rows={**backup.row_counts, "public.track": 1},
+            tools=tools,
+        )
+    assert caught.value.message_key == "restore.row_counts_differ"
+    assert caught.value.params["tables"] == "public.track"
+    assert fingerprint(live, CHINOOK_FINGERPRINT) == before
+    assert databases_like(live) == {live}
+
+
+async def test_a_failed_swap_leaves_live_connectable(live: str) -> None:
+    with pytest.raises(NotFound):
+        await swap_databases(
+            admin_dsn=ADMIN_DSN, live=live, replacement=f"{live}_nope", keep_as=f"{live}_kept"
+        )
+    taken = create_database("gbt_taken")
+    try:
+        other = create_database("gbt_other")
+        try:
+            with pytest.raises(RunbookFailed) as caught:
+                await swap_databases(admin_dsn=ADMIN_DSN, live=live, replacement=other, keep_as=taken)
+            assert caught.value.message_key == "restore.database_exists"
+        finally:
+            drop_database(other)
+    finally:
+        drop_database(taken)
+    assert await count_rows(url_for(live)) == CHINOOK_ROWS
+
+
+async def test_restoring_into_a_taken_name_is_refused_and_keeps_it(
+    live: str, tools: PgTools, tmp_path: Path
+) -> None:
+    backup = await backup_of(live, tools, tmp_path)
+    with pytest.raises(RunbookFailed) as caught:
+        await restore_into_new_database(admin_dsn=ADMIN_DSN, path=backup.path, new_name=live, tools=tools)
+    assert caught.value.message_key == "restore.database_exists"
+    assert await count_rows(url_for(live)) == CHINOOK_ROWS
+
+
+async def test_old_before_databases_are_pruned(live: str) -> None:
+    old = f"{live}_before_20200101_000000"
+    abandoned = f"{live}_restore_20200101_000000"
+    recent, _ = restore_database_names(live, datetime(2026, 11, 27, tzinfo=UTC))
+    for name in (old, abandoned, recent):
+        run_sql("postgres", f'CREATE DATABASE "{name}"')
+    dropped = await prune_old_databases(
+        admin_dsn=ADMIN_DSN, live=live, keep_days=7, now=datetime(2026, 11, 28, tzinfo=UTC)
+    )
+    assert sorted(dropped) == sorted([old, abandoned])
+    assert databases_like(live) == {live, recent}
+
+
+def test_restore_names_fit_postgres_identifiers() -> None:
+    at = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    assert restore_database_names("garden_dx", at) == (
+        "garden_dx_restore_20261128_020000",
+        "garden_dx_before_20261128_020000",
+    )
+    with pytest.raises(RunbookFailed):
+        restore_database_names("x" * 50, at)
