@@ -65,13 +65,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if embedded is not None and not _names_anyone(settings):
         settings = settings.model_copy(update={"roles": DEMO_ROLES, "approvers": DEMO_APPROVERS})
         log.info("embedded demo: no roles configured, using the demo users (see README)")
+    try:
+        return _dispatch(args, settings, embedded is not None)
+    finally:
+        if embedded is not None:
+            from bot.embedded import stop_embedded
+
+            stop_embedded(embedded)
+
+
+def _dispatch(args: Any, settings: Settings, demo: bool) -> int:
     if args.action == "serve":
         from bot.server import serve
 
         return serve(settings, host=args.host, port=args.port)
     handlers: dict[str, Callable[[Runtime], Awaitable[int]]] = {
-        "shell": lambda rt: _shell(rt, args, embedded is not None),
-        "run": lambda rt: _run(rt, args, embedded is not None),
+        "shell": lambda rt: _shell(rt, args, demo),
+        "run": lambda rt: _run(rt, args, demo),
         "migrate": _migrate,
         "audit": lambda rt: _audit(rt, args),
     }
@@ -125,7 +135,8 @@ async def _shell(runtime: Runtime, args: Any, demo: bool) -> int:
 
 async def _migrate(runtime: Runtime) -> int:
     try:
-        applied = await runtime.services.store.migrate()
+        # Start-up already migrated a reachable store: report what it applied too.
+        applied = [*runtime.startup.migrations, *await runtime.services.store.migrate()]
     except StoreUnavailable:
         print("bot store unreachable (DATABASE_URL)", file=sys.stderr)
         return EXIT_FAILED

@@ -5,15 +5,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import SecretStr
 
+from commands.backup import recover_interrupted
 from commands.catalog import build_registry
 from commands.pipeline import Pipeline
 from commands.policy import Policy
 from commands.services import Services
 from core.config import Settings
+
+if TYPE_CHECKING:
+    from bot.embedded import EmbeddedServers
 from core.errors import StoreUnavailable
 from core.secrets import mask_dsn
 from store.audit import AuditLog
@@ -30,6 +35,7 @@ class StartupReport:
     migrations: list[str] = field(default_factory=list)
     spool_drained: int = 0
     interrupted: list[Job] = field(default_factory=list)
+    partials_removed: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -46,7 +52,7 @@ class Runtime:
         await self.services.store.close()
 
 
-def with_embedded_default(settings: Settings) -> tuple[Settings, object | None]:
+def with_embedded_default(settings: Settings) -> tuple[Settings, EmbeddedServers | None]:
     """With no DATABASE_URL and REDIS_URL, start private servers and point everything at them."""
     if settings.database_url is not None or settings.redis_url is not None:
         return settings, None
@@ -98,6 +104,7 @@ async def prepare_store(services: Services) -> StartupReport:
         report.store_reachable = True
         report.spool_drained = await services.audit.drain_spool()
         report.interrupted = await interrupt_orphans(services.store, me=services.instance)
+        report.partials_removed = await recover_interrupted(services, report.interrupted)
     except StoreUnavailable:
         log.warning(
             "bot store %s unreachable: read-only commands only, audit goes to %s",

@@ -171,14 +171,19 @@ class SlackHandlers:
             source="slack",
             channel=channel,
         )
-        # The same words as the console, so a malformed value is refused the same way.
-        reply = await self.runtime.pipeline.handle(request, listener=SlackJobListener(surface))
-        self.metrics.count_command("approval", reply.status)
-        if reply.status in ("refused", "failed") and "job_id" not in reply.ids:
-            await surface.tell_asker(reply)  # expired, already decided, not an approver: clicker only
-            return
-        surface.title = reply.summary
-        await surface.update(reply)
+        # The approved job starts inside handle(); its progress must not overtake the decision.
+        surface.hold()
+        try:
+            # The same words as the console, so a malformed value is refused the same way.
+            reply = await self.runtime.pipeline.handle(request, listener=SlackJobListener(surface))
+            self.metrics.count_command("approval", reply.status)
+            if reply.status in ("refused", "failed") and "job_id" not in reply.ids:
+                await surface.tell_asker(reply)  # expired, already decided, not an approver: clicker only
+                return
+            surface.title = reply.summary
+            await surface.update(reply)
+        finally:
+            surface.release()
         await self._remember(reply.ids, surface)
 
     async def _first_delivery(self, kind: str, key: str) -> bool:

@@ -80,6 +80,17 @@ class SlackSurface:
             log.info("chat.postEphemeral failed (%s); using the response URL", exc.response.get("error"))
             await self._respond(reply, in_channel=False)
 
+    def hold(self) -> None:
+        """Keep a job's updates back until `release()`: the decision must be shown before its job."""
+        self._posted.clear()
+
+    def release(self) -> None:
+        self._posted.set()
+
+    @property
+    def shown(self) -> bool:
+        return self.message_ts is not None and self._posted.is_set()
+
     async def wait_posted(self) -> bool:
         try:
             await asyncio.wait_for(self._posted.wait(), FIRST_MESSAGE_WAIT_S)
@@ -104,8 +115,8 @@ class SlackJobListener:
         self.surface = surface
 
     async def job_progress(self, job_id: int, percent: int, text: str) -> None:
-        if self.surface.message_ts is None:
-            return  # the first message is not posted yet; the next beat will show it
+        if not self.surface.shown:
+            return  # the first message is not shown yet; the next beat will show it
         title = self.surface.title or f"#{job_id}"
         await self.surface.update(
             Reply(status="running", summary=title, elements=(Text(title), Progress(percent, text)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from commands import audit, cache, health, jobs
+from commands import audit, backup, cache, health, jobs, restore
 from commands import help as help_command
 from commands.base import Command, Registry
 
@@ -12,6 +12,8 @@ ALL_COMMANDS: tuple[Command, ...] = (
     *jobs.COMMANDS,
     *audit.COMMANDS,
     *cache.COMMANDS,
+    *backup.COMMANDS,
+    *restore.COMMANDS,
 )
 
 

@@ -166,7 +166,7 @@ class Settings(BaseSettings):
     pg_bin_dir: Path | None = None
     locale: Literal["en", "ja"] = "en"
     timezone: str = "Asia/Tokyo"
-    state_dir: Path = Path.home() / ".local" / "state" / "gardenbot"
+    state_dir: Path = Field(default_factory=lambda: default_state_dir())
     roles: Roles = Roles()
     approvers: list[str] = Field(default_factory=list)
     default_role: Literal["none", "viewer"] = "none"
@@ -226,6 +226,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Only what load_settings() merged from YAML and the fixed environment names.
         return (init_settings,)
+
+
+def default_state_dir() -> Path:
+    """Root keeps state in /var/lib: the embedded PostgreSQL opens the parents of its data dir to its user."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/gardenbot")
+    return Path.home() / ".local" / "state" / "gardenbot"
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -1,0 +1,276 @@
+"""`backup`, `backup list`, `backup verify <id>`: custom-format dumps, catalogued and checked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import field_validator
+
+from commands.base import Args, Command, Context, ProgressCallback, Role
+from commands.services import Services
+from core.errors import Conflict, GardenBotError, NotFound, StoreUnavailable
+from core.formatting import format_age, format_bytes, format_duration, format_time
+from core.i18n import Translator
+from core.reply import Element, Fields, Header, Reply, Table, Text
+from runbooks.backups import (
+    BackupFile,
+    backup_file_name,
+    cleanup_partials,
+    prune_backups,
+    reconcile_backup_dir,
+    take_backup,
+)
+from runbooks.pg_tools import PgTools, admin_dsn, database_name, find_pg_tools
+from runbooks.verify_backup import verify_backup
+from store import backups as catalog
+from store.jobs import Job
+
+log = logging.getLogger(__name__)
+
+BACKUP_LOCK = "backup"  # backup, verify and restore: one at a time across every replica
+MAX_ID = 10**15
+
+
+class BackupIdArgs(Args):
+    backup_id: str
+
+    @field_validator("backup_id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not v.isdigit() or not 0 < int(v) < MAX_ID:
+            raise ValueError("a backup id is the number shown by `backup list`, not a path or a name")
+        return str(int(v))
+
+    @property
+    def id(self) -> int:
+        return int(self.backup_id)
+
+
+async def pg_tools(services: Services) -> PgTools:
+    return await find_pg_tools(services.settings.pg_bin_dir)
+
+
+async def take_catalogued_backup(
+    ctx: Context, *, kind: Literal["regular", "safety"], progress: ProgressCallback
+) -> tuple[int, BackupFile]:
+    """Dump the target and record it; a failed or interrupted dump never counts as good."""
+    svc = ctx.services
+    dsn = svc.target_database_url()
+    tools = await pg_tools(svc)
+    label = database_name(dsn)
+    name = backup_file_name(f"{label}-safety" if kind == "safety" else label)
+    previous = await catalog.newest_good_backup(svc.store)
+    backup_id = await catalog.start_backup_record(
+        svc.store,
+        job_id=ctx.job_id,
+        kind=kind,
+        database_name=label,
+        file_name=name,
+        created_by=ctx.actor.user_id,
+    )
+    try:
+        written = await take_backup(
+            dsn=dsn,
+            backup_dir=svc.settings.backup_dir,
+            tools=tools,
+            label=label,
+            file_name=name,
+            expected_bytes=previous.size_bytes if previous else None,
+            progress=progress,
+        )
+    except GardenBotError as exc:
+        await catalog.fail_backup_record(svc.store, backup_id, ctx.t(exc.message_key, **exc.params))
+        raise
+    except BaseException:
+        with contextlib.suppress(GardenBotError):
+            await asyncio.shield(catalog.fail_backup_record(svc.store, backup_id, "interrupted"))
+        raise
+    await catalog.finish_backup_record(svc.store, backup_id, written)
+    return backup_id, written
+
+
+async def run_backup(ctx: Context, args: Args) -> Reply:
+    t = ctx.t
+    backup_id, written = await take_catalogued_backup(ctx, kind="regular", progress=ctx.progress)
+    pruned = await prune_expired(ctx.services)
+    fields: list[tuple[str, str]] = [
+        (t("backup.id"), str(backup_id)),
+        (t("backup.file"), written.path.name),
+        (t("backup.size"), format_bytes(written.size_bytes)),
+        (t("backup.duration"), format_duration(written.duration_ms / 1000)),
+        (t("backup.tables"), str(written.table_count)),
+        (t("backup.sha256"), written.sha256[:16] + "…"),
+    ]
+    if pruned:
+        fields.append((t("backup.pruned"), str(pruned)))
+    summary = t("backup.done", backup_id=backup_id, size=format_bytes(written.size_bytes))
+    return Reply(
+        status="succeeded",
+        summary=summary,
+        elements=(Text(summary), Fields(tuple(fields))),
+        ids={"backup_id": backup_id},
+    )
+
+
+async def prune_expired(services: Services) -> int:
+    """Delete backups past retention (never the newest good one) and mark them pruned."""
+    good = await catalog.list_backups(services.store, limit=10_000, statuses=("good",))
+    removed = await asyncio.to_thread(
+        prune_backups,
+        backup_dir=services.settings.backup_dir,
+        entries=good,
+        retention_days=services.settings.backup.retention_days,
+    )
+    if removed:
+        await catalog.mark_pruned(services.store, [e.id for e in removed])
+    return len(removed)
+
+
+async def list_backups(ctx: Context, args: Args) -> Reply:
+    t = ctx.t
+    svc = ctx.services
+    records = await catalog.list_backups(
+        svc.store, limit=30, statuses=("good", "running", "failed", "interrupted")
+    )
+    now = datetime.now(UTC)
+    rows = tuple(
+        (
+            str(r.id),
+            format_time(r.finished_at or r.started_at, svc.settings.zone),
+            format_bytes(r.size_bytes),
+            format_duration(r.duration_ms / 1000) if r.duration_ms is not None else "-",
+            t(f"backup.status.{r.status}") + (f" ({r.kind})" if r.kind != "regular" else ""),
+            t(f"backup.verified.{r.verify_status or 'never'}"),
+            format_age(now - (r.finished_at or r.started_at)),
+        )
+        for r in records
+    )
+    elements: list[Element] = [Header(t("backup.list_header"))]
+    if rows:
+        elements.append(
+            Table(
+                columns=(
+                    "#",
+                    t("backup.col.time"),
+                    t("backup.col.size"),
+                    t("backup.col.took"),
+                    t("backup.col.status"),
+                    t("backup.col.verified"),
+                    t("backup.col.age"),
+                ),
+                rows=rows,
+            )
+        )
+    else:
+        elements.append(Text(t("backup.none")))
+    problems = await asyncio.to_thread(_reconcile, svc, records, t)
+    elements.extend(Text(p) for p in problems)
+    summary = t("backup.list_summary", count=len(rows), problems=len(problems))
+    return Reply(status="succeeded", summary=summary, elements=tuple(elements))
+
+
+def _reconcile(svc: Services, records: Sequence[catalog.BackupRecord], t: Translator) -> list[str]:
+    found = reconcile_backup_dir(svc.settings.backup_dir, records)
+    problems = [t("backup.untracked_file", file=p.name) for p in found.untracked_files]
+    problems += [t("backup.partial_file", file=p.name) for p in found.partial_files]
+    problems += [t("backup.missing_file", backup_id=i) for i in found.missing_files]
+    problems += [t("backup.changed_file", backup_id=i, what=what) for i, what in found.changed_files]
+    return problems
+
+
+async def run_verify(ctx: Context, args: BackupIdArgs) -> Reply:
+    t = ctx.t
+    svc = ctx.services
+    record = await good_backup(svc, args.id)
+    tools = await pg_tools(svc)
+    outcome = await verify_backup(
+        admin_dsn=admin_dsn(svc.target_database_url()),
+        path=svc.settings.backup_dir / record.file_name,
+        expected_rows=record.row_counts,
+        expected_sha256=record.sha256,
+        tools=tools,
+        progress=ctx.progress,
+    )
+    await catalog.record_verification(svc.store, record.id, passed=outcome.passed, detail=outcome.as_detail())
+    if outcome.passed:
+        summary = t("backup.verify_passed", backup_id=record.id, tables=len(outcome.row_counts))
+        return Reply(
+            status="succeeded", summary=summary, elements=(Text(summary),), ids={"backup_id": record.id}
+        )
+    summary = t("backup.verify_failed", backup_id=record.id, problem=t(f"backup.problem.{outcome.problem}"))
+    elements: list[Element] = [Text(summary)]
+    if outcome.differences:
+        elements.append(
+            Table(
+                columns=(t("backup.col.table"), t("backup.col.expected"), t("backup.col.found")),
+                rows=tuple((d.table, str(d.expected), str(d.actual)) for d in outcome.differences[:20]),
+            )
+        )
+    return Reply(status="failed", summary=summary, elements=tuple(elements), ids={"backup_id": record.id})
+
+
+async def good_backup(svc: Services, backup_id: int) -> catalog.BackupRecord:
+    record = await catalog.get_backup(svc.store, backup_id)
+    if record.status != "good":
+        raise Conflict("backup.not_good", backup_id=backup_id, status=record.status)
+    if not (svc.settings.backup_dir / record.file_name).is_file():
+        raise NotFound("backup.file_missing", file=record.file_name)
+    return record
+
+
+async def recover_interrupted(services: Services, interrupted: Sequence[Job]) -> list[Path]:
+    """After a crash: catalog entries of dead jobs become interrupted, partial files go."""
+    job_ids = [j.id for j in interrupted]
+    if job_ids:
+        await catalog.mark_interrupted(services.store, job_ids=job_ids)
+    try:
+        lock = await services.coordination.acquire_lock(
+            BACKUP_LOCK, holder={"job_id": "cleanup"}, ttl_seconds=60
+        )
+    except (Conflict, StoreUnavailable):
+        return []  # a backup is running somewhere: its partial file is not garbage
+    try:
+        removed = await asyncio.to_thread(cleanup_partials, services.settings.backup_dir)
+    finally:
+        await services.coordination.release_lock(lock)
+    for path in removed:
+        log.warning("removed partial backup file %s left by an interrupted job", path.name)
+    return removed
+
+
+COMMANDS = (
+    Command(
+        name="backup",
+        usage="backup",
+        help_key="backup.help",
+        role=Role.OPERATOR,
+        run=run_backup,
+        mutates=True,
+        background=True,
+        lock=BACKUP_LOCK,
+    ),
+    Command(
+        name="backup list",
+        usage="backup list",
+        help_key="backup.list_help",
+        role=Role.VIEWER,
+        run=list_backups,
+    ),
+    Command(
+        name="backup verify",
+        usage="backup verify <id>",
+        help_key="backup.verify_help",
+        role=Role.OPERATOR,
+        args=BackupIdArgs,
+        run=run_verify,
+        mutates=True,
+        background=True,
+        lock=BACKUP_LOCK,
+    ),
+)
