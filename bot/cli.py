@@ -95,6 +95,9 @@ def _names_anyone(settings: Settings) -> bool:
 
 async def _with_runtime(settings: Settings, body: Callable[[Runtime], Awaitable[int]]) -> int:
     runtime = await open_runtime(settings)
+    t = Translator(settings.locale)
+    for job in runtime.startup.interrupted:
+        print(t("job.interrupted_at_start", job_id=job.id, command=job.command), file=sys.stderr)
     try:
         return await body(runtime)
     finally:

@@ -115,8 +115,10 @@ class SlackJobListener:
         self.surface = surface
 
     async def job_progress(self, job_id: int, percent: int, text: str) -> None:
+        if self.surface.message_ts is not None and not self.surface.shown:
+            await self.surface.wait_posted()  # an approval's decision is being shown: progress comes after it
         if not self.surface.shown:
-            return  # the first message is not shown yet; the next beat will show it
+            return  # the first message is not posted yet; the next beat will show it
         title = self.surface.title or f"#{job_id}"
         await self.surface.update(
             Reply(status="running", summary=title, elements=(Text(title), Progress(percent, text)))

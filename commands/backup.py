@@ -225,16 +225,19 @@ async def good_backup(svc: Services, backup_id: int) -> catalog.BackupRecord:
 
 
 async def recover_interrupted(services: Services, interrupted: Sequence[Job]) -> list[Path]:
-    """After a crash: catalog entries of dead jobs become interrupted, partial files go."""
+    """After a crash: catalog entries of dead jobs become interrupted, their lock is freed, partial files go."""
     job_ids = [j.id for j in interrupted]
-    if job_ids:
-        await catalog.mark_interrupted(services.store, job_ids=job_ids)
     try:
+        if job_ids:
+            await catalog.mark_interrupted(services.store, job_ids=job_ids)
+            holder = await services.coordination.lock_holder(BACKUP_LOCK)
+            if holder is not None and holder.get("job_id") in job_ids:
+                await services.coordination.break_lock(BACKUP_LOCK)
         lock = await services.coordination.acquire_lock(
             BACKUP_LOCK, holder={"job_id": "cleanup"}, ttl_seconds=60
         )
     except (Conflict, StoreUnavailable):
-        return []  # a backup is running somewhere: its partial file is not garbage
+        return []  # a backup is running somewhere (its partial file is not garbage), or Redis is down
     try:
         removed = await asyncio.to_thread(cleanup_partials, services.settings.backup_dir)
     finally:

@@ -121,9 +121,7 @@ class VerifyResult:
 class AuditLog:
     """Writes, checks, lists and exports the audit log of the bot's store."""
 
-    def __init__(
-        self, store: Store, spool_path: Path, *, retry_after_s: float = RETRY_AFTER_S
-    ) -> None:
+    def __init__(self, store: Store, spool_path: Path, *, retry_after_s: float = RETRY_AFTER_S) -> None:
         self.store = store
         self.spool = AuditSpool(spool_path)
         self.retry_after_s = retry_after_s
@@ -296,9 +294,7 @@ async def _as_stored(conn: Conn, rec: AuditRecord) -> AuditRecord:
 def prepared(rec: AuditRecord) -> AuditRecord:
     """Secrets masked (a last defence), text PostgreSQL can store, `at` in UTC."""
     changes: dict[str, Any] = {
-        name: _clean(mask_text(value))
-        for name in TEXT_FIELDS
-        if isinstance(value := getattr(rec, name), str)
+        name: _clean(mask_text(value)) for name in TEXT_FIELDS if isinstance(value := getattr(rec, name), str)
     }
     changes["outcome"] = _clean(mask_text(rec.outcome))
     changes["args"] = _mask_deep(_jsonable(rec.args))

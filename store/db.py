@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 from importlib import resources
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 3
 POOL_TIMEOUT_S = 4.0
+DOWN_POOL_TIMEOUT_S = 0.5  # once the store is known down, callers wait this long, not POOL_TIMEOUT_S
 STATEMENT_TIMEOUT_MS = 15_000
 MIGRATION_LOCK = 0x6761_7264_656E  # "garden": one migrator at a time across processes
 
@@ -55,6 +56,7 @@ class Store:
             name="gardenbot-store",
         )
         self._migrated = False
+        self._known_down = False
 
     def __repr__(self) -> str:
         return f"Store({mask_dsn(self.dsn)})"
@@ -67,10 +69,13 @@ class Store:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
+        timeout = DOWN_POOL_TIMEOUT_S if self._known_down else POOL_TIMEOUT_S
         try:
-            async with self._pool.connection() as conn:
+            async with self._pool.connection(timeout=timeout) as conn:
+                self._known_down = False
                 yield conn
         except (PoolTimeout, psycopg.OperationalError) as exc:
+            self._known_down = True
             log.warning("bot store unreachable: %s", type(exc).__name__)
             raise StoreUnavailable("store.unavailable") from None
 

@@ -79,6 +79,23 @@ class Coordination:
             ex=ttl_seconds,
         )
 
+    async def lock_holder(self, name: str) -> dict[str, Any] | None:
+        """Who holds the lock now, or None when it is free."""
+        try:
+            if not await self.client.exists(self.key("lock", name)):
+                return None
+            raw = await self.client.get(self.key("lock-holder", name))
+        except (RedisError, OSError):
+            raise StoreUnavailable("store.redis_unavailable") from None
+        return json.loads(raw) if raw else {}
+
+    async def break_lock(self, name: str) -> None:
+        """Free a lock whose holder is known to be dead (its job was marked interrupted)."""
+        try:
+            await self.client.delete(self.key("lock", name), self.key("lock-holder", name))
+        except (RedisError, OSError):
+            raise StoreUnavailable("store.redis_unavailable") from None
+
     async def extend_lock(self, lock: Lock, *, ttl_seconds: int) -> bool:
         try:
             result = await self.client.eval(

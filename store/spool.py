@@ -88,9 +88,7 @@ class AuditSpool:
         try:
             await _lock(fd)
             lines, unreadable = _parse(_read_fd(fd))
-            yield SpoolBatch(
-                lines=lines, unreadable=unreadable, _fd=fd, _rejected_path=self.rejected_path
-            )
+            yield SpoolBatch(lines=lines, unreadable=unreadable, _fd=fd, _rejected_path=self.rejected_path)
         finally:
             os.close(fd)
 
