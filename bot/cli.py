@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return EXIT_OK
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(os.environ.get("GARDENBOT_LOG_LEVEL", "WARNING" if args.action == "run" else "INFO"))
     try:
@@ -171,6 +179,12 @@ async def _audit(runtime: Runtime, args: Any) -> int:
     except GardenBotError as exc:
         print(t(exc.message_key, **exc.params), file=sys.stderr)
         return EXIT_FAILED
+
+
+def _quiet_broken_pipe() -> None:
+    """`gardenbot run … | head` closes our stdout early: that is not an error worth a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

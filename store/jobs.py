@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from pathlib import Path
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -169,13 +170,20 @@ async def remember_message(store: Store, job_id: int, message_ref: dict[str, Any
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs here; a zombie (killed, not yet reaped) is dead."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 async def interrupt_orphans(store: Store, *, me: Instance) -> list[Job]:
