@@ -140,7 +140,9 @@ async def _shell(runtime: Runtime, args: Any, demo: bool) -> int:
             file=sys.stderr,
         )
         return EXIT_REFUSED
-    console = Console(runtime.pipeline.handle_with_listener, runtime.pipeline.runner.wait, user)
+    console = Console(
+        runtime.pipeline.handle_with_listener, runtime.pipeline.runner.wait, user, runtime.settings.locale
+    )
     return await console.shell()
 
 

@@ -11,7 +11,8 @@ from typing import Any, TextIO
 
 from commands.base import Actor, Request
 from commands.runner import JobListener
-from core.formatting import text_table
+from core.formatting import display_width, pad, text_table
+from core.i18n import Translator
 from core.reply import Actions, Button, Fields, Header, Note, Progress, Reply, Table, Text
 
 LEVEL_MARK = {"ok": "✓", "warn": "!", "fail": "✗", "info": "·"}
@@ -32,8 +33,8 @@ def render_text(reply: Reply) -> str:
         elif isinstance(element, Note):
             lines.append(f"({element.text})")
         elif isinstance(element, Fields):
-            width = max((len(label) for label, _ in element.pairs), default=0)
-            lines.extend(f"{label.ljust(width)} : {value}" for label, value in element.pairs)
+            width = max((display_width(label) for label, _ in element.pairs), default=0)
+            lines.extend(f"{pad(label, width)} : {value}" for label, value in element.pairs)
         elif isinstance(element, Table):
             lines.append(_table(element))
         elif isinstance(element, Progress):
@@ -104,7 +105,8 @@ class Console:
         return reply
 
     async def shell(self, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
-        stdout.write(f"Garden DX ops console — you are {self.user}. 'help', 'as <USER>', 'quit'.\n")
+        t = Translator(self.locale or "en")
+        stdout.write(t("console.banner", user=self.user) + "\n")
         choices: tuple[Button, ...] = ()
         while True:
             stdout.write(f"garden[{self.user}]> ")
@@ -128,4 +130,4 @@ class Console:
             stdout.write(render_text(reply) + "\n")
             choices = next((e.buttons for e in reply.elements if isinstance(e, Actions)), ())
             if choices:
-                stdout.write("(type the number of a choice, or 'as <USER>' to act as someone else)\n")
+                stdout.write(t("console.choice_hint") + "\n")

@@ -216,4 +216,7 @@ MESSAGES: dict[str, str] = {
     "restore.pg_restore_failed": "pg_restore failed (exit {code}): {detail}. The live database is unchanged.",
     "restore.refused_maintenance_database": "Restoring over a maintenance database is refused.",
     "restore.row_counts_differ": "The restored copy does not match the backup ({count} tables differ: {tables}); the live database is unchanged.",
+    # console
+    "console.banner": "Garden DX ops console — you are {user}. Type 'help', 'as <USER>' to act as someone else, 'quit' to leave.",
+    "console.choice_hint": "(type the number of a choice, or 'as <USER>' to act as someone else)",
 }

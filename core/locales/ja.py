@@ -216,4 +216,7 @@ MESSAGES: dict[str, str] = {
     "restore.pg_restore_failed": "pg_restore が失敗しました(終了コード {code}): {detail}。現在のデータベースは変更されていません。",
     "restore.refused_maintenance_database": "メンテナンス用データベースへのリストアは拒否します。",
     "restore.row_counts_differ": "リストアしたコピーがバックアップと一致しません({count} テーブルが不一致: {tables})。現在のデータベースは変更されていません。",
+    # console
+    "console.banner": "Garden DX 運用コンソール — 現在のユーザー: {user}。'help' で一覧、'as <USER>' でユーザー切替、'quit' で終了。",
+    "console.choice_hint": "(選択肢の番号を入力するか、'as <USER>' で別のユーザーとして操作)",
 }
