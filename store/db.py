@@ -26,7 +26,6 @@ CONNECT_TIMEOUT_S = 3
 POOL_TIMEOUT_S = 4.0
 DOWN_POOL_TIMEOUT_S = 0.5  # once the store is known down, callers wait this long, not POOL_TIMEOUT_S
 STATEMENT_TIMEOUT_MS = 15_000
-DOWN_RETRY_S = 3.0  # after a failure, callers are told "down" at once for this long
 MIGRATION_LOCK = 0x6761_7264_656E  # "garden": one migrator at a time across processes
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
@@ -58,7 +57,6 @@ class Store:
             name="gardenbot-store",
         )
         self._migrated = False
-        self._down_until = 0.0
         self._known_down = False
 
     def __repr__(self) -> str:

@@ -1,0 +1,182 @@
+"""The two-person rule on `cache flush`: who may decide, exactly once, expiry, deny, and the audit trail.
+
+U0ADMIN2 (admin, not an approver) asks; U0LEAD, U0LEAD2 and U0ADMIN are approvers; U0OPS is an
+operator who is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from bot.runtime import Runtime
+from core.reply import Actions
+from tests.support.runtime import BotWorld, request, target_redis
+
+REQUESTER = "U0ADMIN2"
+
+
+async def ask_for_flush(runtime: Runtime) -> int:
+    reply = await runtime.pipeline.handle(request(REQUESTER, "cache flush"))
+    assert reply.status == "pending", reply
+    approval_id = reply.ids["approval_id"]
+    assert isinstance(approval_id, int)
+    return approval_id
+
+
+async def decide(runtime: Runtime, user: str, approval_id: int, decision: str = "approved") -> object:
+    return await runtime.pipeline.decide(request(user, f"approve {approval_id}"), approval_id, decision)  # type: ignore[arg-type]
+
+
+def events(world: BotWorld) -> list[tuple[str, str, str]]:
+    """(event, outcome, actor) of every audit record, in chain order."""
+    return [
+        (str(e), str(o), str(a))
+        for e, o, a in world.query("SELECT event, outcome, actor FROM audit_log ORDER BY id")
+    ]
+
+
+def job_rows(world: BotWorld) -> list[tuple[object, ...]]:
+    return world.query("SELECT id, command, status, requested_by, approved_by, approval_id FROM jobs")
+
+
+def approval_status(world: BotWorld, approval_id: int) -> str:
+    [(status,)] = world.query("SELECT status FROM approvals WHERE id = %s", (approval_id,))
+    return str(status)
+
+
+async def test_the_request_shows_approve_and_deny_buttons_and_runs_nothing(
+    bot_runtime: Runtime, bot_world: BotWorld, target_keys: dict[str, str]
+) -> None:
+    reply = await bot_runtime.pipeline.handle(request(REQUESTER, "cache flush"))
+
+    [actions] = [e for e in reply.elements if isinstance(e, Actions)]
+    assert [(b.action_id, b.value) for b in actions.buttons] == [
+        ("approve", str(reply.ids["approval_id"])),
+        ("deny", str(reply.ids["approval_id"])),
+    ]
+    assert all(b.confirm is not None for b in actions.buttons)
+    assert reply.exit_code == 3
+    assert job_rows(bot_world) == []
+    assert target_redis().dbsize() == len(target_keys)
+
+
+async def test_only_a_second_approver_can_approve_and_it_runs_once(
+    bot_runtime: Runtime, bot_world: BotWorld, target_keys: dict[str, str]
+) -> None:
+    approval_id = await ask_for_flush(bot_runtime)
+
+    own = await bot_runtime.pipeline.decide(request(REQUESTER, ""), approval_id, "approved")
+    not_approver = await bot_runtime.pipeline.decide(request("U0OPS", ""), approval_id, "approved")
+    assert (own.status, not_approver.status) == ("refused", "refused")
+    assert "own request" in own.summary
+    assert "Only an approver" in not_approver.summary
+    assert target_redis().dbsize() == len(target_keys)
+    assert job_rows(bot_world) == []
+
+    approved = await bot_runtime.pipeline.decide(request("U0LEAD", ""), approval_id, "approved")
+    assert approved.status == "running", approved
+    job_id = approved.ids["job_id"]
+    assert isinstance(job_id, int)
+    final = await bot_runtime.pipeline.runner.wait(job_id)
+    again = await bot_runtime.pipeline.decide(request("U0LEAD2", ""), approval_id, "approved")
+
+    assert final.status == "succeeded", final
+    assert final.ids["keys_removed"] == len(target_keys)
+    assert target_redis().dbsize() == 0
+    assert again.status == "refused"
+    assert "already approved by U0LEAD" in again.summary
+    assert job_rows(bot_world) == [(job_id, "cache flush", "succeeded", REQUESTER, "U0LEAD", approval_id)]
+    assert approval_status(bot_world, approval_id) == "approved"
+
+    trail = events(bot_world)
+    assert ("approval_opened", "pending", REQUESTER) in trail
+    assert ("approval_decision", "refused", REQUESTER) in trail
+    assert ("approval_decision", "refused", "U0OPS") in trail
+    assert ("approval_approved", "approved", "U0LEAD") in trail
+    assert ("approval_decision", "refused", "U0LEAD2") in trail
+    assert ("job_started", "running", REQUESTER) in trail
+    assert ("job_finished", "succeeded", REQUESTER) in trail
+    assert (await bot_runtime.services.audit.verify()).ok
+
+
+async def test_ten_approvers_at_once_run_the_flush_exactly_once(
+    bot_runtime: Runtime, bot_world: BotWorld, target_keys: dict[str, str]
+) -> None:
+    approval_id = await ask_for_flush(bot_runtime)
+    deciders = ["U0LEAD", "U0LEAD2", "U0ADMIN"] * 3 + ["U0LEAD"]
+
+    replies = await asyncio.gather(
+        *(bot_runtime.pipeline.decide(request(u, ""), approval_id, "approved") for u in deciders)
+    )
+
+    statuses = Counter(r.status for r in replies)
+    assert statuses == Counter({"running": 1, "refused": 9}), [r.summary for r in replies]
+    [winner] = [r for r in replies if r.status == "running"]
+    job_id = winner.ids["job_id"]
+    assert isinstance(job_id, int)
+    final = await bot_runtime.pipeline.runner.wait(job_id)
+    assert final.status == "succeeded"
+    assert final.ids["keys_removed"] == len(target_keys)
+    assert len(job_rows(bot_world)) == 1
+    trail = Counter(event for event, _, _ in events(bot_world))
+    assert trail["job_started"] == 1
+    assert trail["job_finished"] == 1
+    assert trail["approval_approved"] == 1
+    assert trail["approval_decision"] == 9
+    assert (await bot_runtime.services.audit.verify()).ok
+
+
+async def test_an_expired_request_is_refused_and_nothing_runs(
+    bot_world: BotWorld, target_keys: dict[str, str]
+) -> None:
+    bot_world.configure(approval_ttl_minutes=1)
+    async with bot_world.runtime() as runtime:
+        approval_id = await ask_for_flush(runtime)
+        bot_world.query(
+            "UPDATE approvals SET expires_at = now() - interval '1 s' WHERE id = %s", (approval_id,)
+        )
+
+        reply = await runtime.pipeline.decide(request("U0LEAD", ""), approval_id, "approved")
+
+        assert reply.status == "refused"
+        assert "expired" in reply.summary
+        assert approval_status(bot_world, approval_id) == "expired"
+        assert job_rows(bot_world) == []
+        assert target_redis().dbsize() == len(target_keys)
+        assert ("approval_decision", "refused", "U0LEAD") in events(bot_world)
+        assert (await runtime.services.audit.verify()).ok
+
+
+async def test_a_denied_request_never_runs(
+    bot_runtime: Runtime, bot_world: BotWorld, target_keys: dict[str, str]
+) -> None:
+    approval_id = await ask_for_flush(bot_runtime)
+
+    denied = await bot_runtime.pipeline.decide(request("U0LEAD2", ""), approval_id, "denied")
+    late = await bot_runtime.pipeline.decide(request("U0LEAD", ""), approval_id, "approved")
+
+    # The decision itself was taken (succeeded) or the action refused: either way nothing ran.
+    assert denied.status in ("succeeded", "refused"), denied
+    assert "denied by U0LEAD2" in denied.summary
+    assert late.status == "refused"
+    assert "already denied" in late.summary
+    assert approval_status(bot_world, approval_id) == "denied"
+    assert job_rows(bot_world) == []
+    assert target_redis().dbsize() == len(target_keys)
+    assert ("approval_denied", "denied", "U0LEAD2") in events(bot_world)
+
+
+async def test_the_console_words_approve_and_deny_decide_too(
+    bot_runtime: Runtime, bot_world: BotWorld, target_keys: dict[str, str]
+) -> None:
+    approval_id = await ask_for_flush(bot_runtime)
+
+    reply = await bot_runtime.pipeline.handle(request("U0LEAD", f"approve {approval_id}"))
+    assert reply.status == "running", reply
+    job_id = reply.ids["job_id"]
+    assert isinstance(job_id, int)
+    final = await bot_runtime.pipeline.runner.wait(job_id)
+
+    assert final.status == "succeeded"
+    assert target_redis().dbsize() == 0

@@ -1,0 +1,246 @@
+"""A bot on throwaway state: settings, runtime, CLI runs, and stand-ins for the target system.
+
+Everything here talks to the real PostgreSQL and Redis of the test run (tests/support/servers.py).
+The target's API is a tiny local HTTP server; a hanging target is a TCP listener that accepts and
+never answers; an unreachable one is a port nobody listens on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+import yaml
+
+from bot.runtime import Runtime, open_runtime
+from commands.base import Actor, Request
+from core.config import Settings, load_settings
+from core.reply import Reply, Table
+from tests.support.servers import ADMIN_DSN, REDIS_URL
+
+GARDENBOT = Path(sys.executable).with_name("gardenbot")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# `cache flush` empties this whole Redis database: nobody else's tests may use it.
+TARGET_REDIS_DB = 13
+
+ROLES_YAML: dict[str, Any] = {
+    "roles": {
+        "admin": ["U0ADMIN", "U0ADMIN2"],
+        "operator": ["U0OPS", "S0ONCALL", "U0LEAD", "U0LEAD2"],
+        "viewer": ["U0INTERN"],
+    },
+    "approvers": ["U0LEAD", "U0LEAD2", "U0ADMIN"],
+    "default_role": "none",
+    "channels": {"ops": "C0OPS", "alerts": "C0ALERTS", "incidents": "C0INC", "reports": "C0REPORTS"},
+    # A full disk or busy machine must not make "all well" fail; the thresholds are tested elsewhere.
+    "health": {"timeout_seconds": 2, "disk_fail_percent": 100, "memory_fail_percent": 100},
+}
+
+
+def target_redis_url() -> str:
+    base, _, _ = REDIS_URL.rpartition("/")
+    return f"{base}/{TARGET_REDIS_DB}"
+
+
+def closed_port() -> int:
+    """A local port with nothing listening (bound for a moment, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass
+class BotWorld:
+    """One test's bot: its YAML, its environment, its private store and key prefix."""
+
+    config_path: Path
+    state_dir: Path
+    database_url: str
+    redis_prefix: str
+    target_database_url: str
+    api_url: str
+    yaml_data: dict[str, Any] = field(default_factory=lambda: dict(ROLES_YAML))
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def configure(self, **yaml_extra: Any) -> None:
+        """Merge keys into the YAML file (e.g. health={"timeout_seconds": 1})."""
+        self.yaml_data = merge(self.yaml_data, yaml_extra)
+        self.write_yaml()
+
+    def write_yaml(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.yaml_data, allow_unicode=True), encoding="utf-8")
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "GARDENBOT_CONFIG": str(self.config_path),
+            "GARDENBOT_STATE_DIR": str(self.state_dir),
+            "GARDENBOT_REDIS_PREFIX": self.redis_prefix,
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": REDIS_URL,
+            "GARDEN_DATABASE_URL": self.target_database_url,
+            "GARDEN_REDIS_URL": target_redis_url(),
+            "GARDEN_API_URL": self.api_url,
+            **self.extra_env,
+        }
+
+    def settings(self) -> Settings:
+        self.write_yaml()
+        return load_settings(self.env, self.config_path)
+
+    @property
+    def spool_path(self) -> Path:
+        return self.state_dir / "audit-spool.jsonl"
+
+    @asynccontextmanager
+    async def runtime(self) -> AsyncIterator[Runtime]:
+        runtime = await open_runtime(self.settings())
+        try:
+            yield runtime
+        finally:
+            await runtime.close()
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run `gardenbot ARGS` in a child process with this world's environment."""
+        self.write_yaml()
+        return run_gardenbot(self.env, *args, timeout=timeout)
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Read the bot's store directly (as the superuser), outside the bot."""
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            cur = conn.execute(sql.encode() if not params else sql, params)
+            return cur.fetchall() if cur.description else []
+
+
+def run_gardenbot(
+    env: Mapping[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "PYTHONIOENCODING": "utf-8",
+        **env,
+    }
+    return subprocess.run(
+        [str(GARDENBOT), *args],
+        env=full_env,
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def request(user: str, text: str, *, groups: frozenset[str] = frozenset()) -> Request:
+    return Request(actor=Actor(user_id=user, group_ids=groups), text=text, source="console")
+
+
+def table_of(reply: Reply) -> Table:
+    tables = [e for e in reply.elements if isinstance(e, Table)]
+    assert tables, f"no table in {reply}"
+    return tables[0]
+
+
+def row_named(reply: Reply, name: str) -> tuple[str, tuple[str, ...]]:
+    """The (level, row) of the check whose first column is `name`."""
+    table = table_of(reply)
+    for level, row in zip(table.levels, table.rows, strict=True):
+        if row[0] == name:
+            return level, row
+    raise AssertionError(f"no row {name!r} in {table.rows}")
+
+
+# --- the target system's stand-ins -------------------------------------------------------------
+
+
+class _HealthHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        status, body = (200, b'{"status":"ok"}') if self.path == "/health" else (404, b"{}")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@contextmanager
+def health_api() -> Iterator[str]:
+    """A local stand-in for the Garden DX API answering 200 on GET /health; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HealthHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="health-api", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@contextmanager
+def hanging_listener() -> Iterator[int]:
+    """A TCP port that accepts connections and never says a word; yields the port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_forever() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)  # kept open, never read from or written to
+
+    thread = threading.Thread(target=accept_forever, name="hanging-listener", daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+        for conn in held:
+            with suppress(OSError):
+                conn.close()
+
+
+def target_redis() -> redis.Redis:
+    return redis.Redis.from_url(target_redis_url(), decode_responses=True)
+
+
+def admin_dsn() -> str:
+    return ADMIN_DSN
