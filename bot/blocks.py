@@ -23,6 +23,7 @@ from slack_sdk.models.blocks import (
 )
 
 from core.reply import (
+    MENTION_PATTERN,
     Actions,
     Button,
     Confirm,
@@ -74,7 +75,8 @@ Group = Element | tuple[Note, ...]
 
 def escape(text: str) -> str:
     """Escape the three characters Slack's mrkdwn treats as control characters."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return MENTION_PATTERN.sub(r"<@\1>", escaped)
 
 
 def cut(text: str, limit: int) -> str:

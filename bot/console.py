@@ -13,7 +13,7 @@ from commands.base import Actor, Request
 from commands.runner import JobListener
 from core.formatting import display_width, pad, text_table
 from core.i18n import Translator
-from core.reply import Actions, Button, Fields, Header, Note, Progress, Reply, Table, Text
+from core.reply import MENTION_PATTERN, Actions, Button, Fields, Header, Note, Progress, Reply, Table, Text
 
 LEVEL_MARK = {"ok": "✓", "warn": "!", "fail": "✗", "info": "·"}
 
@@ -43,7 +43,7 @@ def render_text(reply: Reply) -> str:
             lines.append(_choices(element.buttons))
     if not lines:
         lines.append(reply.summary)
-    return "\n".join(lines)
+    return MENTION_PATTERN.sub(r"@\1", "\n".join(lines))
 
 
 def _table(table: Table) -> str:

@@ -8,6 +8,7 @@ refusals and private results, as an ephemeral message to the asker.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from store.jobs import remember_message as remember_job_message
 
 log = logging.getLogger(__name__)
 
+SLACK_MENTION = re.compile(r"<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>")
 DEDUP_SECONDS = 3600  # Slack re-delivers within minutes; an hour covers every retry
 
 
@@ -122,6 +124,11 @@ def build_slack_app(
     return app
 
 
+def plain_mentions(text: str) -> str:
+    """Slack sends `<@U123|name>`; commands take `@U123`, as typed at the console."""
+    return SLACK_MENTION.sub(r"@\1", text)
+
+
 class SlackHandlers:
     """What runs after the ack: de-duplicate, resolve the asker, call the pipeline, show the reply."""
 
@@ -140,7 +147,7 @@ class SlackHandlers:
             return
         request = Request(
             actor=Actor(user_id=user, group_ids=await self.directory.groups_of(user)),
-            text=str(body.get("text", "")),
+            text=plain_mentions(str(body.get("text", ""))),
             source="slack",
             channel=channel,
         )

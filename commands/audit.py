@@ -1,4 +1,4 @@
-"""`audit [<@user>] [--since 7d]`: who did what. Admins see everyone; others their own actions."""
+"""`audit [@user] [--since 7d]`: who did what. Admins see everyone; others their own actions."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from core.errors import NotAllowed
 from core.formatting import format_time
 from core.reply import Header, Reply, Table, Text
 
-MENTION = re.compile(r"^<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>$")
+MENTION = re.compile(r"^@([UW][A-Z0-9]{2,})$")
 USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 RELATIVE = re.compile(r"^(\d{1,4})([mhdw])$")
 UNIT = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -31,7 +31,7 @@ from commands.services import Services
 from core.errors import GardenBotError, NotAllowed, StoreUnavailable, UsageError
 from core.formatting import format_time
 from core.i18n import Translator
-from core.reply import Actions, Button, Confirm, Fields, Header, Progress, Reply, Text
+from core.reply import Actions, Button, Confirm, Fields, Header, Progress, Reply, Text, mention
 from store import approvals as approval_store
 from store.audit import AuditRecord
 
@@ -142,7 +142,7 @@ class Pipeline:
             if decision == "denied":
                 return Reply(
                     status="succeeded",
-                    summary=t("approval.denied", approval_id=approval_id, by=actor.user_id),
+                    summary=t("approval.denied", approval_id=approval_id, by=mention(actor.user_id)),
                     ids={"approval_id": approval_id},
                 )
             return await self._run_approved(approval, request, t, listener)
@@ -190,7 +190,9 @@ class Pipeline:
         args = command.args.model_validate(approval.args)
         job = await self.runner.start(command, ctx, args, approval_id=approval.id, listener=listener)
         await approval_store.attach_job(self.services.store, approval.id, job.id)
-        summary = t("approval.approved", approval_id=approval.id, by=decider.actor.user_id, job_id=job.id)
+        summary = t(
+            "approval.approved", approval_id=approval.id, by=mention(decider.actor.user_id), job_id=job.id
+        )
         return Reply(
             status="running",
             summary=summary,
@@ -314,7 +316,7 @@ def approval_reply(approval: approval_store.Approval, t: Translator, zone: zonei
             Text(approval.summary),
             Fields(
                 (
-                    (t("approval.requested_by"), f"<@{approval.requester}>"),
+                    (t("approval.requested_by"), mention(approval.requester)),
                     (t("approval.expires"), format_time(approval.expires_at, zone)),
                     (t("approval.id"), value),
                 )

@@ -6,8 +6,18 @@ and `bot/console.py` as text. Nothing here knows Slack.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
+
+# A user reference inside any text: Slack shows it as the user's name, the console as @ID.
+MENTION_PATTERN = re.compile("\ue000([UW][A-Z0-9]{2,})\ue001")
+
+
+def mention(user_id: str) -> str:
+    """Refer to a Slack user in reply text without knowing how the surface shows people."""
+    return f"\ue000{user_id}\ue001" if re.fullmatch(r"[UW][A-Z0-9]{2,}", user_id) else user_id
+
 
 Status = Literal["succeeded", "failed", "refused", "pending", "running"]
 Level = Literal["ok", "warn", "fail", "info"]

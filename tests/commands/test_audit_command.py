@@ -23,9 +23,9 @@ async def test_an_admin_sees_everyone_and_others_see_their_own(bot_runtime: Runt
     await some_history(bot_runtime)
 
     admin_all = await bot_runtime.pipeline.handle(request("U0ADMIN", "audit"))
-    admin_one = await bot_runtime.pipeline.handle(request("U0ADMIN", "audit <@U0OPS|ops> --since 1d"))
+    admin_one = await bot_runtime.pipeline.handle(request("U0ADMIN", "audit @U0OPS --since 1d"))
     own = await bot_runtime.pipeline.handle(request("U0INTERN", "audit"))
-    other = await bot_runtime.pipeline.handle(request("U0INTERN", "audit <@U0OPS>"))
+    other = await bot_runtime.pipeline.handle(request("U0INTERN", "audit @U0OPS"))
 
     assert {"U0OPS", "U0INTERN", "U0ADMIN"} <= actors_in(admin_all)
     assert actors_in(admin_one) == {"U0OPS"}

@@ -32,7 +32,7 @@ BAD_INPUT = [
     pytest.param("help テスト太郎", "Unknown sub-command", id="japanese-help-topic"),
     pytest.param("audit テスト太郎", "Bad argument", id="japanese-user"),
     pytest.param("audit <#C0OPS|ops>", "Bad argument", id="channel-mention-as-user"),
-    pytest.param("audit <@S0ONCALL>", "Bad argument", id="group-mention-as-user"),
+    pytest.param("audit @S0ONCALL", "Bad argument", id="group-mention-as-user"),
     pytest.param("audit @everyone", "Bad argument", id="everyone-as-user"),
 ]
 
