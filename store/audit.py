@@ -8,6 +8,7 @@ down, records go to a local spool (store/spool.py) and are written, in order, on
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import json
@@ -33,6 +34,7 @@ AUDIT_LOCK = 0x6761_7264_6175  # one appender at a time across processes keeps t
 GENESIS_HASH = "0" * 64
 BATCH_SIZE = 500
 DRAIN_CHUNK = 200  # spooled records written per transaction
+WRITE_TIMEOUT_S = 10.0  # longest an audit write may wait on the store before it is spooled
 RETRY_AFTER_S = 5.0  # after a failure, spool at once for this long rather than wait on the pool
 MAX_DURATION_MS = 2**31 - 1  # the column is a PostgreSQL integer
 
@@ -134,10 +136,12 @@ class AuditLog:
             await self._spool(rec)
             return
         try:
-            if self.spool.has_lines():
-                await self.drain_spool()  # older records first, so the chain keeps their order
-            await self._append([rec])
-        except StoreUnavailable:
+            # A store that hangs (frozen, overloaded) counts as down: the record goes to the spool.
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                if self.spool.has_lines():
+                    await self.drain_spool()  # older records first, so the chain keeps their order
+                await self._append([rec])
+        except (StoreUnavailable, TimeoutError):
             self._store_down_until = time.monotonic() + self.retry_after_s
             await self._spool(rec)
 

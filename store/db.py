@@ -6,8 +6,8 @@ raises StoreUnavailable quickly (connect timeout, pool timeout) instead of hangi
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -26,6 +26,7 @@ CONNECT_TIMEOUT_S = 3
 POOL_TIMEOUT_S = 4.0
 DOWN_POOL_TIMEOUT_S = 0.5  # once the store is known down, callers wait this long, not POOL_TIMEOUT_S
 STATEMENT_TIMEOUT_MS = 15_000
+REACHABLE_TIMEOUT_S = 3.0
 MIGRATION_LOCK = 0x6761_7264_656E  # "garden": one migrator at a time across processes
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
@@ -81,10 +82,12 @@ class Store:
             raise StoreUnavailable("store.unavailable") from None
 
     async def is_reachable(self) -> bool:
+        """Answers within REACHABLE_TIMEOUT_S even when the server is frozen."""
         try:
-            async with self.connection() as conn:
+            async with asyncio.timeout(REACHABLE_TIMEOUT_S), self.connection() as conn:
                 await conn.execute("SELECT 1")
-        except StoreUnavailable:
+        except (StoreUnavailable, TimeoutError):
+            self._known_down = True
             return False
         return True
 
