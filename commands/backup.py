@@ -19,6 +19,7 @@ from core.formatting import format_age, format_bytes, format_duration, format_ti
 from core.i18n import Translator
 from core.reply import Element, Fields, Header, Reply, Table, Text
 from runbooks.backups import (
+    DUMP_SUFFIX,
     BackupFile,
     backup_file_name,
     cleanup_partials,
@@ -56,6 +57,20 @@ async def pg_tools(services: Services) -> PgTools:
     return await find_pg_tools(services.settings.pg_bin_dir)
 
 
+async def unused_file_name(svc: Services, label: str) -> str:
+    """A file name no catalog row and no file uses yet: names have one-second resolution, and two
+    backups in the same second (or a failed one a moment ago) would otherwise collide.
+    Call it holding the backup lock, so nobody takes the name in between."""
+    first = backup_file_name(label)
+    name, n = first, 1
+    while await catalog.file_name_taken(svc.store, name) or await asyncio.to_thread(
+        (svc.settings.backup_dir / name).exists
+    ):
+        n += 1
+        name = f"{first.removesuffix(DUMP_SUFFIX)}-{n}{DUMP_SUFFIX}"
+    return name
+
+
 async def take_catalogued_backup(
     ctx: Context, *, kind: Literal["regular", "safety"], progress: ProgressCallback
 ) -> tuple[int, BackupFile]:
@@ -64,7 +79,7 @@ async def take_catalogued_backup(
     dsn = svc.target_database_url()
     tools = await pg_tools(svc)
     label = database_name(dsn)
-    name = backup_file_name(f"{label}-safety" if kind == "safety" else label)
+    name = await unused_file_name(svc, f"{label}-safety" if kind == "safety" else label)
     previous = await catalog.newest_good_backup(svc.store)
     backup_id = await catalog.start_backup_record(
         svc.store,
@@ -225,7 +240,8 @@ async def good_backup(svc: Services, backup_id: int) -> catalog.BackupRecord:
 
 
 async def recover_interrupted(services: Services, interrupted: Sequence[Job]) -> list[Path]:
-    """After a crash: catalog entries of dead jobs become interrupted, their lock is freed, partial files go."""
+    """After a crash: catalog entries of dead jobs become interrupted, their lock is freed,
+    partial files go."""
     job_ids = [j.id for j in interrupted]
     try:
         if job_ids:

@@ -132,6 +132,13 @@ async def get_backup(store: Store, backup_id: int) -> BackupRecord:
     return _record(row)
 
 
+async def file_name_taken(store: Store, file_name: str) -> bool:
+    """Whether any catalog row, whatever its status, already uses this file name."""
+    async with store.connection() as conn:
+        cur = await conn.execute("SELECT 1 FROM backups WHERE file_name = %s", (file_name,))
+        return await cur.fetchone() is not None
+
+
 async def list_backups(
     store: Store, *, limit: int = 50, statuses: Sequence[str] | None = None
 ) -> list[BackupRecord]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from pathlib import Path
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from psycopg.types.json import Jsonb

@@ -1,0 +1,284 @@
+"""`restore <id>` end to end: approval by a second person, safety backup, swap, and every way it
+must refuse or fail while leaving the live database exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.runtime import Runtime, open_runtime
+from core.formatting import format_bytes, format_time
+from tests.support.backup_env import (
+    ADMIN,
+    LEAD,
+    OPERATOR,
+    VIEWER,
+    BackupWorld,
+    backup_world,
+    sha256_file,
+)
+from tests.support.chinook import chinook_template
+
+
+@pytest.fixture(scope="module")
+def chinook() -> Iterator[str]:
+    with chinook_template() as name:
+        yield name
+
+
+@pytest.fixture
+def world(tmp_path: Path, health_api_url: str, chinook: str) -> Iterator[BackupWorld]:
+    with backup_world(tmp_path, health_api_url, template=chinook) as made:
+        yield made
+
+
+@pytest.fixture
+async def rt(world: BackupWorld) -> AsyncIterator[Runtime]:
+    runtime = await open_runtime(world.bot.settings())
+    try:
+        yield runtime
+    finally:
+        await runtime.close()
+
+
+@pytest.fixture(scope="module")
+def idle_world(
+    tmp_path_factory: pytest.TempPathFactory, health_api_url: str, chinook: str
+) -> Iterator[BackupWorld]:
+    """One bot for the bad-input tests, which must leave it as empty as they found it."""
+    with backup_world(tmp_path_factory.mktemp("idle"), health_api_url, template=chinook) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+async def idle_rt(idle_world: BackupWorld) -> AsyncIterator[Runtime]:
+    runtime = await open_runtime(idle_world.bot.settings())
+    try:
+        yield runtime
+    finally:
+        await runtime.close()
+
+
+async def take_backup(world: BackupWorld, rt: Runtime) -> int:
+    reply = await world.run(rt, OPERATOR, "backup")
+    assert reply.status == "succeeded", reply
+    return int(reply.ids["backup_id"])
+
+
+def change_data(world: BackupWorld) -> None:
+    """After the backup: rows deleted from one table, rows updated in another."""
+    world.target_rows("DELETE FROM invoice_line WHERE invoice_id <= 40")
+    world.target_rows("UPDATE track SET name = name || ' (remastered)' WHERE track_id <= 100")
+
+
+async def request_restore(world: BackupWorld, rt: Runtime, backup_id: int) -> int:
+    reply = await world.handle(rt, ADMIN, f"restore {backup_id}")
+    assert reply.status == "pending", reply
+    return int(reply.ids["approval_id"])
+
+
+def assert_untouched(world: BackupWorld, expected: dict[str, Any]) -> None:
+    """The live database holds exactly what it held, and no restore copy was left behind."""
+    assert world.fingerprint() == expected
+    assert world.related_databases() == set()
+
+
+async def test_restore_is_approved_by_another_person_and_brings_the_backup_back(
+    world: BackupWorld, rt: Runtime
+) -> None:
+    backup_id = await take_backup(world, rt)
+    at_backup = world.fingerprint()
+    change_data(world)
+    changed = world.fingerprint()
+    assert changed["counts"]["public.invoice_line"] < at_backup["counts"]["public.invoice_line"]
+    assert changed["md5"]["track"] != at_backup["md5"]["track"]
+
+    # The admin asks: it waits for approval and tells the approver what will happen.
+    code, out, _ = world.cli(ADMIN, f"restore {backup_id}")
+    assert code == 3, out
+    assert out["status"] == "pending"
+    approval_id = int(out["approval_id"])
+    record = world.backup_row(backup_id)
+    zone = rt.settings.zone
+    summary = world.approvals()[0]["summary"]
+    for fact in (
+        f"backup {backup_id}",
+        format_time(record["finished_at"], zone),
+        format_bytes(record["size_bytes"]),
+        record["sha256"][:16],
+        world.target_name,
+    ):
+        assert fact in summary, (fact, summary)
+        assert fact in out["text"], (fact, out["text"])
+    assert [j["command"] for j in world.jobs()] == ["backup"]
+    assert world.fingerprint() == changed  # nothing happens before the approval
+
+    # Neither the requester nor a non-approver may decide.
+    own = await world.approve(rt, ADMIN, approval_id)
+    assert own.status == "refused", own
+    assert own.exit_code == 2
+    viewer = await world.approve(rt, VIEWER, approval_id)
+    assert viewer.status == "refused", viewer
+    assert [j["command"] for j in world.jobs()] == ["backup"]
+    assert world.approvals()[0]["status"] == "pending"
+
+    # An approver (holding no other role) approves: safety backup, restore, swap.
+    done = await world.approve(rt, LEAD, approval_id)
+
+    assert done.status == "succeeded", done
+    assert done.ids["backup_id"] == backup_id
+    [job] = [j for j in world.jobs() if j["command"] == "restore"]
+    assert job["status"] == "succeeded"
+    assert (job["requested_by"], job["approved_by"]) == (ADMIN, LEAD)
+    safety = world.backup_row(int(done.ids["safety_backup_id"]))
+    assert (safety["kind"], safety["status"], safety["job_id"]) == ("safety", "good", job["id"])
+    assert safety["row_counts"] == changed["counts"]  # it holds the data as it was just before
+    assert sha256_file(world.backup_dir / safety["file_name"]) == safety["sha256"]
+
+    assert world.fingerprint() == at_backup
+    [kept] = world.related_databases()
+    assert kept.startswith(f"{world.target_name}_before_")
+    assert world.fingerprint(database=kept) == changed
+
+    again = await world.approve(rt, LEAD, approval_id)  # a second click runs nothing
+    assert again.status == "refused", again
+    assert [j["command"] for j in world.jobs()] == ["backup", "restore"]
+
+
+async def test_a_file_changed_after_the_request_is_refused_at_approval(
+    world: BackupWorld, rt: Runtime
+) -> None:
+    backup_id = await take_backup(world, rt)
+    change_data(world)
+    changed = world.fingerprint()
+    approval_id = await request_restore(world, rt, backup_id)
+    with world.file_of(backup_id).open("ab") as handle:
+        handle.write(b"\0")  # the catalog still says the old size and checksum
+
+    reply = await world.approve(rt, LEAD, approval_id)
+
+    assert reply.status in ("failed", "refused"), reply
+    assert "checksum" in reply.summary, reply.summary
+    assert "nothing changed" in reply.summary
+    assert_untouched(world, changed)
+    assert world.jobs()[-1]["status"] == "failed"
+
+
+async def test_a_backup_recatalogued_after_the_request_is_refused_at_approval(
+    world: BackupWorld, rt: Runtime
+) -> None:
+    # The approval is bound to the checksum the approver was shown, not to whatever the catalog says now.
+    backup_id = await take_backup(world, rt)
+    change_data(world)
+    changed = world.fingerprint()
+    approval_id = await request_restore(world, rt, backup_id)
+    path = world.file_of(backup_id)
+    with path.open("ab") as handle:
+        handle.write(b"\0")
+    world.store_rows(
+        "UPDATE backups SET sha256 = %s, size_bytes = %s WHERE id = %s",
+        (sha256_file(path), path.stat().st_size, backup_id),
+    )
+
+    reply = await world.approve(rt, LEAD, approval_id)
+
+    assert reply.status in ("failed", "refused"), reply
+    assert f"Backup {backup_id} changed after the approval was asked" in reply.summary
+    assert_untouched(world, changed)
+    assert [b["kind"] for b in world.backups()] == ["regular"]  # refused before the safety backup
+
+
+async def test_a_restore_whose_file_is_gone_leaves_the_database_as_it_was(
+    world: BackupWorld, rt: Runtime
+) -> None:
+    backup_id = await take_backup(world, rt)
+    change_data(world)
+    changed = world.fingerprint()
+    approval_id = await request_restore(world, rt, backup_id)
+    world.file_of(backup_id).unlink()
+
+    reply = await world.approve(rt, LEAD, approval_id)
+
+    assert reply.status in ("failed", "refused"), reply
+    assert reply.exit_code in (1, 2)
+    assert "is missing" in reply.summary, reply.summary
+    assert_untouched(world, changed)
+
+
+async def test_a_restore_that_fails_half_way_leaves_the_database_as_it_was(
+    world: BackupWorld, rt: Runtime
+) -> None:
+    # A dump broken when it was written (its catalogued checksum is the broken file's): only
+    # pg_restore finds out, after the safety backup, while it fills the new database.
+    backup_id = await take_backup(world, rt)
+    path = world.file_of(backup_id)
+    size = path.stat().st_size
+    with path.open("r+b") as handle:
+        handle.seek(size * 2 // 3)
+        handle.write(bytes(range(256)) * 8)
+    world.store_rows("UPDATE backups SET sha256 = %s WHERE id = %s", (sha256_file(path), backup_id))
+    change_data(world)
+    changed = world.fingerprint()
+    approval_id = await request_restore(world, rt, backup_id)
+
+    reply = await world.approve(rt, LEAD, approval_id)
+
+    assert reply.status == "failed", reply
+    assert reply.exit_code == 1
+    assert "pg_restore failed" in reply.summary and "unchanged" in reply.summary, reply.summary
+    assert_untouched(world, changed)
+    kinds = {b["kind"]: b["status"] for b in world.backups()}
+    assert kinds == {"regular": "good", "safety": "good"}  # the safety backup came first
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+BAD_RESTORE = [
+    pytest.param("restore ../../etc/passwd", "not a path or a name", id="relative-path"),
+    pytest.param("restore /tmp/x.dump", "not a path or a name", id="absolute-path"),
+    pytest.param("restore 1; DROP TABLE jobs", "Too many arguments", id="sql"),
+    pytest.param("restore '1; DROP TABLE jobs'", "not a path or a name", id="sql-quoted"),
+    pytest.param("restore", "Missing argument", id="missing"),
+    pytest.param("restore 0", "not a path or a name", id="zero"),
+    pytest.param("restore 1.5", "not a path or a name", id="fraction"),
+    pytest.param("restore 999999", "There is no backup 999999", id="unknown"),
+    pytest.param("restore 99999999999999999999", "not a path or a name", id="huge"),
+    pytest.param("restore ²", "Bad argument", id="superscript-digit"),
+]
+
+
+@pytest.mark.parametrize(("text", "says"), BAD_RESTORE)
+async def test_bad_restore_input_is_refused_and_runs_nothing(
+    idle_world: BackupWorld, idle_rt: Runtime, text: str, says: str
+) -> None:
+    reply = await idle_world.handle(idle_rt, ADMIN, text)
+
+    assert reply.status == "refused", reply
+    assert reply.exit_code == 2
+    assert says in reply.summary, reply.summary
+    assert "\n" not in reply.summary
+    assert idle_world.jobs() == [] and idle_world.approvals() == [] and idle_world.backups() == []
+    assert idle_world.files() == []
+
+
+async def test_only_an_admin_may_ask_for_a_restore(world: BackupWorld, rt: Runtime) -> None:
+    backup_id = await take_backup(world, rt)
+
+    reply = await world.handle(rt, OPERATOR, f"restore {backup_id}")
+
+    assert reply.status == "refused", reply
+    assert "admin" in reply.summary
+    assert world.approvals() == []
+
+
+@pytest.mark.parametrize("text", ["restore ../../etc/passwd", "restore 999999"])
+def test_bad_restore_input_exits_2_from_the_console(idle_world: BackupWorld, text: str) -> None:
+    code, out, _ = idle_world.cli(ADMIN, text)
+
+    assert code == 2, out
+    assert out["status"] == "refused"
+    assert idle_world.jobs() == [] and idle_world.approvals() == [] and idle_world.files() == []
