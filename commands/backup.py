@@ -230,6 +230,10 @@ async def run_verify(ctx: Context, args: BackupIdArgs) -> Reply:
     return Reply(status="failed", summary=summary, elements=tuple(elements), ids={"backup_id": record.id})
 
 
+async def check_backup_usable(ctx: Context, args: BackupIdArgs) -> None:
+    await good_backup(ctx.services, args.id)
+
+
 async def good_backup(svc: Services, backup_id: int) -> catalog.BackupRecord:
     record = await catalog.get_backup(svc.store, backup_id)
     if record.status != "good":
@@ -288,6 +292,7 @@ COMMANDS = (
         role=Role.OPERATOR,
         args=BackupIdArgs,
         run=run_verify,
+        preflight=check_backup_usable,
         mutates=True,
         background=True,
         lock=BACKUP_LOCK,

@@ -68,6 +68,7 @@ class NoArgs(Args):
 
 Handler = Callable[["Context", Any], Awaitable[Reply]]
 Describer = Callable[["Context", Any], Awaitable["ApprovalText"]]
+Preflight = Callable[["Context", Any], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class Command:
     background: bool = False  # runs as a stored job with progress
     describe: Describer | None = None  # the approval text of a risky command
     lock: str | None = None  # one at a time across replicas (e.g. "backup")
+    preflight: Preflight | None = None  # refuse before anything starts (unknown id, unusable backup)
 
     def __post_init__(self) -> None:
         if self.risky and self.describe is None:

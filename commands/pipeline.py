@@ -78,6 +78,8 @@ class Pipeline:
             if command.mutates or command.risky:
                 await self._require_store()
             ctx = self._context(request, t)
+            if command.preflight is not None:
+                await command.preflight(ctx, args)
             if command.risky:
                 reply = await self._open_approval(command, ctx, args)
             elif command.background:

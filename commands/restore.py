@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from commands.backup import BACKUP_LOCK, BackupIdArgs, good_backup, pg_tools, take_catalogued_backup
 from commands.base import ApprovalText, Command, Context, Role
-from core.errors import Conflict
+from core.errors import Conflict, RunbookFailed
 from core.formatting import format_bytes, format_duration, format_time
 from core.reply import Fields, Reply, Text
 from core.secrets import mask_dsn
@@ -42,6 +42,10 @@ async def run_restore(ctx: Context, args: BackupIdArgs) -> Reply:
         ctx.binding.get("sha256") != record.sha256 or ctx.binding.get("file_name") != record.file_name
     ):
         raise Conflict("restore.binding_changed", backup_id=record.id)
+    path = svc.settings.backup_dir / record.file_name
+    if record.size_bytes is not None and path.stat().st_size != record.size_bytes:
+        # Cheap check before the safety backup; the full checksum is checked before restoring.
+        raise RunbookFailed("restore.checksum_mismatch", file=record.file_name)
     expected_sha = str(ctx.binding.get("sha256") or record.sha256)
     tools = await pg_tools(svc)
     dsn = svc.target_database_url()
@@ -55,7 +59,7 @@ async def run_restore(ctx: Context, args: BackupIdArgs) -> Reply:
     safety_id, _safety = await take_catalogued_backup(ctx, kind="safety", progress=safety_progress)
     outcome = await restore_backup(
         dsn=dsn,
-        path=svc.settings.backup_dir / record.file_name,
+        path=path,
         expected_sha256=expected_sha,
         expected_rows=record.row_counts,
         tools=tools,

@@ -50,16 +50,18 @@ class JobRunner:
         """Take the command's lock if it has one, store the job, and start it in the background."""
         svc = self.services
         request = ctx.request
+        job_id = await job_store.reserve_job_id(svc.store)
         lock: Lock | None = None
         if command.lock:
             lock = await svc.coordination.acquire_lock(
                 command.lock,
-                holder={"requested_by": request.actor.user_id, "started_at": _clock()},
+                holder={"job_id": job_id, "requested_by": request.actor.user_id, "started_at": _clock()},
                 ttl_seconds=LOCK_TTL_SECONDS,
             )
         try:
             job = await job_store.create_job(
                 svc.store,
+                job_id=job_id,
                 command=command.name,
                 args=args.model_dump(mode="json"),
                 requested_by=request.actor.user_id,
@@ -76,11 +78,6 @@ class JobRunner:
             raise
         if lock is not None:
             self._locks[job.id] = lock
-            await svc.coordination.describe_lock(
-                lock,
-                {"job_id": job.id, "requested_by": job.requested_by, "started_at": _clock()},
-                ttl_seconds=LOCK_TTL_SECONDS,
-            )
         await self._audit(ctx, command, "job_started", "running", job.id)
         job_ctx = replace(ctx, job_id=job.id, progress=self._progress(job.id, listener))
         self._tasks[job.id] = asyncio.create_task(

@@ -71,9 +71,19 @@ def _job(row: dict[str, Any]) -> Job:
     return Job(**row)
 
 
+async def reserve_job_id(store: Store) -> int:
+    """A job id before the job exists, so a lock can name its job from the first instant."""
+    async with store.connection() as conn:
+        cur = await conn.execute("SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id")
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row["id"])
+
+
 async def create_job(
     store: Store,
     *,
+    job_id: int | None = None,
     command: str,
     args: dict[str, Any],
     requested_by: str,
@@ -87,12 +97,14 @@ async def create_job(
     """Create the job already 'running' and owned by this process: it starts at once."""
     async with store.connection() as conn:
         cur = await conn.execute(
-            f"INSERT INTO jobs (command, args, requested_by, approved_by, approval_id, channel,"
+            f"INSERT INTO jobs (id, command, args, requested_by, approved_by, approval_id, channel,"
             f" source, correlation_id, status, owner_host, owner_pid, owner_instance,"
             f" heartbeat_at, started_at)"
-            f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'running', %s, %s, %s, now(), now())"
+            f" VALUES (COALESCE(%s, nextval(pg_get_serial_sequence('jobs', 'id'))),"
+            f" %s, %s, %s, %s, %s, %s, %s, %s, 'running', %s, %s, %s, now(), now())"
             f" RETURNING {_COLUMNS}",
             (
+                job_id,
                 command,
                 Jsonb(args),
                 requested_by,

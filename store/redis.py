@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1], KEYS[2]) end return 0"
 )
+_ACQUIRE = (
+    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then "
+    "redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[3]) return {1, false} end "
+    "return {0, redis.call('get', KEYS[2])}"
+)
 _EXTEND = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "redis.call('pexpire', KEYS[2], ARGV[2]) return redis.call('pexpire', KEYS[1], ARGV[2]) end "
@@ -56,28 +61,28 @@ class Coordination:
             return False
 
     async def acquire_lock(self, name: str, *, holder: dict[str, Any], ttl_seconds: int) -> Lock:
-        """Take the lock or raise Conflict naming its holder. The TTL frees a crashed holder's lock."""
+        """Take the lock or raise Conflict naming its holder. The TTL frees a crashed holder's lock.
+
+        The lock and who holds it are written in one step, so a refusal always names the holder.
+        """
         token = secrets.token_hex(16)
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.set(self.key("lock", name), token, nx=True, ex=ttl_seconds)
-                pipe.get(self.key("lock-holder", name))
-                taken, current = await pipe.execute()
-            if taken:
-                await self.describe_lock(Lock(name, token), holder, ttl_seconds=ttl_seconds)
-                return Lock(name, token)
+            taken, current = await self.client.eval(
+                _ACQUIRE,
+                2,
+                self.key("lock", name),
+                self.key("lock-holder", name),
+                token,
+                json.dumps(holder, ensure_ascii=False),
+                str(ttl_seconds),
+            )
         except (RedisError, OSError):
             raise StoreUnavailable("store.redis_unavailable") from None
-        held_by: dict[str, Any] = json.loads(current) if current else {}
+        if taken:
+            return Lock(name, token)
+        held_by: dict[str, Any] = {"job_id": "?", "requested_by": "?", "started_at": "?"}
+        held_by.update(json.loads(current) if current else {})
         raise Conflict(f"lock.held.{name}", **held_by)
-
-    async def describe_lock(self, lock: Lock, holder: dict[str, Any], *, ttl_seconds: int) -> None:
-        """Say who holds the lock (job id, requester, start time) for those who are refused."""
-        await self.client.set(
-            self.key("lock-holder", lock.name),
-            json.dumps(holder, ensure_ascii=False),
-            ex=ttl_seconds,
-        )
 
     async def lock_holder(self, name: str) -> dict[str, Any] | None:
         """Who holds the lock now, or None when it is free."""

@@ -242,12 +242,6 @@ async def test_two_backups_at_once_exactly_one_runs(world: BackupWorld, rt: Runt
     assert len(world.files()) == 1
 
 
-@pytest.mark.xfail(
-    reason="commands/runner.py takes the lock before the job exists and describes the holder in a "
-    "second write: a request racing that window is refused as 'job {job_id}, started by "
-    "{requested_by}'",
-    strict=False,
-)
 async def test_racing_refusal_names_the_running_job(world: BackupWorld, rt: Runtime) -> None:
     replies = await asyncio.gather(*(world.handle(rt, OPERATOR, "backup") for _ in range(2)))
     running = next(r for r in replies if r.status == "running")
@@ -258,17 +252,19 @@ async def test_racing_refusal_names_the_running_job(world: BackupWorld, rt: Runt
 
 
 async def test_backup_while_one_runs_is_refused_naming_it(world: BackupWorld, rt: Runtime) -> None:
+    earlier = await world.run(rt, OPERATOR, "backup")  # a good backup that verify may use
+    assert earlier.status == "succeeded", earlier
     first = await world.handle(rt, OPERATOR, "backup")
     assert first.status == "running", first
     second = await world.handle(rt, ADMIN, "backup")
-    verify = await world.handle(rt, OPERATOR, "backup verify 1")  # the same lock
+    verify = await world.handle(rt, OPERATOR, f"backup verify {earlier.ids['backup_id']}")  # the same lock
     done = await rt.pipeline.runner.wait(int(first.ids["job_id"]))
 
     assert done.status == "succeeded", done
     for refused in (second, verify):
         assert refused.status == "refused", refused
         assert f"already running (job {first.ids['job_id']}, started by {OPERATOR} at" in refused.summary
-    assert len(world.jobs()) == 1
+    assert len(world.jobs()) == 2
     after = await world.run(rt, ADMIN, "backup")  # the lock is free again
     assert after.status == "succeeded", after
 
@@ -297,11 +293,6 @@ async def test_bad_verify_input_is_refused_and_runs_nothing(
     assert idle_world.jobs() == [] and idle_world.backups() == [] and idle_world.files() == []
 
 
-@pytest.mark.xfail(
-    reason="the pipeline starts a background job before the command can look the id up: an unknown "
-    "id is a failed job (exit 1), not a refusal with nothing run",
-    strict=True,
-)
 async def test_verify_of_an_unknown_id_is_refused_and_runs_nothing(world: BackupWorld, rt: Runtime) -> None:
     reply = await world.run(rt, OPERATOR, "backup verify 999999")
 
