@@ -34,7 +34,7 @@ AUDIT_LOCK = 0x6761_7264_6175  # one appender at a time across processes keeps t
 GENESIS_HASH = "0" * 64
 BATCH_SIZE = 500
 DRAIN_CHUNK = 200  # spooled records written per transaction
-WRITE_TIMEOUT_S = 10.0  # longest an audit write may wait on the store before it is spooled
+WRITE_TIMEOUT_S = 3.0  # longest a request waits on an audit write before the record is spooled
 RETRY_AFTER_S = 5.0  # after a failure, spool at once for this long rather than wait on the pool
 MAX_DURATION_MS = 2**31 - 1  # the column is a PostgreSQL integer
 
@@ -128,6 +128,7 @@ class AuditLog:
         self.spool = AuditSpool(spool_path)
         self.retry_after_s = retry_after_s
         self._store_down_until = 0.0
+        self._pending_writes: set[asyncio.Future[None]] = set()
 
     async def record(self, rec: AuditRecord) -> None:
         """Write one record; when the store is down, keep it in the spool (no error for that)."""
@@ -135,15 +136,33 @@ class AuditLog:
         if time.monotonic() < self._store_down_until:
             await self._spool(rec)
             return
-        try:
-            # A store that hangs (frozen, overloaded) counts as down: the record goes to the spool.
-            async with asyncio.timeout(WRITE_TIMEOUT_S):
-                if self.spool.has_lines():
-                    await self.drain_spool()  # older records first, so the chain keeps their order
-                await self._append([rec])
-        except (StoreUnavailable, TimeoutError):
-            self._store_down_until = time.monotonic() + self.retry_after_s
-            await self._spool(rec)
+        write = asyncio.ensure_future(self._write(rec))
+        # A store that hangs (frozen, overloaded) counts as down: the record goes to the spool at
+        # once. The write itself is left to finish if the store wakes; the spool replay skips it.
+        done, _ = await asyncio.wait({write}, timeout=WRITE_TIMEOUT_S)
+        if write in done:
+            failure = write.exception()
+            if failure is None:
+                return
+            if not isinstance(failure, StoreUnavailable):
+                raise failure
+        else:
+            self._pending_writes.add(write)
+            write.add_done_callback(self._forget_write)
+        self._store_down_until = time.monotonic() + self.retry_after_s
+        await self._spool(rec)
+
+    async def _write(self, rec: AuditRecord) -> None:
+        if self.spool.has_lines():
+            await self.drain_spool()  # older records first, so the chain keeps their order
+        await self._append([rec])
+
+    def _forget_write(self, write: asyncio.Future[None]) -> None:
+        self._pending_writes.discard(write)
+        if not write.cancelled() and write.exception() is not None:
+            log.info(
+                "a late audit write failed (%s); the spool holds the record", type(write.exception()).__name__
+            )
 
     async def drain_spool(self) -> int:
         """Write spooled records in order, skipping any already stored; then empty the spool."""

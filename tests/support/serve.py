@@ -1,0 +1,516 @@
+"""`gardenbot serve` as a child process, talking to a Slack Web API stand-in, driven over real HTTP.
+
+`serving(...)` starts the production server (uvicorn) on a free port with a throwaway bot store, a
+unique Redis prefix, a throwaway target database and target Redis database 12, waits for /healthz,
+and stops it with SIGTERM afterwards. `BotServer` signs and posts slash commands and button clicks
+the way Slack does, and reads back what the bot sent to the stand-in and wrote to its store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import psycopg
+import redis
+import yaml
+from psycopg.rows import dict_row
+
+from tests.support.servers import REDIS_URL, redis_prefix, throwaway_database
+from tests.support.signing import sign
+from tests.support.slack_api import SlackApiStandIn, SlackCall
+
+GARDENBOT = Path(sys.executable).with_name("gardenbot")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SIGNING_SECRET = "test-signing-secret"
+FORM = "application/x-www-form-urlencoded"
+
+# `cache flush` empties this whole Redis database: only these tests' keys may live there.
+TARGET_REDIS_DB = 12
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+
+CONFIG: dict[str, Any] = {
+    "roles": {
+        "admin": ["U0ADMIN"],
+        "operator": ["U0OPS", "S0ONCALL", "U0LEAD2"],
+        "viewer": ["U0INTERN"],
+    },
+    "approvers": ["U0LEAD", "U0LEAD2", "U0ADMIN"],
+    "channels": {"ops": "C0OPS"},
+    # A full disk or a busy machine must not turn these answers into failures.
+    "health": {"timeout_seconds": 2, "disk_fail_percent": 100, "memory_fail_percent": 100},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def target_redis_url() -> str:
+    base, _, _ = REDIS_URL.rpartition("/")
+    return f"{base}/{TARGET_REDIS_DB}"
+
+
+def new_channel() -> str:
+    """A channel id of its own for one test, so answers can be told apart on a shared server."""
+    return "C0T" + secrets.token_hex(4).upper()
+
+
+def new_trigger_id() -> str:
+    return f"{int(time.time())}.{secrets.randbelow(10**9)}.{secrets.token_hex(8)}"
+
+
+def slash_body(text: str, *, user: str, channel: str, trigger_id: str, response_url: str) -> bytes:
+    """A `/garden` slash command body, field for field as Slack sends it."""
+    return urlencode(
+        {
+            "token": "verification_token",
+            "team_id": "T0GARDEN",
+            "team_domain": "garden-dx",
+            "channel_id": channel,
+            "channel_name": "ops",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": "/garden",
+            "text": text,
+            "api_app_id": "A0GARDEN",
+            "response_url": response_url,
+            "trigger_id": trigger_id,
+        }
+    ).encode()
+
+
+def block_action_body(
+    action_id: str, value: str, *, user: str, channel: str, message_ts: str, response_url: str
+) -> bytes:
+    """A button click (block_actions), shaped like payloads/block_actions_button.json."""
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T0GARDEN"},
+        "api_app_id": "A0GARDEN",
+        "token": "verification_token",
+        "container": {
+            "type": "message",
+            "message_ts": message_ts,
+            "channel_id": channel,
+            "is_ephemeral": False,
+        },
+        "trigger_id": new_trigger_id(),
+        "team": {"id": "T0GARDEN", "domain": "garden-dx"},
+        "channel": {"id": channel, "name": "ops"},
+        "message": {"type": "message", "ts": message_ts, "text": "approval"},
+        "response_url": response_url,
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": "approval",
+                "text": {"type": "plain_text", "text": action_id.title(), "emoji": True},
+                "value": value,
+                "type": "button",
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def signed_headers(body: bytes, *, content_type: str = FORM, timestamp: int | None = None) -> dict[str, str]:
+    return {"Content-Type": content_type, **sign(body, SIGNING_SECRET, timestamp)}
+
+
+def call_text(call: SlackCall) -> str:
+    """Everything a person would read in a call: the fallback text and every text in its blocks."""
+    pieces = [str(call.params.get("text", ""))]
+    blocks = call.json_param("blocks") or []
+    pieces.append(json.dumps(blocks, ensure_ascii=False))
+    return "\n".join(pieces)
+
+
+@dataclass
+class BotServer:
+    """One running `gardenbot serve` and the stand-in it talks to."""
+
+    base_url: str
+    standin: SlackApiStandIn
+    database_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def events_url(self) -> str:
+        return f"{self.base_url}/slack/events"
+
+    def log_tail(self, lines: int = 80) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    # --- talking to it ---------------------------------------------------------------------
+    async def post(self, body: bytes, headers: Mapping[str, str], *, timeout: float = 10.0) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            return await http.post(self.events_url, content=body, headers=dict(headers))
+
+    async def get(self, path: str, *, timeout: float = 10.0) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            return await http.get(self.base_url + path)
+
+    async def slash(
+        self,
+        text: str,
+        *,
+        user: str,
+        channel: str,
+        trigger_id: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> httpx.Response:
+        """POST a signed `/garden TEXT`; returns the ack."""
+        trigger = trigger_id or new_trigger_id()
+        body = slash_body(
+            text,
+            user=user,
+            channel=channel,
+            trigger_id=trigger,
+            response_url=self.standin.response_url(f"cmd-{channel}"),
+        )
+        headers = {**signed_headers(body), **(extra_headers or {})}
+        return await self.post(body, headers, timeout=timeout)
+
+    async def click(
+        self, action_id: str, value: str, *, user: str, channel: str, message_ts: str
+    ) -> httpx.Response:
+        """POST a signed click on an approval message's button; returns the ack."""
+        body = block_action_body(
+            action_id,
+            value,
+            user=user,
+            channel=channel,
+            message_ts=message_ts,
+            response_url=self.standin.response_url(f"act-{channel}"),
+        )
+        return await self.post(body, signed_headers(body))
+
+    # --- what it did -----------------------------------------------------------------------
+    def calls(self, method: str | None = None, *, channel: str | None = None) -> list[SlackCall]:
+        return [
+            c
+            for c in self.standin.calls
+            if (method is None or c.method == method)
+            and (channel is None or c.params.get("channel") == channel)
+        ]
+
+    async def wait_for(
+        self,
+        check: Callable[[], Any],
+        *,
+        timeout: float = 15.0,
+        what: str = "condition",
+    ) -> Any:
+        """Poll `check` until it returns something truthy; fail with the server log if it never does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            result = check()
+            if result:
+                return result
+            if loop.time() >= deadline:
+                seen = [(c.method, c.status, c.params.get("channel")) for c in self.standin.calls]
+                raise AssertionError(
+                    f"timed out after {timeout} s waiting for {what}\n"
+                    f"stand-in calls: {seen[-30:]}\n"
+                    f"server log:\n{self.log_tail()}"
+                )
+            await asyncio.sleep(0.05)
+
+    async def wait_calls(
+        self, method: str, *, channel: str, count: int = 1, timeout: float = 15.0
+    ) -> list[SlackCall]:
+        """The successful calls to `method` in `channel`, once there are at least `count`."""
+
+        def done() -> list[SlackCall]:
+            found = [c for c in self.calls(method, channel=channel) if c.status == 200]
+            return found if len(found) >= count else []
+
+        result: list[SlackCall] = await self.wait_for(
+            done, timeout=timeout, what=f"{count} {method} call(s) in {channel}"
+        )
+        return result
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Read the bot's store directly, outside the bot."""
+        async with await psycopg.AsyncConnection.connect(
+            self.database_url, autocommit=True, row_factory=dict_row
+        ) as conn:
+            cur = await conn.execute(sql.encode(), tuple(params) or None)
+            return await cur.fetchall() if cur.description else []
+
+    async def audit(self, channel: str) -> list[dict[str, Any]]:
+        return await self.query(
+            "SELECT event, outcome, actor, approver, command, detail FROM audit_log"
+            " WHERE channel = %s ORDER BY id",
+            (channel,),
+        )
+
+
+def write_config(path: Path, extra: Mapping[str, Any] | None = None) -> Path:
+    data = {**CONFIG, **(extra or {})}
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _wait_healthy(base_url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"gardenbot serve exited with {process.returncode}:\n"
+                + log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(base_url + "/healthz", timeout=1.0).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(
+        "gardenbot serve did not answer /healthz in time:\n"
+        + log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+    )
+
+
+@contextlib.contextmanager
+def start_server(
+    workdir: Path,
+    *,
+    standin: SlackApiStandIn,
+    database_url: str,
+    target_database_url: str,
+    prefix: str,
+    extra_env: Mapping[str, str] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> Iterator[BotServer]:
+    """Run `gardenbot serve` against the given store; SIGTERM it afterwards."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    state_dir = workdir / "state"
+    config_path = write_config(workdir / "gardenbot.yml", config)
+    log_path = workdir / "serve.log"
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "PYTHONIOENCODING": "utf-8",
+        "GARDENBOT_LOG_LEVEL": "INFO",
+        "GARDENBOT_CONFIG": str(config_path),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "GARDENBOT_REDIS_PREFIX": prefix,
+        "GARDEN_DATABASE_URL": target_database_url,
+        "GARDEN_REDIS_URL": target_redis_url(),
+        "GARDENBOT_STATE_DIR": str(state_dir),
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_API_URL": standin.url,
+        **(extra_env or {}),
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(GARDENBOT), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=str(REPO_ROOT),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        _wait_healthy(base_url, process, log_path)
+        yield BotServer(base_url, standin, database_url, process, log_path)
+    finally:
+        _stop(process)
+
+
+@contextlib.contextmanager
+def serving(
+    workdir: Path,
+    *,
+    database_url: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> Iterator[BotServer]:
+    """A stand-in, throwaway databases and a Redis prefix, and the server on them; all removed after.
+
+    `database_url` replaces the throwaway bot store (an unreachable or private one).
+    """
+    with (
+        SlackApiStandIn() as standin,
+        throwaway_database("gbt_serve") as own_store,
+        throwaway_database("gbt_target") as target,
+        redis_prefix() as prefix,
+    ):
+        standin.set_usergroup("S0ONCALL", ["U0ONCALL"])
+        with start_server(
+            workdir,
+            standin=standin,
+            database_url=database_url or own_store,
+            target_database_url=target,
+            prefix=prefix,
+            extra_env=extra_env,
+            config=config,
+        ) as server:
+            yield server
+
+
+def target_redis() -> redis.Redis:
+    return redis.Redis.from_url(target_redis_url(), decode_responses=True)
+
+
+# --- a private PostgreSQL that a test may freeze ----------------------------------------------
+
+PG_BIN = Path(os.environ.get("GARDENBOT_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+class PrivatePostgresUnavailable(RuntimeError):
+    """initdb/pg_ctl cannot run here; the caller skips with this reason."""
+
+
+def _children_of(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (PostgreSQL's backends and workers), read from /proc."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")".
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL cluster of one test's own, in a temporary directory, on a free port."""
+
+    root: Path
+    port: int
+    as_postgres: bool
+    frozen: list[int] | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def postmaster_pid(self) -> int:
+        return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        command = [str(PG_BIN / args[0]), *args[1:]]
+        if self.as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+    def freeze(self) -> list[int]:
+        """SIGSTOP the postmaster first (so it forks no more), then every child it has."""
+        postmaster = self.postmaster_pid
+        os.kill(postmaster, signal.SIGSTOP)
+        stopped = [postmaster]
+        for child in _children_of(postmaster):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGSTOP)
+                stopped.append(child)
+        self.frozen = stopped
+        return stopped
+
+    def thaw(self) -> None:
+        for pid in reversed(self.frozen or []):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self.frozen = None
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """initdb + pg_ctl start in a temporary directory (as the postgres OS user when we are root).
+
+    Raises PrivatePostgresUnavailable when that cannot be done here.
+    """
+    import shutil
+    import tempfile
+
+    if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_ctl").exists():
+        raise PrivatePostgresUnavailable(f"no initdb/pg_ctl in {PG_BIN}")
+    as_postgres = os.geteuid() == 0  # initdb refuses to run as root
+    root = Path(tempfile.mkdtemp(prefix="gbt-pg-"))
+    if as_postgres:
+        if shutil.which("runuser") is None:
+            shutil.rmtree(root, ignore_errors=True)
+            raise PrivatePostgresUnavailable("running as root and no runuser to become postgres")
+        import pwd
+
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            shutil.rmtree(root, ignore_errors=True)
+            raise PrivatePostgresUnavailable("running as root and there is no postgres OS user") from None
+        os.chown(root, user.pw_uid, user.pw_gid)
+    pg = PrivatePostgres(root=root, port=free_port(), as_postgres=as_postgres)
+    started = False
+    try:
+        init = pg.run(
+            "initdb", "-D", str(pg.data_dir), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"
+        )
+        if init.returncode != 0:
+            raise PrivatePostgresUnavailable(f"initdb failed: {init.stderr.strip()[-500:]}")
+        options = f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        start = pg.run(
+            "pg_ctl", "-D", str(pg.data_dir), "-o", options, "-l", str(root / "pg.log"), "-w", "start"
+        )
+        if start.returncode != 0:
+            log = (root / "pg.log").read_text(errors="replace")[-500:] if (root / "pg.log").exists() else ""
+            raise PrivatePostgresUnavailable(f"pg_ctl start failed: {start.stderr.strip()[-300:]} {log}")
+        started = True
+        yield pg
+    finally:
+        pg.thaw()  # never leave a stopped server behind
+        if started:
+            pg.run("pg_ctl", "-D", str(pg.data_dir), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
