@@ -24,5 +24,6 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "psycopg.pool", "apscheduler"):
+    # slack_bolt logs whole request bodies at INFO when a signature is wrong.
+    for noisy in ("httpx", "httpcore", "psycopg.pool", "apscheduler", "slack_bolt"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

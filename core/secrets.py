@@ -10,7 +10,9 @@ from urllib.parse import urlsplit, urlunsplit
 MASK = "***"
 SECRET_KEY = re.compile(r"(password|passwd|secret|token|dsn|_url$|^url$|api_key|credential)", re.I)
 URL_WITH_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@", re.I)
-KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.I)
+KEYWORD_PASSWORD = re.compile(r"((?:password|token|secret)\s*=\s*)('[^']*'|[^\s&]+)", re.I)
+JSON_SECRET = re.compile(r'("(?:password|token|secret|signing_secret)"\s*:\s*)"[^"]*"', re.I)
+SLACK_TOKEN = re.compile(r"\bxox[abposr]-[A-Za-z0-9-]+|\bxapp-[A-Za-z0-9-]+")
 
 
 def mask_dsn(dsn: str) -> str:
@@ -31,6 +33,8 @@ def mask_dsn(dsn: str) -> str:
 def mask_text(text: str) -> str:
     """Mask every URL password and password=... in free text (log lines, error messages)."""
     text = URL_WITH_PASSWORD.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:{MASK}@", text)
+    text = JSON_SECRET.sub(lambda m: f'{m.group(1)}"{MASK}"', text)
+    text = SLACK_TOKEN.sub(MASK, text)
     return KEYWORD_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
 
 

@@ -50,3 +50,11 @@ def test_mask_args_hides_secret_named_keys_and_dsns_inside_values() -> None:
     assert masked["list"] == ["redis://:***@r/0", 3]
     assert masked["count"] == 3
     assert masked["empty_password"] is None
+
+
+def test_tokens_in_log_text_are_masked() -> None:
+    line = 'token=gIkuvaNzQIHg97ATvDxqgjtO&team_id=T1 {"token": "xoxb-1-2"} Bearer xapp-1-A1-99 secret=s3'
+    masked = mask_text(line)
+    for secret in ("gIkuvaNzQIHg97ATvDxqgjtO", "xoxb-1-2", "xapp-1-A1-99", "s3"):
+        assert secret not in masked, masked
+    assert "team_id=T1" in masked
