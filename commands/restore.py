@@ -9,8 +9,10 @@ from core.formatting import format_bytes, format_duration, format_time
 from core.reply import Fields, Reply, Text
 from core.secrets import mask_dsn
 from runbooks.health import check_database
-from runbooks.pg_tools import count_rows, database_name
-from runbooks.restore import restore_backup
+from runbooks.pg_tools import admin_dsn, count_rows, database_name
+from runbooks.restore import prune_old_databases, restore_backup
+
+KEEP_BEFORE_DAYS = 7
 
 
 async def describe_restore(ctx: Context, args: BackupIdArgs) -> ApprovalText:
@@ -65,6 +67,8 @@ async def run_restore(ctx: Context, args: BackupIdArgs) -> Reply:
         tools=tools,
         progress=restore_progress,
     )
+    # Earlier restores' `_before_` copies are kept a week, then dropped.
+    await prune_old_databases(admin_dsn=admin_dsn(dsn), live=outcome.live, keep_days=KEEP_BEFORE_DAYS)
     await ctx.progress(97, t("restore.step_health"))
     try:
         health = await check_database(dsn, timeout=svc.settings.health.timeout_seconds)
