@@ -141,9 +141,7 @@ async def test_entries_filter_by_actor_and_time(audit: AuditLog) -> None:
         "TRUNCATE audit_log",
     ],
 )
-async def test_the_database_refuses_to_change_the_log(
-    audit: AuditLog, store: Store, statement: str
-) -> None:
+async def test_the_database_refuses_to_change_the_log(audit: AuditLog, store: Store, statement: str) -> None:
     await write(audit, 2)
 
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
@@ -168,9 +166,7 @@ async def test_a_row_altered_behind_the_guard_is_named(audit: AuditLog, store: S
     assert result.checked == 3
 
 
-async def test_an_altered_row_with_a_forged_hash_breaks_the_next_link(
-    audit: AuditLog, store: Store
-) -> None:
+async def test_an_altered_row_with_a_forged_hash_breaks_the_next_link(audit: AuditLog, store: Store) -> None:
     await write(audit, 4)
     ids = await ids_in_order(store)
     [victim] = [e for e in await audit.entries() if e.id == ids[1]]
@@ -189,9 +185,7 @@ async def test_an_altered_row_with_a_forged_hash_breaks_the_next_link(
     assert result.reason == "chain broken (prev_hash)"
 
 
-async def test_a_middle_row_deleted_behind_the_guard_is_caught(
-    audit: AuditLog, store: Store
-) -> None:
+async def test_a_middle_row_deleted_behind_the_guard_is_caught(audit: AuditLog, store: Store) -> None:
     await write(audit, 5)
     ids = await ids_in_order(store)
 
@@ -218,9 +212,7 @@ async def test_concurrent_appends_keep_one_chain(audit: AuditLog, store: Store) 
     assert stored == {r.record_id for r in records}
 
 
-async def test_verify_and_export_read_in_batches(
-    audit: AuditLog, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_verify_and_export_read_in_batches(audit: AuditLog, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(audit_module, "BATCH_SIZE", 2)
     await write(audit, 5)
 
