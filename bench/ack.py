@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import itertools
 import os
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
@@ -33,6 +37,8 @@ BASELINE_SECRET = "bench-signing-secret"
 BASELINE_TOKEN = "xoxb-bench-not-a-real-token"
 EVENTS_PATH = "/slack/events"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+BASELINES = ("starlette", "aiohttp", "aiohttp-uvloop")  # Starlette runs under uvicorn (uvloop, httptools)
+GARDENBOT_SECRET = "test-signing-secret"  # what tests/support/serve.py signs with
 
 
 # --- the baseline server (runs in the subprocess) --------------------------------------------
@@ -76,10 +82,17 @@ def serve_baseline(kind: str, port: int, secret: str, inline_ack: bool) -> None:
 
     app = build_baseline_app(secret, inline_ack)
     assert isinstance(app, AsyncApp)
-    if kind == "aiohttp":
+    if kind in ("aiohttp", "aiohttp-uvloop"):
         from aiohttp import web
 
-        web.run_app(app.web_app(path=EVENTS_PATH), host="127.0.0.1", port=port, print=None, access_log=None)
+        loop = None
+        if kind == "aiohttp-uvloop":
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+        web.run_app(
+            app.web_app(path=EVENTS_PATH), host="127.0.0.1", port=port, print=None, access_log=None, loop=loop
+        )
         return
     import uvicorn
     from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
@@ -138,12 +151,23 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
 # --- the load generator ----------------------------------------------------------------------
 
 
-def slash_command_body() -> bytes:
+def slash_command_fields() -> dict[str, str]:
     """The recorded slash command with command=/garden&text=help (built in if shared/ is absent)."""
     fields: dict[str, str] = {"team_id": "T111", "channel_id": "C111", "user_id": "W111"}
     if FIXTURE_BODY.exists():
         fields = dict(parse_qsl(FIXTURE_BODY.read_text(encoding="utf-8")))
-    fields.update(command="/garden", text="help", response_url="https://hooks.slack.com/x")
+    # Nothing may leave this machine: the response URL points at a closed local port.
+    fields.update(command="/garden", text="help", response_url="http://127.0.0.1:9/response")
+    return fields
+
+
+_SEQUENCE = itertools.count()
+
+
+def slash_command_body(fields: dict[str, str] | None = None) -> bytes:
+    """One slash command with its own trigger_id, as Slack sends: the bot de-duplicates on it."""
+    fields = dict(fields or slash_command_fields())
+    fields["trigger_id"] = f"{os.getpid()}.{next(_SEQUENCE)}.bench"
     return urlencode(fields).encode()
 
 
@@ -179,7 +203,7 @@ async def run_load(
     url: str, secret: str, total: int, concurrency: int, deadline: float
 ) -> tuple[list[float], int, float]:
     """Send `total` signed requests with `concurrency` in flight; stop early at `deadline`."""
-    body = slash_command_body()
+    fields = slash_command_fields()
     latencies: list[float] = []
     errors = 0
     remaining = total
@@ -191,6 +215,7 @@ async def run_load(
             nonlocal remaining, errors
             while remaining > 0 and time.monotonic() < deadline:
                 remaining -= 1
+                body = slash_command_body(fields)
                 headers = signed_headers(body, secret)
                 started = time.perf_counter()
                 try:
@@ -210,12 +235,33 @@ async def run_load(
     return latencies, errors, elapsed
 
 
+async def settle(url: str) -> None:
+    """Wait until gardenbot has finished the work its acks handed over (its /metrics says so).
+
+    Without this, its backlog would run while the next server is measured and slow that one.
+    """
+    metrics = url.replace(EVENTS_PATH, "/metrics")
+    deadline = time.monotonic() + 300
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            async with session.get(metrics) as response:
+                text = await response.text()
+            pending = [line for line in text.splitlines() if line.startswith("gardenbot_background_pending ")]
+            if not pending or float(pending[0].split()[1]) == 0:
+                return
+            await asyncio.sleep(0.2)
+
+
 async def bench(server: str, url: str, secret: str, args: argparse.Namespace) -> list[Result]:
     results = []
     for concurrency in args.concurrency:
         deadline = time.monotonic() + args.max_seconds
         await run_load(url, secret, args.warmup, concurrency, deadline)
+        if server == "gardenbot":
+            await settle(url)
         latencies, errors, elapsed = await run_load(url, secret, args.n, concurrency, deadline)
+        if server == "gardenbot":
+            await settle(url)
         if errors and not latencies:
             raise SystemExit(f"{server}: every request failed (wrong --secret or URL?)")
         results.append(Result(server, concurrency, latencies, errors, elapsed))
@@ -250,40 +296,126 @@ def markdown(results: list[Result], baseline: str, target: str | None) -> str:
     return "\n".join(lines)
 
 
+def median_result(rounds: list[Result]) -> Result:
+    """The round with the median throughput stands for the server at that concurrency."""
+    ordered = sorted(rounds, key=lambda r: r.throughput)
+    return ordered[len(ordered) // 2]
+
+
+async def run_rounds(
+    args: argparse.Namespace, target: tuple[str, str, str] | None
+) -> tuple[list[Result], str]:
+    """Alternate baseline(s) and target round by round, so machine noise hits both alike."""
+    kinds = list(BASELINES) if args.baseline == "all" else [args.baseline]
+    rounds: dict[tuple[str, int], list[Result]] = {}
+    with contextlib.ExitStack() as stack:
+        baselines = [
+            (
+                f"bolt-{kind}",
+                stack.enter_context(baseline_process(kind, BASELINE_SECRET, not args.polling_ack)),
+            )
+            for kind in kinds
+        ]
+        for _ in range(args.rounds):
+            servers = [(name, url, BASELINE_SECRET) for name, url in baselines]
+            if target is not None:
+                servers.append(target)
+            for name, url, secret in servers:
+                for result in await bench(name, url, secret, args):
+                    rounds.setdefault((name, result.concurrency), []).append(result)
+    results = [median_result(r) for r in rounds.values()]
+    # The fastest bare configuration is the one to beat.
+    fastest = max(
+        (f"bolt-{k}" for k in kinds),
+        key=lambda name: sum(r.throughput for r in results if r.server == name),
+    )
+    return results, fastest
+
+
+async def frozen_store_acks(server: Any, pg: Any, count: int) -> list[float]:
+    """Ack latencies of signed slash commands while the bot's PostgreSQL is stopped with SIGSTOP."""
+    latencies: list[float] = []
+    pg.freeze()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            for _ in range(count):
+                body = slash_command_body()
+                started = time.perf_counter()
+                async with session.post(
+                    server.events_url, data=body, headers=signed_headers(body, GARDENBOT_SECRET)
+                ) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise SystemExit(f"ack failed with HTTP {response.status} while the store was frozen")
+                latencies.append(time.perf_counter() - started)
+    finally:
+        pg.thaw()
+    return latencies
+
+
 async def main(args: argparse.Namespace) -> None:
-    results: list[Result] = []
-    kinds = ["starlette", "aiohttp"] if args.baseline == "both" else [args.baseline]
-    for kind in kinds:
-        with baseline_process(kind, BASELINE_SECRET, not args.polling_ack) as url:
-            results += await bench(f"bolt-{kind}", url, BASELINE_SECRET, args)
-    target_name = None
-    if args.target:
-        target_name = "gardenbot"
-        results += await bench(target_name, args.target, args.secret, args)
+    target: tuple[str, str, str] | None = None
+    frozen: list[float] = []
+    with contextlib.ExitStack() as stack:
+        if args.gardenbot:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            from tests.support.serve import private_postgres, serving
+
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gardenbot-bench-")))
+            pg = stack.enter_context(private_postgres()) if args.freeze_store else None
+            server = stack.enter_context(
+                serving(workdir, database_url=pg.url if pg else None, config={"default_role": "viewer"})
+            )
+            target = ("gardenbot", server.events_url, GARDENBOT_SECRET)
+        elif args.target:
+            target = ("gardenbot", args.target, args.secret)
+        results, fastest = await run_rounds(args, target)
+        if args.gardenbot and args.freeze_store:
+            frozen = await frozen_store_acks(server, pg, args.frozen_requests)
     print(
-        f"n={args.n} per concurrency, warm-up {args.warmup}, "
+        f"n={args.n} per concurrency, warm-up {args.warmup}, {args.rounds} rounds (median shown), "
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs\n"
     )
-    print(markdown(results, f"bolt-{kinds[0]}", target_name))
+    print(markdown(results, fastest, target[0] if target else None))
+    if frozen:
+        ms = sorted(x * 1000 for x in frozen)
+        print(
+            f"\nWith the bot's PostgreSQL frozen (SIGSTOP), {len(ms)} sequential signed slash commands: "
+            f"p50 {statistics.median(ms):.1f} ms, max {ms[-1]:.1f} ms, all acked with 200."
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("-n", type=int, default=1000, help="requests per concurrency level")
+    parser.add_argument("-n", type=int, default=3000, help="requests per concurrency level")
     parser.add_argument(
         "-c", dest="concurrency", type=int, action="append", help="in flight (default 10 and 50)"
     )
     parser.add_argument("--warmup", type=int, default=100, help="unmeasured requests first")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="cap per level")
     parser.add_argument("--target", help="gardenbot serve's /slack/events URL on 127.0.0.1")
+    parser.add_argument(
+        "--gardenbot",
+        action="store_true",
+        help="start gardenbot serve here (Slack stand-in, throwaway databases) and bench it too",
+    )
+    parser.add_argument(
+        "--freeze-store",
+        action="store_true",
+        help="with --gardenbot: run its store on a private PostgreSQL, then ack with it SIGSTOPped",
+    )
+    parser.add_argument("--frozen-requests", type=int, default=50, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is shown")
     parser.add_argument("--secret", default=os.environ.get("SLACK_SIGNING_SECRET", ""))
-    parser.add_argument("--baseline", choices=["starlette", "aiohttp", "both"], default="aiohttp")
+    parser.add_argument(
+        "--baseline", choices=[*BASELINES, "all"], default="all", help="bare Bolt servers to compare with"
+    )
     parser.add_argument(
         "--polling-ack",
         action="store_true",
         help="baseline with Bolt's default process_before_response=False (10 ms ack polling)",
     )
-    parser.add_argument("--serve-baseline", choices=["starlette", "aiohttp"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve-baseline", choices=list(BASELINES), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.concurrency = args.concurrency or [10, 50]

@@ -3,37 +3,41 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
-WORKERS = 8  # work items in progress at once; the rest wait in order
+WORKERS = 4  # work items in progress at once; the rest wait in order
 ACK_PRIORITY_WAIT_S = 0.5  # longest a queued item waits for a gap between acks under a burst
+QUIET_GAP_S = 0.02  # no ack for this long: the burst is over, background work may run
 
 
 class AckGate:
-    """Counts requests being acknowledged, so background work can give way to them."""
+    """Tracks requests being acknowledged, so background work can give way to a burst of them."""
 
     def __init__(self) -> None:
         self._in_flight = 0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
+        self._last_activity = 0.0
 
     def enter(self) -> None:
         self._in_flight += 1
-        self._quiet.clear()
+        self._last_activity = time.monotonic()
 
     def leave(self) -> None:
         self._in_flight = max(0, self._in_flight - 1)
-        if self._in_flight == 0:
-            self._quiet.set()
+        self._last_activity = time.monotonic()
 
     async def quiet(self, timeout: float) -> None:
-        # A long burst: after the timeout do the work anyway; acks still interleave with it.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._quiet.wait(), timeout)
+        """Return once no ack has been in flight for QUIET_GAP_S, or after `timeout` in any case."""
+        give_up = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            idle_for = now - self._last_activity
+            if (self._in_flight == 0 and idle_for >= QUIET_GAP_S) or now >= give_up:
+                return
+            await asyncio.sleep(max(QUIET_GAP_S - idle_for, 0.005))
 
 
 Work = Callable[[], Awaitable[None]]
@@ -45,13 +49,16 @@ class BackgroundWork:
     def __init__(self, gate: AckGate, *, workers: int = WORKERS) -> None:
         self.gate = gate
         self._queue: asyncio.Queue[Work] = asyncio.Queue()
+        self._unfinished = 0
         self._workers = [asyncio.create_task(self._work(), name=f"slack-work-{i}") for i in range(workers)]
 
     def spawn(self, work: Work) -> None:
+        self._unfinished += 1
         self._queue.put_nowait(work)
 
     def pending(self) -> int:
-        return self._queue.qsize()
+        """Items handed over and not finished: queued or running."""
+        return self._unfinished
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Finish what was handed over (graceful shutdown, tests)."""
@@ -75,4 +82,5 @@ class BackgroundWork:
             except Exception:
                 log.exception("background work failed")
             finally:
+                self._unfinished -= 1
                 self._queue.task_done()

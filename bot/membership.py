@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 
 from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
@@ -15,6 +16,7 @@ from store.redis import Coordination
 log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 300  # membership changes rarely; five minutes keeps clicks fast and Slack calls few
+MEMO_SECONDS = 10.0
 FAILED_LOOKUP_SECONDS = 60  # a group Slack does not know is asked about again a minute later
 
 
@@ -23,6 +25,7 @@ class GroupDirectory:
         self.client = client
         self.coordination = coordination
         self.groups = groups
+        self._memo: dict[str, tuple[float, frozenset[str]]] = {}
 
     async def groups_of(self, user_id: str) -> frozenset[str]:
         found: set[str] = set()
@@ -32,6 +35,15 @@ class GroupDirectory:
         return frozenset(found)
 
     async def _members(self, group: str) -> frozenset[str]:
+        # A short in-process memo in front of Redis: a burst of commands asks Redis once.
+        remembered = self._memo.get(group)
+        if remembered is not None and remembered[0] > time.monotonic():
+            return remembered[1]
+        members = await self._lookup(group)
+        self._memo[group] = (time.monotonic() + MEMO_SECONDS, members)
+        return members
+
+    async def _lookup(self, group: str) -> frozenset[str]:
         key = self.coordination.key("usergroup", group)
         try:
             cached = await self.coordination.client.get(key)

@@ -30,7 +30,7 @@ class Metrics:
         )
         self.background_pending = Gauge(
             "gardenbot_background_pending",
-            "Work handed over after an ack and not yet started.",
+            "Work handed over after an ack and not yet finished.",
             registry=self.registry,
         )
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+import aiohttp
 import uvicorn
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_sdk.errors import SlackApiError
@@ -20,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from bot.background import AckGate, BackgroundWork
 from bot.metrics import Metrics
@@ -30,6 +33,7 @@ from core.i18n import Translator
 
 log = logging.getLogger(__name__)
 
+SLACK_PATH = "/slack/events"
 MAX_BODY_BYTES = 1_000_000  # Slack's payloads are far smaller; refuse anything bigger unread
 READY_TIMEOUT_S = 2.0
 
@@ -43,7 +47,7 @@ class Served:
     metrics: Metrics
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> SlackFirst:
     """The ASGI application; nothing is connected until uvicorn runs its lifespan."""
     served: list[Served] = []
 
@@ -55,8 +59,10 @@ def create_app(settings: Settings) -> Starlette:
         handler = None
         socket_mode = None
         background: list[asyncio.Task[None]] = []
+        session: aiohttp.ClientSession | None = None
         if settings.slack.signing_secret is not None:
-            client = build_web_client(runtime)
+            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+            client = build_web_client(runtime, session)
             identity = BotIdentity()
             bolt = build_slack_app(runtime, client=client, work=work, metrics=metrics, identity=identity)
             handler = AsyncSlackRequestHandler(bolt)
@@ -70,6 +76,10 @@ def create_app(settings: Settings) -> Starlette:
         else:
             log.warning("SLACK_SIGNING_SECRET not set: /slack/events answers 503")
         served.append(Served(runtime, handler, work, gate, metrics))
+        # Start-up objects live as long as the process: keep the collector from rescanning them,
+        # so a full collection does not stall an ack.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -78,6 +88,8 @@ def create_app(settings: Settings) -> Starlette:
             for task in background:
                 task.cancel()
             await work.close()
+            if session is not None:
+                await session.close()
             await runtime.close()
 
     async def slack_events(request: Request) -> Response:
@@ -120,15 +132,39 @@ def create_app(settings: Settings) -> Starlette:
         state.metrics.background_pending.set(state.work.pending())
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    return Starlette(
+    rest = Starlette(
         routes=[
-            Route("/slack/events", slack_events, methods=["POST"]),
+            Route(SLACK_PATH, slack_events, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+    return SlackFirst(rest, slack_events)
+
+
+class SlackFirst:
+    """ASGI front: POST /slack/events goes straight to the ack path, everything else to Starlette.
+
+    Slack's 3-second clock runs on that one route; skipping the router and middleware stack for it
+    is the cheapest ack there is.
+    """
+
+    def __init__(self, rest: Starlette, slack_events: Callable[[Request], Awaitable[Response]]) -> None:
+        self.rest = rest
+        self.slack_events = slack_events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != SLACK_PATH or scope["method"] != "POST":
+            await self.rest(scope, receive, send)
+            return
+        try:
+            response = await self.slack_events(Request(scope, receive))
+        except Exception:
+            log.exception("Slack request failed before its ack")
+            response = PlainTextResponse("internal error", status_code=500)
+        await response(scope, receive, send)
 
 
 def serve(settings: Settings, *, host: str, port: int) -> int:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -46,13 +47,17 @@ class BotIdentity:
     bot_id: str | None = None
 
 
-def build_web_client(runtime: Runtime) -> AsyncWebClient:
-    """Every Web API call goes to SLACK_API_URL and retries on 429, connection and 5xx errors."""
+def build_web_client(runtime: Runtime, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """Every Web API call goes to SLACK_API_URL and retries on 429, connection and 5xx errors.
+
+    One shared HTTP session keeps connections to Slack open instead of one per call.
+    """
     slack = runtime.settings.slack
     token = slack.bot_token.get_secret_value() if slack.bot_token else None
     return AsyncWebClient(
         token=token,
         base_url=slack.api_url,
+        session=session,
         timeout=15,
         retry_handlers=[
             AsyncRateLimitErrorRetryHandler(max_retry_count=5),
