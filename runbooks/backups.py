@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from runbooks.pg_tools import (
     child_env,
     connect_target,
     count_rows_in,
+    end_process_group,
     server_version_of,
     tail,
 )
@@ -184,10 +184,7 @@ async def _dump_to(
         copy_task.result()
         await proc.wait()
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+        await end_process_group(proc)
         # The copy thread ends once pg_dump is gone (EOF); only then may the fds be closed.
         await asyncio.wait([copy_task])
         os.close(read_fd)

@@ -6,9 +6,11 @@ Passwords never reach a command line: child processes get PG* environment variab
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
+import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -232,3 +234,11 @@ def tail(text: bytes, lines: int = 5) -> str:
     """The last lines of a tool's stderr, secrets masked, for an error message."""
     kept = text.decode(errors="replace").strip().splitlines()[-lines:]
     return mask_text(" | ".join(kept))
+
+
+async def end_process_group(proc: asyncio.subprocess.Process) -> None:
+    """Kill a pg tool started in its own process group (it and its workers) if it still runs."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()

@@ -7,10 +7,7 @@ The approval and the safety backup before a restore are the caller's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import re
-import signal
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +30,7 @@ from runbooks.pg_tools import (
     count_rows,
     database_name,
     dsn_for_database,
+    end_process_group,
     server_version_of,
     tail,
 )
@@ -148,10 +146,7 @@ async def _run_pg_restore(
                 await report(progress, min(99, steps * 100 // total), "restoring")
         await proc.wait()
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+        await end_process_group(proc)
     if proc.returncode != 0:
         raise RunbookFailed("restore.pg_restore_failed", code=proc.returncode, detail=tail(b"".join(recent)))
 
