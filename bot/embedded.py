@@ -40,12 +40,10 @@ from urllib.parse import quote
 
 import psycopg
 import redis
-import redis.asyncio as aioredis
-from psycopg import sql
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from runbooks.sample_garden import create_sample_cache, create_sample_garden, garden_schema_exists
+from runbooks.sample_garden import prepare_sample_system
 
 log = logging.getLogger(__name__)
 
@@ -319,27 +317,12 @@ def _redis_url(socket: Path, db: int) -> str:
 
 
 async def _prepare_databases(servers: EmbeddedServers, admin_url: str) -> None:
-    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as admin:
-        cur = await admin.execute("SELECT datname FROM pg_database")
-        existing = {str(row[0]) for row in await cur.fetchall()}
-        for name in (STORE_DATABASE, GARDEN_DATABASE):
-            if name not in existing:
-                await admin.execute(
-                    sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(
-                        sql.Identifier(name)
-                    )
-                )
-                log.info("embedded database %s created", name)
-    async with await psycopg.AsyncConnection.connect(servers.garden_database_url) as garden:
-        if await garden_schema_exists(garden):
-            return
-        await create_sample_garden(garden)
-        cache = aioredis.Redis.from_url(servers.garden_redis_url)
-        try:
-            await create_sample_cache(redis=cache, conn=garden)
-        finally:
-            await cache.aclose()
-        log.info("sample garden_dx created")
+    await prepare_sample_system(
+        admin_url=admin_url,
+        databases=(STORE_DATABASE, GARDEN_DATABASE),
+        garden_database_url=servers.garden_database_url,
+        garden_redis_url=servers.garden_redis_url,
+    )
 
 
 def _run_in_private_loop(work: Coroutine[Any, Any, T]) -> T:

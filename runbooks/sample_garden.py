@@ -8,12 +8,17 @@ so `cache stats` has something to show.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
 import psycopg
 import redis.asyncio as aioredis
+from psycopg import sql
 from psycopg.rows import tuple_row
+
+log = logging.getLogger(__name__)
 
 SAMPLE_SQL = "garden_dx_sample.sql"
 SESSION_TTL_S = 14 * 24 * 3600
@@ -81,3 +86,30 @@ async def create_sample_cache(
         pipe.set(f"{prefix}rate:login:203.0.113.66", "7", ex=LOGIN_RATE_TTL_S)
         await pipe.execute()
     return len(users) + len(estimates) + 3
+
+
+async def prepare_sample_system(
+    *, admin_url: str, databases: Sequence[str], garden_database_url: str, garden_redis_url: str
+) -> None:
+    """Create the missing databases, then fill garden_dx and its cache once (later runs keep data)."""
+    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as admin:
+        cur = await admin.execute("SELECT datname FROM pg_database")
+        existing = {str(row[0]) for row in await cur.fetchall()}
+        for name in databases:
+            if name not in existing:
+                await admin.execute(
+                    sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(
+                        sql.Identifier(name)
+                    )
+                )
+                log.info("embedded database %s created", name)
+    async with await psycopg.AsyncConnection.connect(garden_database_url) as garden:
+        if await garden_schema_exists(garden):
+            return
+        await create_sample_garden(garden)
+        cache = aioredis.Redis.from_url(garden_redis_url)
+        try:
+            await create_sample_cache(redis=cache, conn=garden)
+        finally:
+            await cache.aclose()
+        log.info("sample garden_dx created")

@@ -18,7 +18,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-import bot.embedded
+import runbooks.sample_garden
 from bot.embedded import EmbeddedServers, EmbeddedStartFailed, start_embedded, stop_embedded
 
 pytestmark = pytest.mark.slow
@@ -240,7 +240,7 @@ def _failed_first_start(state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async def broken_sample(conn: psycopg.AsyncConnection[object]) -> None:
         raise psycopg.errors.DiskFull("no space left for the sample")
 
-    monkeypatch.setattr(bot.embedded, "create_sample_garden", broken_sample)
+    monkeypatch.setattr(runbooks.sample_garden, "create_sample_garden", broken_sample)
     try:
         with pytest.raises(EmbeddedStartFailed, match="DiskFull"):
             start_embedded(state)
