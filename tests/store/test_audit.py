@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -20,19 +19,6 @@ import pytest
 from store import audit as audit_module
 from store.audit import AuditEntry, AuditLog, AuditRecord, chain_hash
 from store.db import Store
-from tests.support.servers import throwaway_database
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    with throwaway_database() as url:
-        store = Store(url, max_size=5)
-        await store.open()
-        await store.migrate()
-        try:
-            yield store
-        finally:
-            await store.close()
 
 
 @pytest.fixture

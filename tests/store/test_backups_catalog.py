@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,19 +23,6 @@ from store.backups import (
 )
 from store.db import Store
 from tests.support.chinook import fake_pg_tool
-from tests.support.servers import throwaway_database
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    with throwaway_database() as url:
-        store = Store(url, max_size=3)
-        await store.open()
-        await store.migrate()
-        try:
-            yield store
-        finally:
-            await store.close()
 
 
 async def a_job(store: Store) -> int:

@@ -15,21 +15,8 @@ from store import db
 from store.audit import AuditLog, AuditRecord
 from store.db import Conn, Store
 from store.spool import AuditSpool
-from tests.support.servers import throwaway_database
 
 CLOSED_PORT_URL = "postgresql://postgres@127.0.0.1:1/x"
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    with throwaway_database() as url:
-        store = Store(url, max_size=5)
-        await store.open()
-        await store.migrate()
-        try:
-            yield store
-        finally:
-            await store.close()
 
 
 class CountingStore(Store):
