@@ -4,13 +4,11 @@ must refuse or fail while leaving the live database exactly as it was.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.runtime import Runtime, open_runtime
+from bot.runtime import Runtime
 from core.formatting import format_bytes, format_time
 from tests.support.backup_env import (
     ADMIN,
@@ -18,55 +16,9 @@ from tests.support.backup_env import (
     OPERATOR,
     VIEWER,
     BackupWorld,
-    backup_world,
     sha256_file,
+    take_backup,
 )
-from tests.support.chinook import chinook_template
-
-
-@pytest.fixture(scope="module")
-def chinook() -> Iterator[str]:
-    with chinook_template() as name:
-        yield name
-
-
-@pytest.fixture
-def world(tmp_path: Path, health_api_url: str, chinook: str) -> Iterator[BackupWorld]:
-    with backup_world(tmp_path, health_api_url, template=chinook) as made:
-        yield made
-
-
-@pytest.fixture
-async def rt(world: BackupWorld) -> AsyncIterator[Runtime]:
-    runtime = await open_runtime(world.bot.settings())
-    try:
-        yield runtime
-    finally:
-        await runtime.close()
-
-
-@pytest.fixture(scope="module")
-def idle_world(
-    tmp_path_factory: pytest.TempPathFactory, health_api_url: str, chinook: str
-) -> Iterator[BackupWorld]:
-    """One bot for the bad-input tests, which must leave it as empty as they found it."""
-    with backup_world(tmp_path_factory.mktemp("idle"), health_api_url, template=chinook) as made:
-        yield made
-
-
-@pytest.fixture(scope="module")
-async def idle_rt(idle_world: BackupWorld) -> AsyncIterator[Runtime]:
-    runtime = await open_runtime(idle_world.bot.settings())
-    try:
-        yield runtime
-    finally:
-        await runtime.close()
-
-
-async def take_backup(world: BackupWorld, rt: Runtime) -> int:
-    reply = await world.run(rt, OPERATOR, "backup")
-    assert reply.status == "succeeded", reply
-    return int(reply.ids["backup_id"])
 
 
 def change_data(world: BackupWorld) -> None:

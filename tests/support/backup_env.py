@@ -255,3 +255,10 @@ def scratch_names(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 PARTIAL = re.compile(r".*\.dump\.partial$")
+
+
+async def take_backup(world: BackupWorld, rt: Runtime) -> int:
+    """A good backup through the pipeline; its id."""
+    reply = await world.run(rt, OPERATOR, "backup")
+    assert reply.status == "succeeded", reply
+    return int(reply.ids["backup_id"])
