@@ -24,7 +24,7 @@ log = logging.getLogger("gardenbot")
 DEMO_ROLES = Roles(admin=["U0DEMOADMIN"], operator=["U0DEMOOPS", "U0DEMOLEAD"], viewer=["U0DEMOVIEW"])
 DEMO_APPROVERS = ["U0DEMOLEAD", "U0DEMOADMIN"]
 
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_PENDING = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED = 0, 1, 2  # 3, waiting for approval, comes from Reply.exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +126,7 @@ async def _run(runtime: Runtime, args: Any, demo: bool) -> int:
     if user is None:
         print("gardenbot run: --user <Slack user ID> is required (or GARDENBOT_USER)", file=sys.stderr)
         return EXIT_REFUSED
-    console = Console(runtime.pipeline.handle_with_listener, runtime.pipeline.runner.wait, user)
+    console = Console(runtime.pipeline, user)
     reply = await console.run_once(args.text)
     print(reply_json(reply) if args.json else render_text(reply))
     return reply.exit_code
@@ -140,9 +140,7 @@ async def _shell(runtime: Runtime, args: Any, demo: bool) -> int:
             file=sys.stderr,
         )
         return EXIT_REFUSED
-    console = Console(
-        runtime.pipeline.handle_with_listener, runtime.pipeline.runner.wait, user, runtime.settings.locale
-    )
+    console = Console(runtime.pipeline, user, runtime.settings.locale)
     return await console.shell()
 
 

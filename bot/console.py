@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from commands.base import Actor, Request
+from commands.pipeline import Pipeline
 from commands.runner import JobListener
 from core.formatting import display_width, pad, text_table
 from core.i18n import Translator
@@ -87,8 +87,7 @@ class ConsoleProgress(JobListener):
 class Console:
     """One operator at a terminal, speaking to the pipeline as `user`."""
 
-    handle: Callable[[Request, JobListener | None], Any]
-    wait: Callable[[int], Any]
+    pipeline: Pipeline
     user: str
     locale: str | None = None
 
@@ -97,11 +96,10 @@ class Console:
 
     async def run_once(self, text: str, *, wait: bool = True) -> Reply:
         """One command; when it starts a job, wait for the job's result."""
-        reply: Reply = await self.handle(self.request(text), ConsoleProgress())
+        reply = await self.pipeline.handle(self.request(text), listener=ConsoleProgress())
         job_id = reply.ids.get("job_id")
         if wait and reply.status == "running" and isinstance(job_id, int):
-            final: Reply = await self.wait(job_id)
-            return final
+            return await self.pipeline.runner.wait(job_id)
         return reply
 
     async def shell(self, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:

@@ -31,11 +31,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StartupReport:
-    store_reachable: bool = False
     migrations: list[str] = field(default_factory=list)
-    spool_drained: int = 0
     interrupted: list[Job] = field(default_factory=list)
-    partials_removed: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -101,10 +98,9 @@ async def prepare_store(services: Services) -> StartupReport:
     report = StartupReport()
     try:
         report.migrations = await services.store.migrate()
-        report.store_reachable = True
-        report.spool_drained = await services.audit.drain_spool()
+        await services.audit.drain_spool()
         report.interrupted = await interrupt_orphans(services.store, me=services.instance)
-        report.partials_removed = await recover_interrupted(services, report.interrupted)
+        await recover_interrupted(services, report.interrupted)
     except StoreUnavailable:
         log.warning(
             "bot store %s unreachable: read-only commands only, audit goes to %s",

@@ -98,17 +98,7 @@ def build_slack_app(
         ssl_check_enabled=True,
         request_verification_enabled=True,
     )
-    groups = frozenset(
-        i
-        for i in (
-            *settings.roles.admin,
-            *settings.roles.operator,
-            *settings.roles.viewer,
-            *settings.approvers,
-        )
-        if i.startswith("S")
-    )
-    directory = GroupDirectory(client, runtime.services.coordination, groups)
+    directory = GroupDirectory(client, runtime.services.coordination, runtime.services.policy.group_ids())
     handlers = SlackHandlers(runtime, client, directory, metrics)
 
     @app.command("/garden")

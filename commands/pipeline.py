@@ -46,9 +46,6 @@ class Pipeline:
         self.registry = registry
         self.runner = JobRunner(services)
 
-    async def handle_with_listener(self, request: Request, listener: JobListener | None) -> Reply:
-        return await self.handle(request, listener=listener)
-
     def command_name(self, text: str) -> str:
         """The sub-command a request names, for metrics labels: 'unknown' for anything else."""
         try:

@@ -32,6 +32,6 @@ class Policy:
             return False
         return bool({actor.user_id, *actor.group_ids} & self._approvers)
 
-    def mentions_groups(self) -> bool:
-        """Whether any role or approver entry is a user group (S…), so membership must be looked up."""
-        return any(i.startswith("S") for i in (*self._roles, *self._approvers))
+    def group_ids(self) -> frozenset[str]:
+        """The user groups (S…) named by any role or as approvers: whose membership matters."""
+        return frozenset(i for i in (*self._roles, *self._approvers) if i.startswith("S"))

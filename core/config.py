@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -291,7 +290,3 @@ def load_settings(env: Mapping[str, str] | None = None, config_path: Path | None
         if first["type"] == "extra_forbidden":
             message = "unknown key"
         raise ConfigError(key, message) from None
-
-
-def describe_field(info: FieldInfo) -> str:
-    return str(info.description or "")

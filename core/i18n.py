@@ -27,6 +27,3 @@ class Translator:
     def __call__(self, key: str, /, **params: Any) -> str:
         template = self._messages.get(key) or EN.get(key) or key
         return string.Formatter().vformat(template, (), _Keep(params))
-
-    def has(self, key: str) -> bool:
-        return key in self._messages

@@ -135,14 +135,3 @@ async def remember_message(store: Store, approval_id: int, message_ref: dict[str
         await conn.execute(
             "UPDATE approvals SET message_ref = %s WHERE id = %s", (Jsonb(message_ref), approval_id)
         )
-
-
-async def expire_overdue(store: Store) -> list[Approval]:
-    """Mark every overdue pending approval expired; returns them so their messages can be updated."""
-    async with store.connection() as conn:
-        cur = await conn.execute(
-            f"UPDATE approvals SET status = 'expired' WHERE status = 'pending'"
-            f" AND expires_at <= now() RETURNING {_COLUMNS}"
-        )
-        rows = await cur.fetchall()
-    return [_approval(row) for row in rows]

@@ -91,10 +91,6 @@ class Store:
             return False
         return True
 
-    @property
-    def migrated(self) -> bool:
-        return self._migrated
-
     async def ready(self) -> bool:
         """Reachable and migrated: a store that comes back after start-up is migrated then."""
         if not await self.is_reachable():

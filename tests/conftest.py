@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.runtime import Runtime
+from tests.support.chinook import chinook_template
 from tests.support.runtime import BotWorld, health_api, target_redis
 from tests.support.servers import redis_prefix, throwaway_database
 
@@ -64,3 +65,10 @@ def bot_world(tmp_path: Path, health_api_url: str, target_database_url: str) -> 
 async def bot_runtime(bot_world: BotWorld) -> AsyncIterator[Runtime]:
     async with bot_world.runtime() as runtime:
         yield runtime
+
+
+@pytest.fixture(scope="module")
+def chinook() -> Iterator[str]:
+    """A template database holding the Chinook sample, cloned by backup and restore tests."""
+    with chinook_template() as name:
+        yield name

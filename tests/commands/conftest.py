@@ -9,13 +9,6 @@ import pytest
 
 from bot.runtime import Runtime, open_runtime
 from tests.support.backup_env import BackupWorld, backup_world
-from tests.support.chinook import chinook_template
-
-
-@pytest.fixture(scope="module")
-def chinook() -> Iterator[str]:
-    with chinook_template() as name:
-        yield name
 
 
 @pytest.fixture

@@ -25,14 +25,8 @@ from runbooks.backups import (
 )
 from runbooks.pg_tools import PgTools, find_pg_tools
 from runbooks.verify_backup import verify_backup
-from tests.support.chinook import CHINOOK_ROWS, chinook_template, clone_database, fake_pg_tool
+from tests.support.chinook import CHINOOK_ROWS, clone_database, fake_pg_tool
 from tests.support.servers import ADMIN_DSN, drop_database, url_for
-
-
-@pytest.fixture(scope="module")
-def chinook() -> Iterator[str]:
-    with chinook_template() as name:
-        yield name
 
 
 @pytest.fixture

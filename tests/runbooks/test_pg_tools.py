@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from runbooks.pg_tools import (
     database_name,
     find_pg_tools,
 )
-from tests.support.chinook import CHINOOK_ROWS, chinook_template, fake_pg_tool
+from tests.support.chinook import CHINOOK_ROWS, fake_pg_tool
 from tests.support.servers import url_for
 
 
@@ -25,12 +24,6 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def chinook() -> Iterator[str]:
-    with chinook_template() as name:
-        yield name
 
 
 def test_child_env_carries_the_password_in_the_environment_only() -> None:

@@ -19,7 +19,7 @@ from runbooks.restore import (
     swap_databases,
 )
 from runbooks.verify_backup import verify_backup
-from tests.support.chinook import CHINOOK_ROWS, chinook_template, clone_database
+from tests.support.chinook import CHINOOK_ROWS, clone_database
 from tests.support.servers import ADMIN_DSN, create_database, drop_database, url_for
 
 # Fingerprints of whole tables: any changed, missing or extra row changes them.
@@ -50,12 +50,6 @@ def run_sql(name: str, *statements: str) -> None:
     with psycopg.connect(url_for(name), autocommit=True) as conn:
         for statement in statements:
             conn.execute(statement.encode())
-
-
-@pytest.fixture(scope="module")
-def chinook() -> Iterator[str]:
-    with chinook_template() as name:
-        yield name
 
 
 @pytest.fixture
