@@ -31,8 +31,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIXTURE_BODY = SHARED / "fixtures" / "slack" / "payloads" / "slash_command.body"
+# Slack's recorded slash command, copied into the repository (tests/fixtures/README.md).
+FIXTURE_BODY = Path(__file__).resolve().parents[1] / "tests/fixtures/slack/payloads/slash_command.body"
 BASELINE_SECRET = "bench-signing-secret"
 BASELINE_TOKEN = "xoxb-bench-not-a-real-token"
 EVENTS_PATH = "/slack/events"
@@ -152,7 +152,7 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
 
 
 def slash_command_fields() -> dict[str, str]:
-    """The recorded slash command with command=/garden&text=help (built in if shared/ is absent)."""
+    """The recorded slash command with command=/garden&text=help (tests/fixtures)."""
     fields: dict[str, str] = {"team_id": "T111", "channel_id": "C111", "user_id": "W111"}
     if FIXTURE_BODY.exists():
         fields = dict(parse_qsl(FIXTURE_BODY.read_text(encoding="utf-8")))

@@ -1,6 +1,6 @@
 """Backup and restore overhead of the bot against the raw PostgreSQL tools, and the bot's memory.
 
-    cd /work/main && /work/venv/bin/python -m bench.backup [--admin-dsn URL] [--keep]
+    .venv/bin/python -m bench.backup [--admin-dsn URL] [--keep]
 
 Builds (or reuses) a database of about 330 MB whose custom-format dump is about 140 MB (pgbench
 tables plus a table of random bytea that does not compress), then in one run measures:

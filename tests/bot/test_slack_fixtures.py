@@ -1,4 +1,4 @@
-"""Slack's own recorded payloads (shared/fixtures/slack/payloads) and forged ones against `gardenbot serve`.
+"""Slack's own recorded payloads (tests/fixtures/slack/payloads) and forged ones against `gardenbot serve`.
 
 Re-signed with the current time every recorded payload is accepted (Bolt answers 404 for the kinds
 the bot has no listener for, never 401 or 500); with its recorded, stale signature, a changed byte,

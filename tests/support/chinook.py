@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,9 +10,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from tests.support.fixtures import CHINOOK_SQL
 from tests.support.servers import ADMIN_DSN, create_database, drop_database, url_for
 
-CHINOOK_SQL = Path(os.environ.get("CHINOOK_SQL", "/work/shared/fixtures/pg/Chinook_PostgreSql.sql"))
 CHINOOK_ROWS = {
     "public.album": 347,
     "public.artist": 275,

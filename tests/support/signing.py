@@ -7,12 +7,10 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-# CI checks shared/ out beside the clone; the dev tree is /work/main beside /work/shared.
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-SLACK_FIXTURES = SHARED / "fixtures" / "slack"
-PAYLOADS = SLACK_FIXTURES / "payloads"
+from tests.support.fixtures import PAYLOADS, SLACK_FIXTURES
+
+__all__ = ["PAYLOADS", "SLACK_FIXTURES"]
 # The secret the recorded payloads were signed with (payloads/index.json).
 FIXTURE_SECRET = "test-signing-secret"
 
