@@ -32,8 +32,9 @@ from tests.support.servers import ADMIN_DSN, REDIS_URL
 GARDENBOT = Path(sys.executable).with_name("gardenbot")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# `cache flush` empties this whole Redis database: nobody else's tests may use it.
-TARGET_REDIS_DB = 13
+# `cache flush` empties this whole Redis database: nobody else's tests may use it (another run beside
+# this one picks another with TEST_TARGET_REDIS_DB).
+TARGET_REDIS_DB = int(os.environ.get("TEST_TARGET_REDIS_DB", "13"))
 
 ROLES_YAML: dict[str, Any] = {
     "roles": {
