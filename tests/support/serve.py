@@ -40,7 +40,7 @@ SIGNING_SECRET = "test-signing-secret"
 FORM = "application/x-www-form-urlencoded"
 
 # `cache flush` empties this whole Redis database: only these tests' keys may live there.
-TARGET_REDIS_DB = 12
+TARGET_REDIS_DB = int(os.environ.get("TEST_SERVE_REDIS_DB", "12"))
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 
