@@ -22,75 +22,102 @@ async def take_health_report(ctx: Context) -> HealthReport:
     """Build the checks from the configuration and run them all at once."""
     svc = ctx.services
     s = svc.settings
+    planned, skipped = _target_checks(ctx)
+    planned += _host_checks(ctx)
+    report = await checks.run_checks(planned, timeout=s.health.timeout_seconds)
+    return HealthReport(checks=(*report.checks, *skipped), checked_at=report.checked_at)
+
+
+def _target_checks(ctx: Context) -> tuple[list[NamedCheck], list[CheckResult]]:
+    """The operated system's API, database and cache; a missing URL is a line, not a failure."""
+    svc = ctx.services
+    s = svc.settings
     timeout = s.health.timeout_seconds
     planned: list[NamedCheck] = []
     skipped: list[CheckResult] = []
-
     api_url = s.target.api_url
     if api_url:
-        planned.append(NamedCheck("api", lambda: checks.check_api(svc.http, api_url)))
+        slow_ms = s.thresholds.api_ms
+        planned.append(NamedCheck("api", lambda: checks.check_api(svc.http, api_url, slow_ms=slow_ms)))
     else:
-        skipped.append(CheckResult("api", "info", "not configured", "GARDEN_API_URL"))
+        skipped.append(_not_configured("api", "GARDEN_API_URL"))
     if s.target.database_url:
         dsn = s.target.database_url.get_secret_value()
         planned.append(NamedCheck("database", lambda: checks.check_database(dsn, timeout=timeout)))
     else:
-        skipped.append(CheckResult("database", "info", "not configured", "GARDEN_DATABASE_URL"))
+        skipped.append(_not_configured("database", "GARDEN_DATABASE_URL"))
     if s.target.redis_url:
         url = s.target.redis_url.get_secret_value()
         planned.append(NamedCheck("cache", lambda: checks.check_cache(url, timeout=timeout)))
     else:
-        skipped.append(CheckResult("cache", "info", "not configured", "GARDEN_REDIS_URL"))
+        skipped.append(_not_configured("cache", "GARDEN_REDIS_URL"))
+    return planned, skipped
+
+
+def _not_configured(name: str, variable: str) -> CheckResult:
+    return checks.result(name, "info", "health.figure.not_configured", detail=variable)
+
+
+def _host_checks(ctx: Context) -> list[NamedCheck]:
+    """The bot's own machine, the newest backup and the certificates, at the manual's thresholds."""
+    svc = ctx.services
+    s = svc.settings
+    host = svc.bot_host
+    limits = s.thresholds
 
     async def disk() -> CheckResult:
         return checks.check_disk(
             s.backup_dir,
-            warn_percent=s.health.disk_warn_percent,
+            warn_percent=limits.disk_percent,
             fail_percent=s.health.disk_fail_percent,
+            host=host,
         )
 
     async def memory() -> CheckResult:
         return checks.check_memory(
-            warn_percent=s.health.memory_warn_percent, fail_percent=s.health.memory_fail_percent
+            warn_percent=limits.memory_percent, fail_percent=s.health.memory_fail_percent, host=host
         )
 
     async def backup() -> CheckResult:
         try:
             newest = await newest_good_backup(svc.store)
         except StoreUnavailable:
-            return CheckResult("backup", "warn", "unknown", "bot store unreachable")
+            return checks.result(
+                "backup", "warn", "health.figure.unknown", detail_key="health.detail.store_unreachable"
+            )
         return checks.check_backup_age(
             newest.finished_at if newest else None,
             now=datetime.now(UTC),
-            warn_after=timedelta(hours=s.health.backup_warn_hours),
+            warn_after=timedelta(hours=limits.backup_age_hours),
             fail_after=timedelta(hours=s.health.backup_fail_hours),
         )
 
-    planned += [
-        NamedCheck("disk", disk),
-        NamedCheck("memory", memory),
-        NamedCheck("backup", backup),
-    ]
-    for host in s.tls_hosts:
-        planned.append(NamedCheck(f"tls:{host}", lambda h=host: checks.check_tls(h)))  # type: ignore[misc]
-    report = await checks.run_checks(planned, timeout=timeout)
-    return HealthReport(checks=(*report.checks, *skipped), checked_at=report.checked_at)
+    def tls(host_port: str) -> NamedCheck:
+        return NamedCheck(
+            f"tls:{host_port}",
+            lambda: checks.check_tls(
+                host_port, warn_days=limits.tls_days, fail_days=s.health.tls_fail_days, host=host
+            ),
+        )
+
+    planned = [NamedCheck("disk", disk), NamedCheck("memory", memory), NamedCheck("backup", backup)]
+    return planned + [tls(host_port) for host_port in s.tls_hosts]
 
 
 def render_health(ctx: Context, report: HealthReport) -> Reply:
     t = ctx.t
     rows = tuple(
         (
-            _check_name(ctx, c.name),
+            _check_name(ctx, c),
             t(f"health.level.{c.level}"),
-            c.figure,
-            c.detail,
+            t(c.figure_key, **c.params) if c.figure_key else c.figure,
+            t(c.detail_key, **c.params) if c.detail_key else c.detail,
         )
         for c in report.checks
     )
     failing = report.failing()
     if failing:
-        summary = t("health.summary_fail", names=", ".join(_check_name(ctx, c.name) for c in failing))
+        summary = t("health.summary_fail", names=", ".join(_check_name(ctx, c) for c in failing))
     elif report.level == "warn":
         summary = t("health.summary_warn")
     else:
@@ -120,10 +147,11 @@ def render_health(ctx: Context, report: HealthReport) -> Reply:
     )
 
 
-def _check_name(ctx: Context, name: str) -> str:
-    if name.startswith("tls:"):
-        return ctx.t("health.check.tls", host=name[4:])
-    return ctx.t(f"health.check.{name}")
+def _check_name(ctx: Context, check: CheckResult) -> str:
+    """The line's label; disk and memory say which machine they measured."""
+    if check.name.startswith("tls:"):
+        return ctx.t("health.check.tls", host=check.name[4:])
+    return ctx.t(f"health.check.{check.name}", host=check.host)
 
 
 COMMANDS = (Command(name="health", usage="health", help_key="health.help", role=Role.VIEWER, run=run_health),)

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from commands.policy import Policy
 from core.config import Settings
 from core.errors import RunbookFailed
+from runbooks.health import BotHost
 from store.audit import AuditLog
 from store.db import Store
 from store.jobs import Instance
@@ -30,6 +31,7 @@ class Services:
     http: httpx.AsyncClient
     policy: Policy
     instance: Instance = field(default_factory=Instance.current)
+    bot_host: BotHost = field(default_factory=BotHost)  # what `health` measures locally
 
     def target_database_url(self) -> str:
         if self.settings.target.database_url is None:

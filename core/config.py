@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -128,14 +136,41 @@ class Logs(_Section):
     api: Path | None = None
 
 
+class Thresholds(_Section):
+    """The manual's warning levels: the one place a health check learns when to warn."""
+
+    disk_percent: int = Field(default=85, ge=1, le=100)
+    memory_percent: int = Field(default=90, ge=1, le=100)
+    api_ms: int = Field(default=2000, ge=1)
+    tls_days: int = Field(default=30, ge=0)
+    backup_age_hours: int = Field(default=26, ge=1)
+
+
+# Warning levels that lived under `health` before `thresholds` existed: where each went.
+MOVED_TO_THRESHOLDS = {
+    "disk_warn_percent": "thresholds.disk_percent",
+    "memory_warn_percent": "thresholds.memory_percent",
+    "backup_warn_hours": "thresholds.backup_age_hours",
+}
+
+
 class Health(_Section):
+    """How long each check may take and where a warning becomes a failure (warnings: `thresholds`)."""
+
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-    disk_warn_percent: int = Field(default=80, ge=1, le=100)
     disk_fail_percent: int = Field(default=90, ge=1, le=100)
-    memory_warn_percent: int = Field(default=85, ge=1, le=100)
     memory_fail_percent: int = Field(default=95, ge=1, le=100)
-    backup_warn_hours: int = Field(default=26, ge=1)
     backup_fail_hours: int = Field(default=50, ge=1)
+    tls_fail_days: int = Field(default=7, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in MOVED_TO_THRESHOLDS.items():
+                if old in data:
+                    raise ValueError(f"health.{old} is now {new}")
+        return data
 
 
 SCHEDULE_NAMES = (
@@ -176,6 +211,7 @@ class Settings(BaseSettings):
     logs: Logs = Logs()
     tls_hosts: list[str] = Field(default_factory=list)
     health: Health = Health()
+    thresholds: Thresholds = Thresholds()
 
     @field_validator("approvers")
     @classmethod

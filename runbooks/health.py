@@ -1,16 +1,23 @@
-"""The morning health check: every check at once, each bounded by its own timeout."""
+"""The morning health check: every check at once, each bounded by its own timeout.
+
+The warning levels are the manual's (`thresholds` in the configuration); what the bot's own machine
+measures (disk, memory) and what a certificate says are read through a BotHost the caller may replace.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import shutil
+import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import httpx
 import psycopg
@@ -18,19 +25,57 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from core.formatting import format_age, format_bytes
+from core.i18n import Translator
 from core.secrets import mask_text
 
 Level = Literal["ok", "warn", "fail", "info"]
 LEVEL_ORDER: dict[str, int] = {"info": 0, "ok": 0, "warn": 1, "fail": 2}
+ENGLISH = Translator("en")
+HTTP = "health.figure.http"
+# The API's own word for "all is well", as a whole word ("unhealthy" is not it).
+HEALTHY_WORD = re.compile(r"(?<![A-Za-z_-])healthy(?![A-Za-z_-])", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class CheckResult:
+    """One line of the report.
+
+    figure and detail are English, for logs and callers without a translator; a renderer says them in
+    the asker's language from figure_key and detail_key (messages under health.*) with params.
+    """
+
     name: str  # api, database, cache, disk, memory, backup, tls:<host>
     level: Level
-    figure: str  # "200 in 35 ms", "42% used"
+    figure: str  # "HTTP 200 in 35 ms", "42% used, 9.1 GB free"
     detail: str = ""
     duration_ms: int = 0
+    host: str = ""  # the machine a disk or memory figure describes
+    figure_key: str = ""
+    detail_key: str = ""
+    params: Mapping[str, object] = field(default_factory=dict)
+
+
+def result(
+    name: str,
+    level: Level,
+    figure_key: str,
+    *,
+    detail: str = "",
+    detail_key: str = "",
+    host: str = "",
+    **params: object,
+) -> CheckResult:
+    """A CheckResult whose figure (and detail, when keyed) are messages, English filled in."""
+    return CheckResult(
+        name,
+        level,
+        ENGLISH(figure_key, **params),
+        ENGLISH(detail_key, **params) if detail_key else detail,
+        host=host,
+        figure_key=figure_key,
+        detail_key=detail_key,
+        params=params,
+    )
 
 
 @dataclass(frozen=True)
@@ -65,13 +110,12 @@ async def run_checks(checks: Sequence[NamedCheck], *, timeout: float) -> HealthR
 async def _bounded(check: NamedCheck, timeout: float) -> CheckResult:
     started = time.monotonic()
     try:
-        result = await asyncio.wait_for(check.run(), timeout)
+        outcome = await asyncio.wait_for(check.run(), timeout)
     except TimeoutError:
-        result = CheckResult(check.name, "fail", f"no answer in {timeout:g} s", "timeout")
+        outcome = result(check.name, "fail", "health.figure.timeout", seconds=f"{timeout:g}")
     except Exception as exc:  # a check's failure is its result, never the report's
-        result = CheckResult(check.name, "fail", "unreachable", _describe(exc))
-    elapsed = int((time.monotonic() - started) * 1000)
-    return CheckResult(result.name, result.level, result.figure, result.detail, elapsed)
+        outcome = result(check.name, "fail", "health.figure.unreachable", detail=_describe(exc))
+    return replace(outcome, duration_ms=int((time.monotonic() - started) * 1000))
 
 
 def _describe(exc: BaseException) -> str:
@@ -79,15 +123,38 @@ def _describe(exc: BaseException) -> str:
     return mask_text(text)[:200]
 
 
-async def check_api(http: httpx.AsyncClient, base_url: str, *, slow_ms: int = 2000) -> CheckResult:
-    """GET {base}/health: 2xx is ok; slower than the KPI (2 s) is a warning."""
-    started = time.monotonic()
+def says_healthy(body: str) -> bool:
+    """The manual's rule: "healthy" in the body. A JSON status field, when there is one, decides."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("status"), str):
+        return str(data["status"]).strip().lower() == "healthy"
+    return HEALTHY_WORD.search(body) is not None
+
+
+async def check_api(
+    http: httpx.AsyncClient,
+    base_url: str,
+    *,
+    slow_ms: int = 2000,
+    clock: Callable[[], float] = time.monotonic,
+) -> CheckResult:
+    """GET {base}/health: healthy only with a 2xx that says "healthy"; slower than slow_ms warns."""
+    started = clock()
     response = await http.get(f"{base_url}/health")
-    ms = int((time.monotonic() - started) * 1000)
-    figure = f"HTTP {response.status_code} in {ms} ms"
-    if response.status_code >= 400:
-        return CheckResult("api", "fail", figure, response.reason_phrase)
-    return CheckResult("api", "warn" if ms > slow_ms else "ok", figure)
+    ms = round((clock() - started) * 1000)
+    status = response.status_code
+    if not response.is_success:
+        return result("api", "fail", HTTP, detail=response.reason_phrase, status=status, ms=ms)
+    if not says_healthy(response.text):
+        return result("api", "fail", HTTP, detail_key="health.detail.not_healthy", status=status, ms=ms)
+    if ms > slow_ms:
+        return result(
+            "api", "warn", HTTP, detail_key="health.detail.slow", limit=slow_ms, status=status, ms=ms
+        )
+    return result("api", "ok", HTTP, status=status, ms=ms)
 
 
 async def check_database(dsn: str, *, timeout: float) -> CheckResult:
@@ -102,7 +169,7 @@ async def check_database(dsn: str, *, timeout: float) -> CheckResult:
         row = await cur.fetchone()
     ms = int((time.monotonic() - started) * 1000)
     version, connections = (row[0], row[1]) if row else ("?", 0)
-    return CheckResult("database", "ok", f"PostgreSQL {version}, {connections} conn, {ms} ms")
+    return result("database", "ok", "health.figure.database", version=version, connections=connections, ms=ms)
 
 
 async def check_cache(url: str, *, timeout: float) -> CheckResult:
@@ -115,49 +182,47 @@ async def check_cache(url: str, *, timeout: float) -> CheckResult:
         info = await client.info("memory")
         ms = int((time.monotonic() - started) * 1000)
     except (RedisError, OSError) as exc:
-        return CheckResult("cache", "fail", "unreachable", _describe(exc))
+        return result("cache", "fail", "health.figure.unreachable", detail=_describe(exc))
     finally:
         await client.aclose()
     used = format_bytes(int(info.get("used_memory", 0)))
-    return CheckResult("cache", "ok", f"PING {ms} ms, {used} used")
+    return result("cache", "ok", "health.figure.cache", ms=ms, used=used)
 
 
-def check_disk(path: Path, *, warn_percent: int, fail_percent: int) -> CheckResult:
+# --- the bot's own machine -----------------------------------------------------------------------
+
+
+class DiskUsage(NamedTuple):
+    total: int
+    used: int
+    free: int
+
+
+class MemoryUsage(NamedTuple):
+    total: int
+    available: int
+
+
+def measure_disk(path: Path) -> DiskUsage:
+    """The file system holding path (or its nearest existing parent)."""
     probe = path
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     usage = shutil.disk_usage(probe)
-    percent = round(usage.used * 100 / usage.total) if usage.total else 0
-    level: Level = "fail" if percent >= fail_percent else "warn" if percent >= warn_percent else "ok"
-    return CheckResult("disk", level, f"{percent}% used, {format_bytes(usage.free)} free", str(probe))
+    return DiskUsage(usage.total, usage.used, usage.free)
 
 
-def check_memory(
-    *, warn_percent: int, fail_percent: int, meminfo: Path = Path("/proc/meminfo")
-) -> CheckResult:
+def measure_memory(meminfo: Path = Path("/proc/meminfo")) -> MemoryUsage:
     fields: dict[str, int] = {}
     for line in meminfo.read_text().splitlines():
         key, _, rest = line.partition(":")
         fields[key] = int(rest.split()[0]) * 1024 if rest.split() else 0
     total = fields.get("MemTotal", 0)
-    available = fields.get("MemAvailable", fields.get("MemFree", 0))
-    percent = round((total - available) * 100 / total) if total else 0
-    level: Level = "fail" if percent >= fail_percent else "warn" if percent >= warn_percent else "ok"
-    return CheckResult("memory", level, f"{percent}% used, {format_bytes(available)} available")
+    return MemoryUsage(total, fields.get("MemAvailable", fields.get("MemFree", 0)))
 
 
-def check_backup_age(
-    newest: datetime | None, *, now: datetime, warn_after: timedelta, fail_after: timedelta
-) -> CheckResult:
-    if newest is None:
-        return CheckResult("backup", "warn", "no good backup yet")
-    age = now - newest
-    level: Level = "fail" if age > fail_after else "warn" if age > warn_after else "ok"
-    return CheckResult("backup", level, f"newest {format_age(age)} ago")
-
-
-async def check_tls(host_port: str, *, warn_days: int = 21, fail_days: int = 7) -> CheckResult:
-    """Days until the certificate served at host:port expires."""
+async def fetch_certificate_expiry(host_port: str) -> datetime:
+    """When the certificate served at host:port (port 443 if none) stops being valid."""
     host, _, port = host_port.rpartition(":")
     if not host:
         host, port = port, "443"
@@ -169,8 +234,81 @@ async def check_tls(host_port: str, *, warn_days: int = 21, fail_days: int = 7) 
     finally:
         writer.close()
     if not cert or "notAfter" not in cert:
-        return CheckResult(f"tls:{host_port}", "fail", "no certificate")
-    expires = datetime.fromtimestamp(ssl.cert_time_to_seconds(str(cert["notAfter"])), UTC)
-    days = (expires - datetime.now(UTC)).days
+        raise ssl.SSLError("no certificate")
+    return datetime.fromtimestamp(ssl.cert_time_to_seconds(str(cert["notAfter"])), UTC)
+
+
+@dataclass(frozen=True)
+class BotHost:
+    """The machine the bot runs on, named in its disk and memory lines, and how it measures."""
+
+    name: str = field(default_factory=socket.gethostname)
+    disk: Callable[[Path], DiskUsage] = measure_disk
+    memory: Callable[[], MemoryUsage] = measure_memory
+    certificate_expiry: Callable[[str], Awaitable[datetime]] = fetch_certificate_expiry
+
+
+def _percent_level(percent: int, warn_percent: int, fail_percent: int) -> Level:
+    return "fail" if percent >= fail_percent else "warn" if percent >= warn_percent else "ok"
+
+
+def check_disk(
+    path: Path, *, warn_percent: int, fail_percent: int, host: BotHost | None = None
+) -> CheckResult:
+    """Warns from warn_percent used (whole percent, rounded down), fails from fail_percent."""
+    host = host or BotHost()
+    usage = host.disk(path)
+    percent = usage.used * 100 // usage.total if usage.total else 0
+    return result(
+        "disk",
+        _percent_level(percent, warn_percent, fail_percent),
+        "health.figure.disk",
+        detail=str(path),
+        host=host.name,
+        percent=percent,
+        free=format_bytes(usage.free),
+    )
+
+
+def check_memory(*, warn_percent: int, fail_percent: int, host: BotHost | None = None) -> CheckResult:
+    """Used is what is not available (MemAvailable), as `free` counts it."""
+    host = host or BotHost()
+    usage = host.memory()
+    percent = (usage.total - usage.available) * 100 // usage.total if usage.total else 0
+    return result(
+        "memory",
+        _percent_level(percent, warn_percent, fail_percent),
+        "health.figure.memory",
+        host=host.name,
+        percent=percent,
+        available=format_bytes(usage.available),
+    )
+
+
+def check_backup_age(
+    newest: datetime | None, *, now: datetime, warn_after: timedelta, fail_after: timedelta
+) -> CheckResult:
+    if newest is None:
+        return result("backup", "warn", "health.figure.no_backup")
+    age = now - newest
+    level: Level = "fail" if age > fail_after else "warn" if age > warn_after else "ok"
+    return result("backup", level, "health.figure.backup_age", age=format_age(age))
+
+
+def judge_certificate(
+    host_port: str, expires: datetime, *, now: datetime, warn_days: int, fail_days: int
+) -> CheckResult:
+    """Whole days left (rounded down): under warn_days warns, under fail_days fails."""
+    days = (expires - now).days
     level: Level = "fail" if days < fail_days else "warn" if days < warn_days else "ok"
-    return CheckResult(f"tls:{host_port}", level, f"{days} days left")
+    return result(f"tls:{host_port}", level, "health.figure.tls_days", days=days)
+
+
+async def check_tls(
+    host_port: str, *, warn_days: int = 30, fail_days: int = 7, host: BotHost | None = None
+) -> CheckResult:
+    """Days until the certificate served at host:port expires."""
+    expires = await (host or BotHost()).certificate_expiry(host_port)
+    return judge_certificate(
+        host_port, expires, now=datetime.now(UTC), warn_days=warn_days, fail_days=fail_days
+    )

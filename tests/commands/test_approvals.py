@@ -156,8 +156,9 @@ async def test_a_denied_request_never_runs(
     denied = await bot_runtime.pipeline.decide(request("U0LEAD2", ""), approval_id, "denied")
     late = await bot_runtime.pipeline.decide(request("U0LEAD", ""), approval_id, "approved")
 
-    # The decision itself was taken (succeeded) or the action refused: either way nothing ran.
-    assert denied.status in ("succeeded", "refused"), denied
+    # A valid deny is a decision taken: it succeeds (it is not a refusal), and nothing runs.
+    assert denied.status == "succeeded", denied
+    assert denied.exit_code == 0
     assert "denied by" in denied.summary and "U0LEAD2" in denied.summary
     assert late.status == "refused"
     assert "already denied" in late.summary
@@ -165,6 +166,33 @@ async def test_a_denied_request_never_runs(
     assert job_rows(bot_world) == []
     assert target_redis().dbsize() == len(target_keys)
     assert ("approval_denied", "denied", "U0LEAD2") in events(bot_world)
+    assert ("approval_decision", "refused", "U0LEAD2") not in events(bot_world)
+
+
+async def test_a_deny_by_the_requester_or_a_non_approver_is_refused_and_decides_nothing(
+    bot_runtime: Runtime, bot_world: BotWorld, target_keys: dict[str, str]
+) -> None:
+    approval_id = await ask_for_flush(bot_runtime)
+
+    own = await bot_runtime.pipeline.decide(request(REQUESTER, ""), approval_id, "denied")
+    not_approver = await bot_runtime.pipeline.decide(request("U0OPS", ""), approval_id, "denied")
+
+    assert (own.status, not_approver.status) == ("refused", "refused")
+    assert "own request" in own.summary
+    assert "Only an approver" in not_approver.summary
+    assert approval_status(bot_world, approval_id) == "pending"
+    assert job_rows(bot_world) == []
+    assert target_redis().dbsize() == len(target_keys)
+    trail = events(bot_world)
+    assert ("approval_decision", "refused", REQUESTER) in trail
+    assert ("approval_decision", "refused", "U0OPS") in trail
+    assert not [e for e in trail if e[0] == "approval_denied"], trail
+    # Still open: a real approver can still decide it.
+    approved = await bot_runtime.pipeline.decide(request("U0LEAD", ""), approval_id, "approved")
+    assert approved.status == "running", approved
+    job_id = approved.ids["job_id"]
+    assert isinstance(job_id, int)
+    assert (await bot_runtime.pipeline.runner.wait(job_id)).status == "succeeded"
 
 
 async def test_the_console_words_approve_and_deny_decide_too(

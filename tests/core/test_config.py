@@ -78,6 +78,10 @@ def test_a_missing_file_gives_the_defaults(tmp_path: Path) -> None:
         pytest.param(with_(default_role="admin"), {}, "default_role", id="bad-default-role"),
         pytest.param(BASE, {"GARDEN_API_URL": "ftp://x"}, "GARDEN_API_URL", id="bad-api-url-env"),
         pytest.param(BASE, {"GARDENBOT_REDIS_PREFIX": "a b"}, "GARDENBOT_REDIS_PREFIX", id="bad-prefix"),
+        pytest.param(
+            with_(thresholds={"disk_percent": 101}), {}, "thresholds.disk_percent", id="disk-over-100"
+        ),
+        pytest.param(with_(thresholds={"tls_day": 30}), {}, "thresholds.tls_day", id="unknown-threshold"),
     ],
 )
 def test_a_bad_key_or_value_is_named_in_one_line(
@@ -134,6 +138,57 @@ def test_the_cli_stops_with_exit_2_and_one_line(
     assert len(lines) == 1, result.stderr
     assert key in lines[0]
     assert result.stdout == ""
+
+
+def test_thresholds_default_to_the_manuals_numbers_and_each_key_changes_one(tmp_path: Path) -> None:
+    defaults = load_settings({}, write(tmp_path, BASE)).thresholds
+    changed = load_settings(
+        {}, write(tmp_path, with_(thresholds={"disk_percent": 70, "tls_days": 14, "api_ms": 500}))
+    ).thresholds
+
+    assert defaults.model_dump() == {
+        "disk_percent": 85,
+        "memory_percent": 90,
+        "api_ms": 2000,
+        "tls_days": 30,
+        "backup_age_hours": 26,
+    }
+    assert changed.model_dump() == {
+        **defaults.model_dump(),
+        "disk_percent": 70,
+        "tls_days": 14,
+        "api_ms": 500,
+    }
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("disk_warn_percent", "thresholds.disk_percent"),
+        ("memory_warn_percent", "thresholds.memory_percent"),
+        ("backup_warn_hours", "thresholds.backup_age_hours"),
+    ],
+)
+def test_a_warning_level_left_under_health_says_where_it_moved(tmp_path: Path, old: str, new: str) -> None:
+    path = write(tmp_path, with_(health={"timeout_seconds": 2, old: 80}))
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, path)
+
+    assert caught.value.key == "health"
+    assert f"health.{old} is now {new}" in str(caught.value)
+
+
+def test_the_health_keys_for_timeouts_and_failures_still_load(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        with_(health={"timeout_seconds": 2, "disk_fail_percent": 100, "memory_fail_percent": 100}),
+    )
+
+    health = load_settings({}, path).health
+
+    assert (health.timeout_seconds, health.disk_fail_percent, health.memory_fail_percent) == (2, 100, 100)
+    assert (health.backup_fail_hours, health.tls_fail_days) == (50, 7)
 
 
 def test_the_shipped_example_loads() -> None:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -179,8 +180,12 @@ def row_named(reply: Reply, name: str) -> tuple[str, tuple[str, ...]]:
 
 
 class _HealthHandler(BaseHTTPRequestHandler):
+    answer: tuple[int, bytes] = (200, b'{"status":"healthy"}')
+    delay: float = 0.0
+
     def do_GET(self) -> None:
-        status, body = (200, b'{"status":"ok"}') if self.path == "/health" else (404, b"{}")
+        time.sleep(self.delay)
+        status, body = self.answer if self.path == "/health" else (404, b"{}")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -192,9 +197,12 @@ class _HealthHandler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def health_api() -> Iterator[str]:
-    """A local stand-in for the Garden DX API answering 200 on GET /health; yields its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HealthHandler)
+def health_api(
+    status: int = 200, body: bytes = b'{"status":"healthy"}', *, delay: float = 0.0
+) -> Iterator[str]:
+    """A local stand-in for the Garden DX API answering GET /health (by default at once: 200, healthy)."""
+    handler = type("HealthHandler", (_HealthHandler,), {"answer": (status, body), "delay": delay})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="health-api", daemon=True)
     thread.start()
