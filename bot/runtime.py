@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from pydantic import SecretStr
 
 from commands.backup import recover_interrupted
 from commands.catalog import build_registry
+from commands.locks import lock_held_by_job
 from commands.pipeline import Pipeline
 from commands.policy import Policy
 from commands.services import Services
@@ -24,6 +26,7 @@ from core.secrets import mask_dsn
 from store.audit import AuditLog
 from store.db import Store
 from store.jobs import Job, interrupt_orphans
+from store.pending import PendingEnds
 from store.redis import Coordination
 
 log = logging.getLogger(__name__)
@@ -94,12 +97,19 @@ async def open_runtime(settings: Settings) -> Runtime:
 
 
 async def prepare_store(services: Services) -> StartupReport:
-    """Migrate, write the spooled audit records, and mark jobs of dead processes interrupted."""
+    """Migrate, write the spooled audit records and job ends, and mark jobs of dead processes
+    interrupted (silent past the stale limit and not holding their lock)."""
     report = StartupReport()
     try:
         report.migrations = await services.store.migrate()
         await services.audit.drain_spool()
-        report.interrupted = await interrupt_orphans(services.store, me=services.instance)
+        await PendingEnds(services.settings.job_spool_path).replay(services.store)
+        report.interrupted = await interrupt_orphans(
+            services.store,
+            me=services.instance,
+            stale_after_seconds=services.settings.jobs.stale_after_seconds,
+            lock_held=partial(lock_held_by_job, services),
+        )
         await recover_interrupted(services, report.interrupted)
     except StoreUnavailable:
         log.warning(

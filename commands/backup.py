@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import field_validator
 
 from commands.base import Args, Command, Context, ProgressCallback, Role
+from commands.locks import break_dead_holders, release_lock, take_lock
 from commands.services import Services
 from core.errors import Conflict, GardenBotError, NotFound, StoreUnavailable
 from core.formatting import format_age, format_bytes, format_duration, format_time
@@ -31,6 +32,7 @@ from runbooks.pg_tools import PgTools, admin_dsn, database_name, find_pg_tools
 from runbooks.verify_backup import verify_backup
 from store import backups as catalog
 from store.jobs import Job
+from store.pending import PendingEnds
 
 log = logging.getLogger(__name__)
 
@@ -100,20 +102,28 @@ async def take_catalogued_backup(
             progress=progress,
         )
     except GardenBotError as exc:
-        await catalog.fail_backup_record(svc.store, backup_id, ctx.t(exc.message_key, **exc.params))
+        with contextlib.suppress(StoreUnavailable):  # the job's end, kept locally, fails the row later
+            await catalog.fail_backup_record(svc.store, backup_id, ctx.t(exc.message_key, **exc.params))
         raise
     except BaseException:
         with contextlib.suppress(GardenBotError):
             await asyncio.shield(catalog.fail_backup_record(svc.store, backup_id, "interrupted"))
         raise
-    await catalog.finish_backup_record(svc.store, backup_id, written)
+    try:
+        await catalog.finish_backup_record(svc.store, backup_id, written)
+    except StoreUnavailable:
+        # The file is written and checked: the backup is good. The catalog hears it when the store is back.
+        await PendingEnds(svc.settings.job_spool_path).backup_finished(backup_id, written)
     return backup_id, written
 
 
 async def run_backup(ctx: Context, args: Args) -> Reply:
     t = ctx.t
     backup_id, written = await take_catalogued_backup(ctx, kind="regular", progress=ctx.progress)
-    pruned = await prune_expired(ctx.services)
+    try:
+        pruned = await prune_expired(ctx.services)
+    except StoreUnavailable:
+        pruned = 0  # retention waits for the store; the backup itself is done
     fields: list[tuple[str, str]] = [
         (t("backup.id"), str(backup_id)),
         (t("backup.file"), written.path.name),
@@ -250,18 +260,19 @@ async def recover_interrupted(services: Services, interrupted: Sequence[Job]) ->
     try:
         if job_ids:
             await catalog.mark_interrupted(services.store, job_ids=job_ids)
-            holder = await services.coordination.lock_holder(BACKUP_LOCK)
-            if holder is not None and holder.get("job_id") in job_ids:
-                await services.coordination.break_lock(BACKUP_LOCK)
-        lock = await services.coordination.acquire_lock(
-            BACKUP_LOCK, holder={"job_id": "cleanup"}, ttl_seconds=60
+            await break_dead_holders(services, BACKUP_LOCK, job_ids)
+        lock = await take_lock(
+            services,
+            BACKUP_LOCK,
+            holder={"job_id": "cleanup"},
+            ttl_seconds=services.settings.jobs.lock_ttl_seconds,
         )
     except (Conflict, StoreUnavailable):
         return []  # a backup is running somewhere (its partial file is not garbage), or Redis is down
     try:
         removed = await asyncio.to_thread(cleanup_partials, services.settings.backup_dir)
     finally:
-        await services.coordination.release_lock(lock)
+        await release_lock(services, lock)
     for path in removed:
         log.warning("removed partial backup file %s left by an interrupted job", path.name)
     return removed

@@ -113,6 +113,9 @@ class Context:
     job_id: int | None = None
     approved_by: str | None = None
     binding: dict[str, Any] = field(default_factory=dict)
+    # A job calls this right before an irreversible step (a restore's swap): it raises unless the
+    # job's lock is still provably held, so a job that lost its lock never does that step.
+    fence: Callable[[], Awaitable[None]] = field(default=lambda: no_fence())
 
     @property
     def actor(self) -> Actor:
@@ -120,6 +123,10 @@ class Context:
 
 
 async def no_progress(percent: int, text: str) -> None:
+    return None
+
+
+async def no_fence() -> None:
     return None
 
 

@@ -28,7 +28,7 @@ from commands.base import (
 from commands.replies import error_reply, unexpected_reply
 from commands.runner import JobListener, JobRunner
 from commands.services import Services
-from core.errors import GardenBotError, NotAllowed, StoreUnavailable, UsageError
+from core.errors import Conflict, GardenBotError, NotAllowed, StoreUnavailable, UsageError
 from core.formatting import format_time
 from core.i18n import Translator
 from core.reply import Actions, Button, Confirm, Fields, Header, Progress, Reply, Text, mention
@@ -187,7 +187,11 @@ class Pipeline:
         ctx.approved_by = decider.actor.user_id
         ctx.binding = approval.binding
         args = command.args.model_validate(approval.args)
-        job = await self.runner.start(command, ctx, args, approval_id=approval.id, listener=listener)
+        try:
+            job = await self.runner.start(command, ctx, args, approval_id=approval.id, listener=listener)
+        except GardenBotError as exc:
+            await self._reopen(approval, decider, exc, t)
+            raise
         await approval_store.attach_job(self.services.store, approval.id, job.id)
         summary = t(
             "approval.approved", approval_id=approval.id, by=mention(decider.actor.user_id), job_id=job.id
@@ -198,6 +202,22 @@ class Pipeline:
             elements=(Text(summary), Progress(0, t("job.queued"))),
             ids={"approval_id": approval.id, "job_id": job.id},
         )
+
+    async def _reopen(
+        self, approval: approval_store.Approval, decider: Request, exc: GardenBotError, t: Translator
+    ) -> None:
+        """The job could not start: the approval goes back to pending, not used up. A busy lock
+        becomes Conflict('approval.lock_busy') naming the holder; other errors go on as they are."""
+        try:
+            reopened = await approval_store.reopen_approval(
+                self.services.store, approval.id, decided_by=decider.actor.user_id
+            )
+        except StoreUnavailable:
+            log.warning("approval %s could not be set pending again (store unreachable)", approval.id)
+            return
+        if reopened and isinstance(exc, Conflict) and exc.message_key.startswith("lock.held."):
+            held = t(exc.message_key, **exc.params)
+            raise Conflict("approval.lock_busy", approval_id=approval.id, held=held) from exc
 
     async def _decide_from_words(
         self, request: Request, words: list[str], *, listener: JobListener | None

@@ -66,6 +66,7 @@ async def run_restore(ctx: Context, args: BackupIdArgs) -> Reply:
         expected_rows=record.row_counts,
         tools=tools,
         progress=restore_progress,
+        before_swap=ctx.fence,
     )
     # Earlier restores' `_before_` copies are kept a week, then dropped.
     await prune_old_databases(admin_dsn=admin_dsn(dsn), live=outcome.live, keep_days=KEEP_BEFORE_DAYS)

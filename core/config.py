@@ -173,6 +173,23 @@ class Health(_Section):
         return data
 
 
+class Jobs(_Section):
+    """Background jobs: how often a running job beats, how long its lock lives without a beat, and
+    how long a silent job's row may stay 'running' before start-up recovery may call it dead."""
+
+    heartbeat_seconds: float = Field(default=10.0, gt=0, le=300)
+    lock_ttl_seconds: float = Field(default=60.0, gt=0, le=3600)
+    stale_after_seconds: float = Field(default=60.0, gt=0, le=86400)
+
+    @model_validator(mode="after")
+    def _lock_outlives_beats(self) -> Jobs:
+        if self.lock_ttl_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError("lock_ttl_seconds must be at least twice heartbeat_seconds")
+        if self.stale_after_seconds < self.lock_ttl_seconds:
+            raise ValueError("stale_after_seconds must be at least lock_ttl_seconds")
+        return self
+
+
 SCHEDULE_NAMES = (
     "morning_health",
     "nightly_maintenance",
@@ -212,6 +229,7 @@ class Settings(BaseSettings):
     tls_hosts: list[str] = Field(default_factory=list)
     health: Health = Health()
     thresholds: Thresholds = Thresholds()
+    jobs: Jobs = Jobs()
 
     @field_validator("approvers")
     @classmethod
@@ -249,6 +267,11 @@ class Settings(BaseSettings):
     @property
     def spool_path(self) -> Path:
         return self.state_dir / "audit-spool.jsonl"
+
+    @property
+    def job_spool_path(self) -> Path:
+        """Job ends (and backup outcomes) that finished while the bot's store was down."""
+        return self.state_dir / "job-spool.jsonl"
 
     @classmethod
     def settings_customise_sources(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -281,8 +281,12 @@ async def restore_backup(
     jobs: int = 1,
     at: datetime | None = None,
     progress: ProgressCallback | None = None,
+    before_swap: Callable[[], Awaitable[None]] | None = None,
 ) -> RestoreOutcome:
     """Checksum, restore into `<live>_restore_<time>`, check row counts, swap.
+
+    `before_swap` runs right before the swap and stops the restore by raising (the caller's check
+    that it still holds its lock).
 
     The live database (dsn's) is kept as `<live>_before_<time>`; on any failure before the swap
     the new database is dropped and live is untouched.
@@ -320,6 +324,8 @@ async def restore_backup(
                 tables=", ".join(d.table for d in differences[:10]),
                 count=len(differences),
             )
+        if before_swap is not None:
+            await before_swap()
         await swap_databases(admin_dsn=admin, live=live, replacement=new_name, keep_as=keep_as)
     except BaseException:
         await asyncio.shield(drop_database(admin, new_name))

@@ -125,6 +125,18 @@ async def decide_approval(store: Store, approval_id: int, *, decided_by: str, de
     raise Conflict("approval.requester_cannot_decide", approval_id=approval_id)
 
 
+async def reopen_approval(store: Store, approval_id: int, *, decided_by: str) -> bool:
+    """Undo an approval whose job could not start (its lock was busy): pending again, so it is not
+    used up. Only the decider's own approval with no job yet moves; True when it did."""
+    async with store.connection() as conn:
+        cur = await conn.execute(
+            "UPDATE approvals SET status = 'pending', decided_by = NULL, decided_at = NULL"
+            " WHERE id = %s AND status = 'approved' AND decided_by = %s AND job_id IS NULL",
+            (approval_id, decided_by),
+        )
+        return cur.rowcount == 1
+
+
 async def attach_job(store: Store, approval_id: int, job_id: int) -> None:
     async with store.connection() as conn:
         await conn.execute("UPDATE approvals SET job_id = %s WHERE id = %s", (job_id, approval_id))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -15,8 +16,10 @@ from psycopg.types.json import Jsonb
 from core.errors import NotFound
 from store.db import Store
 
-HEARTBEAT_SECONDS = 10
-STALE_AFTER_SECONDS = 60  # a running job whose owner has not beaten for this long is presumed dead
+log = logging.getLogger(__name__)
+
+# Whether the named lock is held, right now, by this job (store/redis.py and store/locks.py answer).
+LockHeld = Callable[[str, int], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -93,15 +96,16 @@ async def create_job(
     source: str,
     correlation_id: str,
     owner: Instance,
+    lock_name: str | None = None,
 ) -> Job:
     """Create the job already 'running' and owned by this process: it starts at once."""
     async with store.connection() as conn:
         cur = await conn.execute(
             f"INSERT INTO jobs (id, command, args, requested_by, approved_by, approval_id, channel,"
-            f" source, correlation_id, status, owner_host, owner_pid, owner_instance,"
+            f" source, correlation_id, status, owner_host, owner_pid, owner_instance, lock_name,"
             f" heartbeat_at, started_at)"
             f" VALUES (COALESCE(%s, nextval(pg_get_serial_sequence('jobs', 'id'))),"
-            f" %s, %s, %s, %s, %s, %s, %s, %s, 'running', %s, %s, %s, now(), now())"
+            f" %s, %s, %s, %s, %s, %s, %s, %s, 'running', %s, %s, %s, %s, now(), now())"
             f" RETURNING {_COLUMNS}",
             (
                 job_id,
@@ -116,6 +120,7 @@ async def create_job(
                 owner.host,
                 owner.pid,
                 owner.id,
+                lock_name,
             ),
         )
         row = await cur.fetchone()
@@ -181,52 +186,61 @@ async def remember_message(store: Store, job_id: int, message_ref: dict[str, Any
         await conn.execute("UPDATE jobs SET message_ref = %s WHERE id = %s", (Jsonb(message_ref), job_id))
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this pid runs here; a zombie (killed, not yet reaped) is dead."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: trust kill(0)
-    return stat.rpartition(")")[2].split()[0] != "Z"
+async def record_spooled_end(
+    store: Store,
+    job_id: int,
+    *,
+    status: str,
+    result: dict[str, Any] | None,
+    error: str | None,
+    finished_at: datetime,
+) -> bool:
+    """Write a job end kept on local disk while the store was down. The spooled end is the truth:
+    it also replaces an 'interrupted' that recovery wrote meanwhile. False when already final."""
+    async with store.connection() as conn:
+        cur = await conn.execute(
+            "UPDATE jobs SET status = %s, result = %s, error = %s, finished_at = %s,"
+            " progress = CASE WHEN %s = 'succeeded' THEN 100 ELSE progress END"
+            " WHERE id = %s AND status IN ('queued', 'running', 'interrupted')",
+            (status, Jsonb(result) if result is not None else None, error, finished_at, status, job_id),
+        )
+        return cur.rowcount == 1
 
 
-async def interrupt_orphans(store: Store, *, me: Instance) -> list[Job]:
-    """Mark 'running' jobs whose process is gone as interrupted.
+async def interrupt_orphans(
+    store: Store, *, me: Instance, stale_after_seconds: float, lock_held: LockHeld
+) -> list[Job]:
+    """Mark 'running' jobs whose owner is gone as interrupted.
 
-    Gone means: on this host with a pid that no longer runs, or silent past STALE_AFTER_SECONDS.
+    Gone means: silent (no heartbeat) past `stale_after_seconds`, and not holding its lock. The
+    owner's pid is never looked at: another container or PID namespace may share our host name.
     """
     async with store.connection() as conn:
         cur = await conn.execute(
-            "SELECT id, owner_host, owner_pid, owner_instance,"
-            " heartbeat_at < now() - make_interval(secs => %s) AS stale"
-            " FROM jobs WHERE status IN ('queued', 'running')",
-            (STALE_AFTER_SECONDS,),
+            "SELECT id, owner_instance, lock_name FROM jobs WHERE status IN ('queued', 'running')"
+            " AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => %s))",
+            (stale_after_seconds,),
         )
-        candidates = await cur.fetchall()
-        orphan_ids = [
-            int(row["id"])
-            for row in candidates
-            if row["owner_instance"] != me.id
-            and (
-                bool(row["stale"])
-                or (row["owner_host"] == me.host and not _pid_alive(int(row["owner_pid"] or 0)))
-            )
-        ]
-        if not orphan_ids:
-            return []
+        stale = await cur.fetchall()
+    orphan_ids: list[int] = []
+    for row in stale:
+        job_id, lock_name = int(row["id"]), row["lock_name"]
+        if row["owner_instance"] == me.id:
+            continue
+        if lock_name is not None and await lock_held(str(lock_name), job_id):
+            log.warning("job %s has not beaten for a while but still holds lock %s", job_id, lock_name)
+            continue
+        orphan_ids.append(job_id)
+    if not orphan_ids:
+        return []
+    async with store.connection() as conn:
         cur = await conn.execute(
             f"UPDATE jobs SET status = 'interrupted', finished_at = now(),"
             f" error = 'the process running it stopped' WHERE id = ANY(%s)"
-            f" AND status IN ('queued', 'running') RETURNING {_COLUMNS}",
-            (orphan_ids,),
+            f" AND status IN ('queued', 'running')"
+            f" AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => %s))"
+            f" RETURNING {_COLUMNS}",
+            (orphan_ids, stale_after_seconds),
         )
         rows = await cur.fetchall()
     return [_job(row) for row in rows]

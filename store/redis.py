@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from core.errors import Conflict, StoreUnavailable
@@ -20,8 +23,8 @@ _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1], KEYS[2]) end return 0"
 )
 _ACQUIRE = (
-    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then "
-    "redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[3]) return {1, false} end "
+    "if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3]) then "
+    "redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3]) return {1, false} end "
     "return {0, redis.call('get', KEYS[2])}"
 )
 _EXTEND = (
@@ -44,8 +47,15 @@ class Coordination:
 
     def __init__(self, url: str, *, prefix: str = "gardenbot:") -> None:
         self.prefix = prefix
+        # One retry on a fresh connection: after a Redis restart the pooled connections are dead, and
+        # the first command on one must not fail a request (or make a running job think its lock is gone).
         self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=2, socket_timeout=3, decode_responses=True
+            url,
+            socket_connect_timeout=2,
+            socket_timeout=3,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
 
     def key(self, *parts: str) -> str:
@@ -60,7 +70,7 @@ class Coordination:
         except (RedisError, OSError):
             return False
 
-    async def acquire_lock(self, name: str, *, holder: dict[str, Any], ttl_seconds: int) -> Lock:
+    async def acquire_lock(self, name: str, *, holder: dict[str, Any], ttl_seconds: float) -> Lock:
         """Take the lock or raise Conflict naming its holder. The TTL frees a crashed holder's lock.
 
         The lock and who holds it are written in one step, so a refusal always names the holder.
@@ -74,7 +84,7 @@ class Coordination:
                 self.key("lock-holder", name),
                 token,
                 json.dumps(holder, ensure_ascii=False),
-                str(ttl_seconds),
+                str(_millis(ttl_seconds)),
             )
         except (RedisError, OSError):
             raise StoreUnavailable("store.redis_unavailable") from None
@@ -101,7 +111,9 @@ class Coordination:
         except (RedisError, OSError):
             raise StoreUnavailable("store.redis_unavailable") from None
 
-    async def extend_lock(self, lock: Lock, *, ttl_seconds: int) -> bool:
+    async def extend_lock(self, lock: Lock, *, ttl_seconds: float) -> bool:
+        """True: extended. False: lost (the key is gone or another token holds it).
+        Raises StoreUnavailable when Redis cannot say: the caller decides how long to trust the lock."""
         try:
             result = await self.client.eval(
                 _EXTEND,
@@ -109,10 +121,10 @@ class Coordination:
                 self.key("lock", lock.name),
                 self.key("lock-holder", lock.name),
                 lock.token,
-                str(ttl_seconds * 1000),
+                str(_millis(ttl_seconds)),
             )
         except (RedisError, OSError):
-            return False
+            raise StoreUnavailable("store.redis_unavailable") from None
         return bool(result)
 
     async def release_lock(self, lock: Lock) -> None:
@@ -133,3 +145,7 @@ class Coordination:
             return bool(await self.client.set(self.key("seen", *parts), "1", nx=True, ex=ttl_seconds))
         except (RedisError, OSError):
             raise StoreUnavailable("store.redis_unavailable") from None
+
+
+def _millis(seconds: float) -> int:
+    return max(1, int(seconds * 1000))

@@ -44,6 +44,7 @@ MESSAGES: dict[str, str] = {
     "approval.approved": "Approval {approval_id} approved by {by}: job {job_id} started.",
     "approval.denied": "Approval {approval_id} denied by {by}. Nothing ran.",
     "approval.expired": "Approval {approval_id} has expired. Nothing ran; ask again if still needed.",
+    "approval.lock_busy": "{held} Nothing ran and approval {approval_id} is still pending: approve it again once that job has finished.",
     "approval.already_decided": "Approval {approval_id} was already {status} by {decided_by}.",
     "approval.requester_cannot_decide": "You cannot decide approval {approval_id}.",
     "approval.own_request": "You cannot approve your own request (approval {approval_id}).",
@@ -53,6 +54,18 @@ MESSAGES: dict[str, str] = {
     "job.started": "Job {job_id} started: {command}.",
     "job.queued": "starting",
     "job.interrupted": "Job {job_id} was interrupted: the bot stopped while it ran.",
+    "job.lock_lost": (
+        "Job {job_id} was stopped: it lost its {lock} lock (Redis restarted or the key was removed), so "
+        "another job could have started beside it. Check the result and run it again."
+    ),
+    "job.lock_unconfirmed": (
+        "Job {job_id} was stopped: its {lock} lock could not be confirmed (Redis unreachable) before it "
+        "would have expired, when another job could take it. Run it again once Redis is back."
+    ),
+    "job.end_kept_locally": (
+        "The bot's store is unreachable: the end of job {job_id} is kept on local disk and recorded "
+        "when the store is back."
+    ),
     "job.interrupted_at_start": "Job {job_id} ({command}) was interrupted: the process running it stopped. Nothing it did counts as done.",
     "job.not_found": "There is no job {job_id}.",
     "job.not_running_here": "Job {job_id} is not running in this process.",

@@ -44,6 +44,7 @@ MESSAGES: dict[str, str] = {
     "approval.approved": "承認 {approval_id} を {by} が承認しました。ジョブ {job_id} を開始しました。",
     "approval.denied": "承認 {approval_id} を {by} が却下しました。何も実行されていません。",
     "approval.expired": "承認 {approval_id} は期限切れです。何も実行されていません。必要なら再依頼してください。",
+    "approval.lock_busy": "{held} 何も実行されておらず、承認 {approval_id} は保留中のままです。そのジョブの終了後にもう一度承認してください。",
     "approval.already_decided": "承認 {approval_id} は {decided_by} により既に {status} です。",
     "approval.requester_cannot_decide": "承認 {approval_id} を判断する権限がありません。",
     "approval.own_request": "自分の依頼は承認できません(承認 {approval_id})。",
@@ -53,6 +54,18 @@ MESSAGES: dict[str, str] = {
     "job.started": "ジョブ {job_id} を開始しました: {command}",
     "job.queued": "開始中",
     "job.interrupted": "ジョブ {job_id} は中断されました(実行中にボットが停止)。",
+    "job.lock_lost": (
+        "ジョブ {job_id} を停止しました: {lock} ロックを失いました(Redis の再起動またはキーの削除)。"
+        "別のジョブが並行して開始できた可能性があります。結果を確認し、もう一度実行してください。"
+    ),
+    "job.lock_unconfirmed": (
+        "ジョブ {job_id} を停止しました: {lock} ロックが期限切れになる前に確認できませんでした"
+        "(Redis に接続できません)。Redis の復旧後にもう一度実行してください。"
+    ),
+    "job.end_kept_locally": (
+        "ボットのストアに接続できません: ジョブ {job_id} の終了はローカルディスクに保存され、"
+        "ストアの復旧時に記録されます。"
+    ),
     "job.interrupted_at_start": "ジョブ {job_id}({command})は中断されました(実行中のプロセスが停止)。途中の結果は有効になりません。",
     "job.not_found": "ジョブ {job_id} は存在しません。",
     "job.not_running_here": "ジョブ {job_id} はこのプロセスで実行されていません。",

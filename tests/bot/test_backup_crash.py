@@ -17,6 +17,9 @@ import pytest
 from tests.support.backup_env import OPERATOR, BackupWorld, backup_world, load_pgbench, sha256_file
 from tests.support.runtime import GARDENBOT, REPO_ROOT
 
+# The killed job's heartbeat and lock lapse within a second or two; start-up recovery looks at those
+# (never at the pid, which another container could reuse), so the test waits that long.
+JOBS_TIMING = {"heartbeat_seconds": 0.2, "lock_ttl_seconds": 1.0, "stale_after_seconds": 1.5}
 PGBENCH_SCALE = 30  # ~3 million rows: about a second to make, a couple of seconds to dump
 WAIT_FOR_PARTIAL_S = 60
 
@@ -67,6 +70,7 @@ def test_a_backup_killed_with_sigkill_is_interrupted_cleaned_up_and_unlocked(
 ) -> None:
     with backup_world(tmp_path, health_api_url) as world:
         load_pgbench(world.target_url, PGBENCH_SCALE)
+        world.bot.configure(jobs=JOBS_TIMING)
         proc = start_backup(world)
         try:
             partial = wait_for_partial(world, proc)
@@ -86,6 +90,7 @@ def test_a_backup_killed_with_sigkill_is_interrupted_cleaned_up_and_unlocked(
         while target_sessions(world) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert target_sessions(world) == 0
+        time.sleep(JOBS_TIMING["stale_after_seconds"] + 0.5)  # silent past the stale limit
 
         code, out, err = world.cli(OPERATOR, "jobs")
 
@@ -100,7 +105,7 @@ def test_a_backup_killed_with_sigkill_is_interrupted_cleaned_up_and_unlocked(
         assert not partial.exists()
         assert world.files() == []
 
-        # The dead job's lock is free at once, not after its TTL.
+        # The dead job's lock is free: the start that found it interrupted broke it.
         code, out, err = world.cli(OPERATOR, "backup")
 
         assert code == 0, (out, err)

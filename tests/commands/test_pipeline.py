@@ -105,7 +105,7 @@ def insert_running_job(world: BotWorld, *, host: str, pid: int, heartbeat: str) 
 @pytest.mark.parametrize(
     ("host", "pid", "heartbeat"),
     [
-        pytest.param(socket.gethostname(), None, "1 second", id="this-host-dead-pid"),
+        pytest.param(socket.gethostname(), None, "10 minutes", id="this-host-dead-pid-stale-heartbeat"),
         pytest.param("some-other-host", 4242, "10 minutes", id="other-host-stale-heartbeat"),
     ],
 )
