@@ -67,6 +67,7 @@ def test_grouping_waits_and_intervals_do_not_flood_the_channel() -> None:
 def test_amtool_rejects_a_route_to_a_receiver_that_does_not_exist(tmp_path: Any) -> None:
     """The check can fail: a typo in a receiver name is caught before Alertmanager starts."""
     broken = tmp_path / "alertmanager.yml"
-    broken.write_text(CONFIG.read_text(encoding="utf-8").replace("receiver: gardenbot\n", "receiver: gardenb0t\n", 1))
+    text = CONFIG.read_text(encoding="utf-8")
+    broken.write_text(text.replace("receiver: gardenbot\n", "receiver: gardenb0t\n", 1))
     result = amtool("check-config", str(broken))
     assert result.returncode != 0

@@ -99,7 +99,7 @@ def test_every_scrape_job_has_its_own_name_and_the_manuals_ports() -> None:
     jobs = [job["job_name"] for job in config["scrape_configs"]]
     assert len(jobs) == len(set(jobs))
     ports = {
-        job["job_name"]: {target.rsplit(":", 1)[1] for sc in job["static_configs"] for target in sc["targets"]}
+        job["job_name"]: {t.rsplit(":", 1)[1] for sc in job["static_configs"] for t in sc["targets"]}
         for job in config["scrape_configs"]
     }
     assert ports == {
