@@ -31,16 +31,7 @@ def _zero_time_is_none(value: Any) -> Any:
     """Go's zero time (0001-01-01T00:00:00Z) is Alertmanager's "not set"."""
     if isinstance(value, str) and value.startswith("0001-01-01"):
         return None
-    return _trim_nanoseconds(value)
-
-
-def _trim_nanoseconds(value: Any) -> Any:
-    """Go writes up to 9 fractional digits; Python's datetime keeps 6."""
-    if not isinstance(value, str) or "." not in value:
-        return value
-    head, _, rest = value.partition(".")
-    digits = len(rest) - len(rest.lstrip("0123456789"))
-    return f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
+    return value
 
 
 class _Model(BaseModel):
