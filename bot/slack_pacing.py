@@ -132,8 +132,10 @@ class SlackPacer:
             if delay > 0:
                 await asyncio.sleep(delay)
             key, item = state.pending.popitem(last=False)
-            state.next_start = loop.time() + self.interval
             wait = await self._attempt(channel, item)
+            # From the end of the call: Slack received it before then, so the next one arrives at
+            # least an interval later whatever the network did (no 429 from jitter).
+            state.next_start = loop.time() + self.interval
             if wait is None:
                 continue
             state.next_start = max(state.next_start, loop.time() + wait)
