@@ -89,7 +89,7 @@ async def storm(args: argparse.Namespace, standin: PacedSlackApiStandIn) -> dict
         "lost": per_group * args.groups - firing_shown,
         "peak_queue": peak,
         "drain_s": drained,
-        "floor_s": args.groups / args.rate,
+        "floor_s": args.groups / min(args.rate, args.slack_rate),  # one message per group
     }
 
 
