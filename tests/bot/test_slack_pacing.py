@@ -18,6 +18,7 @@ from core.alerts import AlertGroup, parse_alert_group
 from tests.support.alert_messages import GroupMessages, state_number
 from tests.support.fixtures import FIXTURES
 from tests.support.slack_api import SlackApiStandIn
+from tests.support.slack_api_paced import PacedSlackApiStandIn
 
 CHANNEL = "C0ALERTS"
 BASE = json.loads((FIXTURES / "alertmanager" / "GardenDiskSpaceLow-firing.json").read_bytes())
@@ -180,3 +181,16 @@ async def test_retry_after_is_read_from_slacks_429_answer(standin: SlackApiStand
         await client.chat_postMessage(channel=CHANNEL, text="x")
     assert retry_after_of(other.value) is None
     assert retry_after_of(RuntimeError("boom")) is None
+
+
+async def test_paced_sends_draw_no_429_from_a_slack_that_counts_on_arrival() -> None:
+    """Spacing runs from the end of each call, so network jitter never brings two messages
+    closer than the pace at Slack's end."""
+    with PacedSlackApiStandIn(per_second=10) as strict:
+        messages = GroupMessages(AsyncWebClient(token="xoxb-test", base_url=strict.url), CHANNEL)
+        pacer = SlackPacer(per_second=10)
+        for n in range(20):
+            messages.submit(pacer, group(f"group-{n}"))
+        await asyncio.wait_for(pacer.drain(), timeout=30)
+        assert [c.status for c in strict.calls].count(429) == 0
+        assert len(messages.ts) == 20
