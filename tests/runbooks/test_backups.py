@@ -24,6 +24,7 @@ from runbooks.backups import (
     take_backup,
 )
 from runbooks.pg_tools import PgTools, find_pg_tools
+from runbooks.progress import Step
 from runbooks.verify_backup import verify_backup
 from tests.support.chinook import CHINOOK_ROWS, clone_database, fake_pg_tool
 from tests.support.servers import ADMIN_DSN, drop_database, url_for
@@ -61,8 +62,8 @@ async def test_backup_is_a_checked_private_file_with_counts(
 ) -> None:
     seen: list[tuple[int, str]] = []
 
-    async def progress(percent: int, text: str) -> None:
-        seen.append((percent, text))
+    async def progress(step: Step) -> None:
+        seen.append((step.percent, step.key))
 
     at = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
     name = backup_file_name("garden_dx", at)
@@ -89,8 +90,8 @@ async def test_progress_reports_a_percentage_when_the_size_is_expected(
 ) -> None:
     seen: list[int] = []
 
-    async def progress(percent: int, text: str) -> None:
-        seen.append(percent)
+    async def progress(step: Step) -> None:
+        seen.append(step.percent)
 
     await take_backup(dsn=live, backup_dir=tmp_path, tools=tools, expected_bytes=10, progress=progress)
     assert 99 in seen and -1 not in seen
@@ -99,7 +100,7 @@ async def test_progress_reports_a_percentage_when_the_size_is_expected(
 async def test_a_failing_progress_callback_does_not_fail_the_backup(
     live: str, tools: PgTools, tmp_path: Path
 ) -> None:
-    async def broken(percent: int, text: str) -> None:
+    async def broken(step: Step) -> None:
         raise RuntimeError("slack is down")
 
     backup = await take_backup(dsn=live, backup_dir=tmp_path, tools=tools, progress=broken)
@@ -174,8 +175,8 @@ async def test_a_cancelled_backup_kills_pg_dump_and_leaves_no_partial(
     folder = tmp_path / "b"
     started = asyncio.Event()
 
-    async def progress(percent: int, text: str) -> None:
-        if text.startswith("dumping:"):
+    async def progress(step: Step) -> None:
+        if step.key == "dumping" and int(str(step.params["written_bytes"])) > 0:
             started.set()
 
     task = asyncio.create_task(

@@ -4,14 +4,16 @@ import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from core.errors import NotFound, RunbookFailed
-from runbooks.backups import BackupFile, sha256_of, take_backup
+from runbooks.backups import BackupFile, open_backup, sha256_of, take_backup
 from runbooks.pg_tools import PgTools, count_rows, find_pg_tools
 from runbooks.restore import (
+    RestoreOutcome,
     prune_old_databases,
     restore_backup,
     restore_database_names,
@@ -72,6 +74,12 @@ async def backup_of(name: str, tools: PgTools, folder: Path) -> BackupFile:
     return await take_backup(dsn=url_for(name), backup_dir=folder, tools=tools, label=name)
 
 
+async def restore_file(path: Path, **kwargs: Any) -> RestoreOutcome:
+    """restore_backup of the file at path, held open for the restore."""
+    with open_backup(path) as backup:
+        return await restore_backup(backup=backup, **kwargs)
+
+
 async def test_chinook_round_trip(live: str, tools: PgTools, tmp_path: Path) -> None:
     original = fingerprint(live, CHINOOK_FINGERPRINT)
     backup = await backup_of(live, tools, tmp_path)
@@ -89,7 +97,7 @@ async def test_chinook_round_trip(live: str, tools: PgTools, tmp_path: Path) -> 
     # A session left open on the live database is ended by the swap.
     lingering = await psycopg.AsyncConnection.connect(url_for(live))
     try:
-        outcome = await restore_backup(
+        outcome = await restore_file(
             dsn=url_for(live),
             path=backup.path,
             expected_sha256=backup.sha256,
@@ -122,7 +130,7 @@ async def test_pgbench_round_trip(tools: PgTools, tmp_path: Path) -> None:
             "DELETE FROM pgbench_accounts WHERE aid <= 5000",
             "UPDATE pgbench_branches SET bbalance = bbalance + 10",
         )
-        outcome = await restore_backup(
+        outcome = await restore_file(
             dsn=url_for(name),
             path=backup.path,
             expected_sha256=backup.sha256,
@@ -145,7 +153,7 @@ async def test_a_damaged_dump_leaves_live_untouched(live: str, tools: PgTools, t
     with backup.path.open("r+b") as handle:
         handle.truncate(backup.size_bytes * 2 // 3)
     with pytest.raises(RunbookFailed) as caught:
-        await restore_backup(
+        await restore_file(
             dsn=url_for(live),
             path=backup.path,
             expected_sha256=sha256_of(backup.path),
@@ -164,7 +172,7 @@ async def test_checksum_or_count_mismatch_leaves_live_untouched(
     run_sql(live, "DELETE FROM invoice_line WHERE invoice_line_id < 10")
     before = fingerprint(live, CHINOOK_FINGERPRINT)
     with pytest.raises(RunbookFailed) as caught:
-        await restore_backup(
+        await restore_file(
             dsn=url_for(live),
             path=backup.path,
             expected_sha256="0" * 64,
@@ -173,7 +181,7 @@ async def test_checksum_or_count_mismatch_leaves_live_untouched(
         )
     assert caught.value.message_key == "restore.checksum_mismatch"
     with pytest.raises(RunbookFailed) as caught:
-        await restore_backup(
+        await restore_file(
             dsn=url_for(live),
             path=backup.path,
             expected_sha256=backup.sha256,
@@ -210,7 +218,8 @@ async def test_restoring_into_a_taken_name_is_refused_and_keeps_it(
 ) -> None:
     backup = await backup_of(live, tools, tmp_path)
     with pytest.raises(RunbookFailed) as caught:
-        await restore_into_new_database(admin_dsn=ADMIN_DSN, path=backup.path, new_name=live, tools=tools)
+        with open_backup(backup.path) as opened:
+            await restore_into_new_database(admin_dsn=ADMIN_DSN, backup=opened, new_name=live, tools=tools)
     assert caught.value.message_key == "restore.database_exists"
     assert await count_rows(url_for(live)) == CHINOOK_ROWS
 

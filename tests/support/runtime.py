@@ -180,7 +180,7 @@ def row_named(reply: Reply, name: str) -> tuple[str, tuple[str, ...]]:
 
 class _HealthHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        status, body = (200, b'{"status":"ok"}') if self.path == "/health" else (404, b"{}")
+        status, body = (200, b'{"status":"healthy"}') if self.path == "/health" else (404, b"{}")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
