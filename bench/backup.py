@@ -28,7 +28,7 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
-from runbooks.backups import BackupFile, take_backup
+from runbooks.backups import BackupFile, open_backup, take_backup
 from runbooks.pg_tools import PgTools, child_env, dsn_for_database, find_pg_tools
 from runbooks.restore import check_restored_database, drop_database, restore_into_new_database
 
@@ -115,7 +115,8 @@ async def build_database(admin: str, name: str, scale: int, blobs: int) -> None:
 
 
 async def restore_and_check(admin: str, name: str, backup: BackupFile, tools: PgTools) -> None:
-    await restore_into_new_database(admin_dsn=admin, path=backup.path, new_name=name, tools=tools)
+    with open_backup(backup.path) as opened:
+        await restore_into_new_database(admin_dsn=admin, backup=opened, new_name=name, tools=tools)
     _, differences = await check_restored_database(
         admin_dsn=admin, name=name, expected_rows=backup.row_counts
     )

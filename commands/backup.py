@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from commands.base import Args, Command, Context, ProgressCallback, Role
+from commands.base import Args, Command, Context, Role
 from commands.locks import break_dead_holders, release_lock, take_lock
 from commands.services import Services
 from core.errors import Conflict, GardenBotError, NotFound, StoreUnavailable
@@ -29,6 +29,8 @@ from runbooks.backups import (
     take_backup,
 )
 from runbooks.pg_tools import PgTools, admin_dsn, database_name, find_pg_tools
+from runbooks.progress import ProgressCallback as StepCallback
+from runbooks.progress import Step
 from runbooks.verify_backup import verify_backup
 from store import backups as catalog
 from store.jobs import Job
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 BACKUP_LOCK = "backup"  # backup, verify and restore: one at a time across every replica
 MAX_ID = 10**15
+LIST_LIMIT = 30  # rows shown by `backup list`
 
 
 class BackupIdArgs(Args):
@@ -53,6 +56,24 @@ class BackupIdArgs(Args):
     @property
     def id(self) -> int:
         return int(self.backup_id)
+
+
+def worded_progress(
+    ctx: Context, *, start: int = 0, span: int = 100, stage_key: str | None = None
+) -> StepCallback:
+    """A runbook's steps, worded in the asker's language (`progress.<key>`) and shown through
+    ctx.progress, their percentage mapped into start..start+span (unknown stays -1 when unmapped)."""
+
+    async def show(step: Step) -> None:
+        params = {k: format_bytes(int(str(v))) if k.endswith("_bytes") else v for k, v in step.params.items()}
+        text = ctx.t(f"progress.{step.key}", **params)
+        if stage_key is not None:
+            text = f"{ctx.t(stage_key)} — {text}"
+        mapped = (start, span) != (0, 100)
+        percent = start + max(0, step.percent) * span // 100 if mapped or step.percent >= 0 else -1
+        await ctx.progress(percent, text)
+
+    return show
 
 
 async def pg_tools(services: Services) -> PgTools:
@@ -74,7 +95,7 @@ async def unused_file_name(svc: Services, label: str) -> str:
 
 
 async def take_catalogued_backup(
-    ctx: Context, *, kind: Literal["regular", "safety"], progress: ProgressCallback
+    ctx: Context, *, kind: Literal["regular", "safety"], progress: StepCallback
 ) -> tuple[int, BackupFile]:
     """Dump the target and record it; a failed or interrupted dump never counts as good."""
     svc = ctx.services
@@ -100,6 +121,8 @@ async def take_catalogued_backup(
             file_name=name,
             expected_bytes=previous.size_bytes if previous else None,
             progress=progress,
+            lock_wait_timeout_s=svc.settings.backup.lock_wait_timeout_seconds,
+            timeout_s=svc.settings.backup.timeout_seconds,
         )
     except GardenBotError as exc:
         with contextlib.suppress(StoreUnavailable):  # the job's end, kept locally, fails the row later
@@ -119,7 +142,7 @@ async def take_catalogued_backup(
 
 async def run_backup(ctx: Context, args: Args) -> Reply:
     t = ctx.t
-    backup_id, written = await take_catalogued_backup(ctx, kind="regular", progress=ctx.progress)
+    backup_id, written = await take_catalogued_backup(ctx, kind="regular", progress=worded_progress(ctx))
     try:
         pruned = await prune_expired(ctx.services)
     except StoreUnavailable:
@@ -161,8 +184,11 @@ async def list_backups(ctx: Context, args: Args) -> Reply:
     t = ctx.t
     svc = ctx.services
     records = await catalog.list_backups(
-        svc.store, limit=30, statuses=("good", "running", "failed", "interrupted")
+        svc.store, limit=LIST_LIMIT, statuses=("good", "running", "failed", "interrupted")
     )
+    # The folder is checked against the whole catalog, not only the rows shown.
+    good = await catalog.list_backups(svc.store, limit=None, statuses=("good",))
+    catalogued = await catalog.file_names(svc.store)
     now = datetime.now(UTC)
     rows = tuple(
         (
@@ -194,14 +220,16 @@ async def list_backups(ctx: Context, args: Args) -> Reply:
         )
     else:
         elements.append(Text(t("backup.none")))
-    problems = await asyncio.to_thread(_reconcile, svc, records, t)
+    problems = await asyncio.to_thread(_reconcile, svc, good, catalogued, t)
     elements.extend(Text(p) for p in problems)
     summary = t("backup.list_summary", count=len(rows), problems=len(problems))
     return Reply(status="succeeded", summary=summary, elements=tuple(elements))
 
 
-def _reconcile(svc: Services, records: Sequence[catalog.BackupRecord], t: Translator) -> list[str]:
-    found = reconcile_backup_dir(svc.settings.backup_dir, records)
+def _reconcile(
+    svc: Services, good: Sequence[catalog.BackupRecord], catalogued: set[str], t: Translator
+) -> list[str]:
+    found = reconcile_backup_dir(svc.settings.backup_dir, good, catalogued=catalogued)
     problems = [t("backup.untracked_file", file=p.name) for p in found.untracked_files]
     problems += [t("backup.partial_file", file=p.name) for p in found.partial_files]
     problems += [t("backup.missing_file", backup_id=i) for i in found.missing_files]
@@ -220,7 +248,7 @@ async def run_verify(ctx: Context, args: BackupIdArgs) -> Reply:
         expected_rows=record.row_counts,
         expected_sha256=record.sha256,
         tools=tools,
-        progress=ctx.progress,
+        progress=worded_progress(ctx),
     )
     await catalog.record_verification(svc.store, record.id, passed=outcome.passed, detail=outcome.as_detail())
     if outcome.passed:

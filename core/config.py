@@ -104,6 +104,12 @@ class Target(_Section):
 class Backup(_Section):
     dir: Path | None = None
     retention_days: int = Field(default=30, ge=1, le=3650)
+    # pg_dump waits this long for a table another session holds locked, then the backup fails.
+    lock_wait_timeout_seconds: float = Field(default=60, gt=0, le=3600)
+    # A backup (dump and check) still running after this long is abandoned.
+    timeout_seconds: float = Field(default=7200, gt=0, le=86400)
+    # After a restore's swap, how long the API may take to answer /health healthy again.
+    restore_health_wait_seconds: float = Field(default=10, ge=0, le=600)
 
 
 class Slack(_Section):

@@ -12,16 +12,20 @@ import fcntl
 import hashlib
 import logging
 import os
+import stat
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
 
-from core.errors import RunbookFailed
+from core.errors import NotFound, RunbookFailed
 from runbooks.pg_tools import (
     PgTools,
     check_tools_match_server,
@@ -31,13 +35,16 @@ from runbooks.pg_tools import (
     end_process_group,
     server_version_of,
     tail,
+    tool_env,
 )
+from runbooks.progress import ProgressCallback, Step, report
+
+__all__ = ["ProgressCallback", "Step", "report"]  # re-exported for the restore runbooks
 
 log = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[int, str], Awaitable[None]]
-"""percent 0-100 (or -1 when unknown) and a short text."""
-
+LOCK_WAIT_TIMEOUT_S = 60.0  # how long pg_dump (and the row counts) wait for a table another session locked
+DUMP_TIMEOUT_S = 7200.0  # a whole backup, dump and check, after which it is abandoned
 CHUNK_BYTES = 1 << 20
 PROGRESS_INTERVAL_S = 0.5
 PARTIAL_SUFFIX = ".partial"
@@ -97,14 +104,55 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-async def report(progress: ProgressCallback | None, percent: int, text: str) -> None:
-    """Progress is cosmetic: a failing callback is logged, never fails the operation."""
-    if progress is None:
-        return
+@dataclass
+class OpenedBackup:
+    """A backup file held open: what is hashed is what the pg tools read, whatever the path becomes.
+
+    The tools get `archive` (/proc/self/fd/N, the same open file, handed over with pass_fds), so a
+    file swapped in at the path after the checksum is never read.
+    """
+
+    path: Path
+    fd: int
+    size_bytes: int
+    checked_sha256: str | None = None  # set once the open file was hashed and matched
+
+    @property
+    def archive(self) -> str:
+        return f"/proc/self/fd/{self.fd}"
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        return (self.fd,)
+
+    def sha256(self) -> str:
+        """SHA-256 of the open file from its first byte (pread: no shared offset to disturb)."""
+        digest = hashlib.sha256()
+        offset = 0
+        while chunk := os.pread(self.fd, CHUNK_BYTES, offset):
+            digest.update(chunk)
+            offset += len(chunk)
+        return digest.hexdigest()
+
+
+@contextmanager
+def open_backup(path: Path) -> Iterator[OpenedBackup]:
+    """Open a backup for reading; a symlink or anything but a regular file is refused."""
     try:
-        await progress(percent, text)
-    except Exception:
-        log.warning("progress callback failed", exc_info=True)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound("backup.file_missing", file=path.name) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RunbookFailed("backup.not_a_regular_file", file=path.name) from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise RunbookFailed("backup.not_a_regular_file", file=path.name)
+        yield OpenedBackup(path=path, fd=fd, size_bytes=info.st_size)
+    finally:
+        os.close(fd)
 
 
 def _create_partial(path: Path) -> int:
@@ -151,6 +199,7 @@ async def _dump_to(
     meter: _Meter,
     progress: ProgressCallback | None,
     expected_bytes: int | None,
+    lock_wait_timeout_s: float,
 ) -> None:
     """Run pg_dump into a pipe and copy it to fd; raise RunbookFailed if pg_dump fails."""
     read_fd, write_fd = os.pipe()
@@ -162,6 +211,7 @@ async def _dump_to(
             "--format=custom",
             "--no-password",
             f"--snapshot={snapshot}",
+            f"--lock-wait-timeout={max(1, int(lock_wait_timeout_s * 1000))}",  # milliseconds
             stdin=asyncio.subprocess.DEVNULL,
             stdout=write_fd,
             stderr=asyncio.subprocess.PIPE,
@@ -180,7 +230,7 @@ async def _dump_to(
         while not copy_task.done():
             await asyncio.wait([copy_task], timeout=PROGRESS_INTERVAL_S)
             percent = min(99, meter.written * 100 // expected_bytes) if expected_bytes else -1
-            await report(progress, percent, f"dumping: {meter.written / 1e6:.1f} MB written")
+            await report(progress, Step("dumping", percent, {"written_bytes": meter.written}))
         copy_task.result()
         await proc.wait()
     finally:
@@ -190,18 +240,30 @@ async def _dump_to(
         os.close(read_fd)
         stderr = await stderr_task
     if proc.returncode != 0:
+        if b"could not obtain lock" in stderr:
+            seconds = f"{lock_wait_timeout_s:g}"
+            raise RunbookFailed("backup.table_locked", seconds=seconds, detail=tail(stderr))
         raise RunbookFailed("backup.pg_dump_failed", code=proc.returncode, detail=tail(stderr))
 
 
 async def check_backup_file(*, path: Path, tools: PgTools) -> int:
     """`pg_restore --list`: the number of table-of-contents entries; RunbookFailed if unreadable."""
+    with open_backup(path) as backup:
+        return await count_toc_entries(backup, tools=tools)
+
+
+async def count_toc_entries(backup: OpenedBackup, *, tools: PgTools) -> int:
+    """`pg_restore --list` of the open file; RunbookFailed if it is no readable archive."""
+    path = backup.path
     proc = await asyncio.create_subprocess_exec(
         str(tools.pg_restore),
         "--list",
-        str(path),
+        backup.archive,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=tool_env(),
+        pass_fds=backup.pass_fds,
     )
     assert proc.stdout is not None and proc.stderr is not None
     stderr_task = asyncio.create_task(proc.stderr.read())
@@ -216,6 +278,59 @@ async def check_backup_file(*, path: Path, tools: PgTools) -> int:
     return entries
 
 
+@dataclass(frozen=True)
+class _DumpLimits:
+    lock_wait_timeout_s: float
+    timeout_s: float
+
+
+async def _dump_in_snapshot(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    fd: int,
+    dsn: str,
+    tools: PgTools,
+    meter: _Meter,
+    limits: _DumpLimits,
+    expected_bytes: int | None,
+    progress: ProgressCallback | None,
+) -> dict[str, int]:
+    """pg_dump in the snapshot this connection exports, and its row counts from the same snapshot."""
+    async with conn.transaction():
+        # The counts wait for a locked table no longer than pg_dump does.
+        lock_ms = max(1, int(limits.lock_wait_timeout_s * 1000))
+        await conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_ms)))
+        row = await (await conn.execute("SELECT pg_export_snapshot()")).fetchone()
+        assert row is not None
+        await report(progress, Step("dumping", 0, {"written_bytes": 0}))
+        dump = asyncio.create_task(
+            _dump_to(
+                fd=fd,
+                snapshot=str(row[0]),
+                env=child_env(dsn),
+                tools=tools,
+                meter=meter,
+                progress=progress,
+                expected_bytes=expected_bytes,
+                lock_wait_timeout_s=limits.lock_wait_timeout_s,
+            )
+        )
+        # The exporting transaction stays open until pg_dump is done with the snapshot.
+        try:
+            row_counts = await count_rows_in(conn)
+            await dump
+        except pg_errors.LockNotAvailable:
+            dump.cancel()
+            await asyncio.wait([dump])
+            seconds = f"{limits.lock_wait_timeout_s:g}"
+            raise RunbookFailed("backup.table_locked", seconds=seconds, detail="") from None
+        except BaseException:
+            dump.cancel()
+            await asyncio.wait([dump])
+            raise
+    return row_counts
+
+
 async def take_backup(
     *,
     dsn: str,
@@ -225,60 +340,92 @@ async def take_backup(
     file_name: str | None = None,
     expected_bytes: int | None = None,
     progress: ProgressCallback | None = None,
+    lock_wait_timeout_s: float = LOCK_WAIT_TIMEOUT_S,
+    timeout_s: float = DUMP_TIMEOUT_S,
 ) -> BackupFile:
     """Dump the target into backup_dir; only a complete, checked file ever gets the final name.
 
     Row counts are taken in the snapshot pg_dump uses, so they describe exactly what is in the dump.
-    `expected_bytes` (e.g. the previous backup's size) turns progress into a percentage.
+    `expected_bytes` (e.g. the previous backup's size) turns progress into a percentage. A table
+    locked by another session longer than lock_wait_timeout_s, or a backup longer than timeout_s,
+    fails the backup instead of hanging it.
     """
     started = time.monotonic()
     name = file_name or backup_file_name(label)
     if Path(name).name != name or not name.endswith(DUMP_SUFFIX):
         raise RunbookFailed("backup.bad_file_name", file=name)
     final = backup_dir / name
-    partial = final.with_name(final.name + PARTIAL_SUFFIX)
     if final.exists():
         raise RunbookFailed("backup.file_exists", file=final.name)
     await asyncio.to_thread(backup_dir.mkdir, parents=True, exist_ok=True)
+    limits = _DumpLimits(lock_wait_timeout_s=lock_wait_timeout_s, timeout_s=timeout_s)
+    meter = _Meter()
+    try:
+        async with asyncio.timeout(timeout_s):
+            row_counts, toc_entries, version_text = await _write_backup(
+                dsn=dsn,
+                final=final,
+                tools=tools,
+                meter=meter,
+                limits=limits,
+                expected_bytes=expected_bytes,
+                progress=progress,
+            )
+    except TimeoutError:
+        raise RunbookFailed("backup.timed_out", seconds=f"{timeout_s:g}") from None
+    await report(progress, Step("backup_written", 100))
+    return BackupFile(
+        path=final,
+        size_bytes=meter.written,
+        sha256=meter.digest.hexdigest(),
+        row_counts=row_counts,
+        pg_dump_version=tools.version_text,
+        server_version=version_text,
+        duration_ms=int((time.monotonic() - started) * 1000),
+        table_count=len(row_counts),
+        toc_entries=toc_entries,
+    )
+
+
+async def _write_backup(
+    *,
+    dsn: str,
+    final: Path,
+    tools: PgTools,
+    meter: _Meter,
+    limits: _DumpLimits,
+    expected_bytes: int | None,
+    progress: ProgressCallback | None,
+) -> tuple[dict[str, int], int, str]:
+    """`<name>.partial` written, checked, fsynced and renamed: (row counts, TOC entries, server version)."""
+    backup_dir = final.parent
+    partial = final.with_name(final.name + PARTIAL_SUFFIX)
     async with connect_target(dsn, autocommit=False) as conn:
         version, version_text = await server_version_of(conn)
         await conn.rollback()
         check_tools_match_server(tools, version)
         await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
         await conn.set_read_only(True)
-        meter = _Meter()
         try:
             fd: int | None = _create_partial(partial)
         except FileExistsError:
             raise RunbookFailed("backup.partial_exists", file=partial.name) from None
         try:
-            async with conn.transaction():
-                row = await (await conn.execute("SELECT pg_export_snapshot()")).fetchone()
-                assert row is not None and fd is not None
-                await report(progress, 0, "dumping")
-                dump = asyncio.create_task(
-                    _dump_to(
-                        fd=fd,
-                        snapshot=str(row[0]),
-                        env=child_env(dsn),
-                        tools=tools,
-                        meter=meter,
-                        progress=progress,
-                        expected_bytes=expected_bytes,
-                    )
-                )
-                # The exporting transaction stays open until pg_dump is done with the snapshot.
-                try:
-                    row_counts = await count_rows_in(conn)
-                    await dump
-                except BaseException:
-                    dump.cancel()
-                    await asyncio.wait([dump])
-                    raise
+            assert fd is not None
+            row_counts = await _dump_in_snapshot(
+                conn,
+                fd=fd,
+                dsn=dsn,
+                tools=tools,
+                meter=meter,
+                limits=limits,
+                expected_bytes=expected_bytes,
+                progress=progress,
+            )
             await asyncio.to_thread(os.fsync, fd)
             os.close(fd)
             fd = None
-            await report(progress, 99, "checking the dump")
+            await report(progress, Step("checking_dump", 99))
             toc_entries = await check_backup_file(path=partial, tools=tools)
             await asyncio.to_thread(os.replace, partial, final)
             await asyncio.to_thread(_fsync_dir, backup_dir)
@@ -291,18 +438,7 @@ async def take_backup(
             if fd is not None:
                 os.close(fd)
             partial.unlink(missing_ok=True)
-    await report(progress, 100, "backup written and checked")
-    return BackupFile(
-        path=final,
-        size_bytes=meter.written,
-        sha256=meter.digest.hexdigest(),
-        row_counts=row_counts,
-        pg_dump_version=tools.version_text,
-        server_version=version_text,
-        duration_ms=int((time.monotonic() - started) * 1000),
-        table_count=len(row_counts),
-        toc_entries=toc_entries,
-    )
+    return row_counts, toc_entries, version_text
 
 
 def cleanup_partials(backup_dir: Path) -> list[Path]:
@@ -357,12 +493,20 @@ class Reconciliation:
 
 
 def reconcile_backup_dir(
-    backup_dir: Path, entries: Sequence[CatalogEntry], *, check_checksums: bool = False
+    backup_dir: Path,
+    entries: Sequence[CatalogEntry],
+    *,
+    check_checksums: bool = False,
+    catalogued: Collection[str] = (),
 ) -> Reconciliation:
-    """Compare files with good records; checksums only when asked (they cost a full read)."""
+    """Compare files with good records; checksums only when asked (they cost a full read).
+
+    `catalogued`: every file name the catalog knows, beyond entries (a file named there is never
+    untracked, however long the catalog).
+    """
     on_disk = sorted(backup_dir.glob(f"*{DUMP_SUFFIX}")) if backup_dir.is_dir() else []
     partials = sorted(backup_dir.glob(f"*{PARTIAL_SUFFIX}")) if backup_dir.is_dir() else []
-    known = {e.file_name for e in entries}
+    known = {e.file_name for e in entries} | set(catalogued)
     missing: list[int] = []
     changed: list[tuple[int, str]] = []
     for entry in entries:

@@ -53,16 +53,24 @@ CONNINFO_ENV: dict[str, str] = {
     "krbsrvname": "PGKRBSRVNAME",
 }
 
-TABLES_SQL = """
-SELECT n.nspname AS schema_name, c.relname AS table_name
+# Every user table (not the catalogs', not an extension's).
+USER_TABLES = """
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-ORDER BY 1, 2
 """
+TABLES_SQL = "SELECT n.nspname AS schema_name, c.relname AS table_name" + USER_TABLES + "ORDER BY 1, 2"
+# The planner's estimate (ANALYZE's count), else the statistics' live tuples: no table is read or locked.
+ESTIMATED_ROWS_SQL = (
+    "SELECT count(*), coalesce(sum(CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint"
+    " ELSE pg_stat_get_live_tuples(c.oid) END), 0)" + USER_TABLES
+)
+
+# All a pg tool inherits from the bot's environment (besides LC_*): never a token, key or the bot's DSN.
+INHERITED_ENV = frozenset({"PATH", "LANG", "LANGUAGE", "TZ", "HOME", "TMPDIR"})
 
 AnyConn = psycopg.AsyncConnection[Any]
 
@@ -78,9 +86,16 @@ class PgTools:
     version_text: str
 
 
+def tool_env(*, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A pg tool's environment without a connection: the allow-listed variables only."""
+    source = os.environ if base is None else base
+    return {k: v for k, v in source.items() if k in INHERITED_ENV or k.startswith("LC_")}
+
+
 def child_env(dsn: str, *, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for pg_dump/pg_restore: the DSN split into PG* variables, none inherited."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("PG")}
+    """Environment for pg_dump/pg_restore: tool_env() plus the DSN split into PG* variables
+    (its password included: only the target's tools get a DSN); no PG* variable is inherited."""
+    env = tool_env(base=base)
     for key, value in conninfo_to_dict(dsn).items():
         name = CONNINFO_ENV.get(key)
         if name is not None and value is not None and str(value) != "":
@@ -116,6 +131,7 @@ async def _tool_version(path: Path) -> tuple[tuple[int, int], str] | None:
             "--version",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
+            env=tool_env(),
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError):
         return None
@@ -228,6 +244,19 @@ async def count_rows(dsn: str) -> dict[str, int]:
         await conn.set_read_only(True)
         async with conn.transaction():
             return await count_rows_in(conn)
+
+
+@dataclass(frozen=True)
+class RowEstimate:
+    tables: int
+    rows: int
+
+
+async def estimate_rows(dsn: str) -> RowEstimate:
+    """Tables and about how many rows, from the catalog: prompt even while a table is locked."""
+    async with connect_target(dsn) as conn:
+        row = await (await conn.execute(ESTIMATED_ROWS_SQL)).fetchone()
+    return RowEstimate(tables=int(row[0]), rows=int(row[1])) if row else RowEstimate(0, 0)
 
 
 def tail(text: bytes, lines: int = 5) -> str:

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import re
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
+import httpx
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from core.errors import NotFound, RunbookFailed
-from runbooks.backups import ProgressCallback, check_backup_file, report, sha256_of
+from core.secrets import mask_text
+from runbooks.backups import OpenedBackup, count_toc_entries
 from runbooks.pg_tools import (
     AnyConn,
     PgTools,
@@ -33,7 +35,9 @@ from runbooks.pg_tools import (
     end_process_group,
     server_version_of,
     tail,
+    tool_env,
 )
+from runbooks.progress import ProgressCallback, Step, report
 
 MAX_IDENTIFIER = 63
 STAMP_FORMAT = "%Y%m%d_%H%M%S"
@@ -108,21 +112,33 @@ async def database_owner(admin: str, name: str) -> str:
     return str(row[0])
 
 
+async def check_checksum(
+    backup: OpenedBackup, expected_sha256: str, *, progress: ProgressCallback | None = None
+) -> None:
+    """Hash the open file (what the pg tools will read); RunbookFailed if it is not the approved one."""
+    await report(progress, Step("checking_checksum", 0))
+    backup.checked_sha256 = None
+    if await asyncio.to_thread(backup.sha256) != expected_sha256:
+        raise RunbookFailed("restore.checksum_mismatch", file=backup.path.name)
+    backup.checked_sha256 = expected_sha256
+    await report(progress, Step("checksum_matched", 1))
+
+
 async def _run_pg_restore(
     *,
     admin: str,
-    path: Path,
+    backup: OpenedBackup,
     name: str,
     tools: PgTools,
     jobs: int,
     progress: ProgressCallback | None,
 ) -> None:
-    total = await check_backup_file(path=path, tools=tools)
+    total = await count_toc_entries(backup, tools=tools)
     args = [str(tools.pg_restore), "--no-password", "--exit-on-error", "--verbose"]
     if jobs > 1:
         args.append(f"--jobs={jobs}")
     # A conninfo naming only the database: the server and credentials come from the environment.
-    args += [f"--dbname={make_conninfo('', dbname=name)}", str(path)]
+    args += [f"--dbname={make_conninfo('', dbname=name)}", backup.archive]
     proc = await asyncio.create_subprocess_exec(
         *args,
         stdin=asyncio.subprocess.DEVNULL,
@@ -130,6 +146,7 @@ async def _run_pg_restore(
         stderr=asyncio.subprocess.PIPE,
         env=child_env(admin),
         limit=1 << 20,
+        pass_fds=backup.pass_fds,  # the checked file itself; its workers inherit it
         start_new_session=True,  # with --jobs it forks workers; a kill must reach them too
     )
     assert proc.stderr is not None
@@ -143,7 +160,7 @@ async def _run_pg_restore(
                 recent = [*recent[-9:], line]
             if time.monotonic() - last_report >= 0.5:
                 last_report = time.monotonic()
-                await report(progress, min(99, steps * 100 // total), "restoring")
+                await report(progress, Step("restoring", min(99, steps * 100 // total)))
         await proc.wait()
     finally:
         await end_process_group(proc)
@@ -154,7 +171,7 @@ async def _run_pg_restore(
 async def restore_into_new_database(
     *,
     admin_dsn: str,
-    path: Path,
+    backup: OpenedBackup,
     new_name: str,
     tools: PgTools,
     owner: str | None = None,
@@ -165,7 +182,7 @@ async def restore_into_new_database(
     await create_database(admin_dsn, new_name, owner=owner)
     try:
         await _run_pg_restore(
-            admin=admin_dsn, path=path, name=new_name, tools=tools, jobs=jobs, progress=progress
+            admin=admin_dsn, backup=backup, name=new_name, tools=tools, jobs=jobs, progress=progress
         )
     except BaseException:
         await asyncio.shield(drop_database(admin_dsn, new_name))
@@ -271,10 +288,148 @@ async def prune_old_databases(
     return dropped
 
 
+# Database-level properties are not in the database's own catalogs: pg_restore writes them only
+# with --create, naming the database as it was dumped. They are taken from the backup (not copied
+# from the live database being replaced), so the restored database carries what the backup carried;
+# only these statement shapes are applied, renamed to the new database.
+DATABASE_TOC_ENTRY = re.compile(
+    r"^\d+; \d+ \d+ (?:DATABASE PROPERTIES -|(?:COMMENT|ACL|SECURITY LABEL) - DATABASE) "
+)
+DUMPED_DBNAME = re.compile(r"^;\s+dbname: (?P<name>.*)$", re.MULTILINE)
+IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+DATABASE_STATEMENTS = tuple(
+    re.compile(pattern, re.DOTALL)
+    for pattern in (
+        rf"^COMMENT ON DATABASE (?P<db>{IDENT}) IS ",
+        rf"^SECURITY LABEL (?:FOR {IDENT} )?ON DATABASE (?P<db>{IDENT}) IS ",
+        rf"^ALTER DATABASE (?P<db>{IDENT}) (?:SET|RESET) ",
+        rf"^ALTER ROLE {IDENT} IN DATABASE (?P<db>{IDENT}) (?:SET|RESET) ",
+        rf"^(?:GRANT|REVOKE) [A-Z, ]+ ON DATABASE (?P<db>{IDENT}) (?:TO|FROM) ",
+    )
+)
+
+
+def split_statements(script: str) -> list[str]:
+    """A pg_restore script's statements: split at `;` outside quotes, comments and psql commands left out."""
+    statements: list[str] = []
+    current: list[str] = []
+    quote: str | None = None
+    for line in script.splitlines(keepends=True):
+        if quote is None and not "".join(current).strip() and line.startswith(("--", "\\")):
+            continue
+        for ch in line:
+            current.append(ch)
+            if quote is not None:
+                quote = None if ch == quote else quote  # a doubled quote closes and reopens
+            elif ch in "'\"":
+                quote = ch
+            elif ch == ";":
+                statements.append("".join(current).strip())
+                current = []
+    return statements
+
+
+def _unquote(ident: str) -> str:
+    return ident[1:-1].replace('""', '"') if ident.startswith('"') else ident.lower()
+
+
+def database_statements(script: str, dumped_as: str, new_name: str) -> list[str]:
+    """The database-level statements of the script, aimed at new_name instead of dumped_as."""
+    aimed = []
+    target = sql.Identifier(new_name).as_string(None)
+    for statement in split_statements(script):
+        for pattern in DATABASE_STATEMENTS:
+            found = pattern.match(statement)
+            if found is not None and _unquote(found.group("db")) == dumped_as:
+                aimed.append(statement[: found.start("db")] + target + statement[found.end("db") :])
+                break
+    return aimed
+
+
+async def _pg_restore_output(backup: OpenedBackup, tools: PgTools, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        str(tools.pg_restore),
+        *args,
+        backup.archive,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=tool_env(),
+        pass_fds=backup.pass_fds,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RunbookFailed("backup.unreadable", file=backup.path.name, detail=tail(err))
+    return out.decode()
+
+
+async def dumped_database_statements(backup: OpenedBackup, tools: PgTools, new_name: str) -> list[str]:
+    """The backup's database-level GRANTs, settings and comment, as statements for new_name."""
+    listing = await _pg_restore_output(backup, tools, "--create", "--list")
+    dumped = DUMPED_DBNAME.search(listing)
+    chosen = [line for line in listing.splitlines() if DATABASE_TOC_ENTRY.match(line)]
+    if dumped is None or not chosen:
+        return []
+    with tempfile.NamedTemporaryFile("w", prefix="gardenbot-toc-", suffix=".list") as entries:
+        entries.write("\n".join(chosen) + "\n")
+        entries.flush()
+        script = await _pg_restore_output(backup, tools, "--create", f"--use-list={entries.name}", "--file=-")
+    return database_statements(script, dumped.group("name"), new_name)
+
+
+async def apply_database_properties(
+    *, admin_dsn: str, backup: OpenedBackup, new_name: str, tools: PgTools
+) -> int:
+    """Give new_name the backup's database-level properties; the number of statements applied."""
+    statements = await dumped_database_statements(backup, tools, new_name)
+    async with connect_target(admin_dsn) as conn:
+        for statement in statements:
+            try:
+                await conn.execute(statement.encode())
+            except pg_errors.Error as exc:
+                raise RunbookFailed(
+                    "restore.database_property_failed",
+                    statement=mask_text(statement[:80]),
+                    detail=mask_text(str(exc).strip().splitlines()[0] if str(exc).strip() else ""),
+                ) from None
+    return len(statements)
+
+
+@dataclass(frozen=True)
+class ApiHealth:
+    healthy: bool
+    waited_ms: int
+    figure: str  # the last answer: "HTTP 200", "HTTP 503", "ConnectError"
+
+
+HEALTHY_WORD = re.compile(rb"\bhealthy\b", re.IGNORECASE)  # "unhealthy" does not count
+
+
+async def wait_for_api(
+    http: httpx.AsyncClient, base_url: str, *, limit_s: float, interval_s: float = 0.25
+) -> ApiHealth:
+    """Poll GET {base}/health until it is healthy (2xx with "healthy" in the body) or limit_s passes."""
+    started = time.monotonic()
+    deadline = started + limit_s
+    figure = "-"
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            response = await http.get(f"{base_url}/health", timeout=max(0.1, min(5.0, remaining)))
+            figure = f"HTTP {response.status_code}"
+            if 200 <= response.status_code < 300 and HEALTHY_WORD.search(response.content):
+                return ApiHealth(True, int((time.monotonic() - started) * 1000), figure)
+        except httpx.HTTPError as exc:
+            figure = type(exc).__name__
+        if time.monotonic() + interval_s > deadline:
+            return ApiHealth(False, int((time.monotonic() - started) * 1000), figure)
+        await asyncio.sleep(interval_s)
+
+
 async def restore_backup(
     *,
     dsn: str,
-    path: Path,
+    backup: OpenedBackup,
     expected_sha256: str,
     expected_rows: Mapping[str, int],
     tools: PgTools,
@@ -289,16 +444,14 @@ async def restore_backup(
     that it still holds its lock).
 
     The live database (dsn's) is kept as `<live>_before_<time>`; on any failure before the swap
-    the new database is dropped and live is untouched.
+    the new database is dropped and live is untouched. Every pg tool reads the open `backup`,
+    hashed again after the restore: bytes that differ from the approved ones are never swapped in.
     """
     started = time.monotonic()
     live = database_name(dsn)
     admin = admin_dsn(dsn)
-    if not await asyncio.to_thread(path.is_file):
-        raise NotFound("backup.file_missing", file=path.name)
-    await report(progress, 0, "checking the checksum")
-    if await asyncio.to_thread(sha256_of, path) != expected_sha256:
-        raise RunbookFailed("restore.checksum_mismatch", file=path.name)
+    if backup.checked_sha256 != expected_sha256:
+        await check_checksum(backup, expected_sha256, progress=progress)
     async with connect_target(admin) as conn:
         version, _ = await server_version_of(conn)
     check_tools_match_server(tools, version)
@@ -306,7 +459,7 @@ async def restore_backup(
     owner = await database_owner(admin, live)
     await restore_into_new_database(
         admin_dsn=admin,
-        path=path,
+        backup=backup,
         new_name=new_name,
         tools=tools,
         owner=owner,
@@ -314,26 +467,54 @@ async def restore_backup(
         progress=progress,
     )
     try:
-        await report(progress, 99, "checking row counts")
-        actual, differences = await check_restored_database(
-            admin_dsn=admin, name=new_name, expected_rows=expected_rows
+        actual = await _finish_new_database(
+            admin=admin,
+            backup=backup,
+            new_name=new_name,
+            expected_sha256=expected_sha256,
+            expected_rows=expected_rows,
+            tools=tools,
+            progress=progress,
         )
-        if differences:
-            raise RunbookFailed(
-                "restore.row_counts_differ",
-                tables=", ".join(d.table for d in differences[:10]),
-                count=len(differences),
-            )
         if before_swap is not None:
             await before_swap()
+        await report(progress, Step("swapping", 99))
         await swap_databases(admin_dsn=admin, live=live, replacement=new_name, keep_as=keep_as)
     except BaseException:
         await asyncio.shield(drop_database(admin, new_name))
         raise
-    await report(progress, 100, "restored")
+    await report(progress, Step("restored", 100))
     return RestoreOutcome(
         live=live,
         kept_as=keep_as,
         row_counts=actual,
         duration_ms=int((time.monotonic() - started) * 1000),
     )
+
+
+async def _finish_new_database(
+    *,
+    admin: str,
+    backup: OpenedBackup,
+    new_name: str,
+    expected_sha256: str,
+    expected_rows: Mapping[str, int],
+    tools: PgTools,
+    progress: ProgressCallback | None,
+) -> dict[str, int]:
+    """Row counts checked, the file hashed again, the backup's database properties applied."""
+    await report(progress, Step("counting_rows", 99))
+    actual, differences = await check_restored_database(
+        admin_dsn=admin, name=new_name, expected_rows=expected_rows
+    )
+    if differences:
+        raise RunbookFailed(
+            "restore.row_counts_differ",
+            tables=", ".join(d.table for d in differences[:10]),
+            count=len(differences),
+        )
+    # Changed in place while pg_restore read it? Then what was restored is not what was approved.
+    await check_checksum(backup, expected_sha256)
+    await report(progress, Step("database_properties", 99))
+    await apply_database_properties(admin_dsn=admin, backup=backup, new_name=new_name, tools=tools)
+    return actual

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import RunbookFailed
-from runbooks.backups import ProgressCallback, report, sha256_of
+from core.errors import NotFound, RunbookFailed
+from runbooks.backups import OpenedBackup, open_backup
 from runbooks.pg_tools import PgTools
+from runbooks.progress import ProgressCallback, Step, report
 from runbooks.restore import (
     RowCountDifference,
     check_restored_database,
@@ -79,17 +80,47 @@ async def verify_backup(
             duration_ms=int((time.monotonic() - started) * 1000),
         )
 
-    if not await asyncio.to_thread(path.is_file):
+    try:
+        with open_backup(path) as backup:
+            return await _verify_open(
+                backup,
+                admin_dsn=admin_dsn,
+                expected_rows=expected_rows,
+                tools=tools,
+                expected_sha256=expected_sha256,
+                jobs=jobs,
+                progress=progress,
+                outcome=outcome,
+            )
+    except NotFound:
         return outcome("file_missing", path.name)
+    except RunbookFailed as exc:
+        if exc.message_key != "backup.not_a_regular_file":
+            raise
+        return outcome("restore_failed", str(exc))
+
+
+async def _verify_open(
+    backup: OpenedBackup,
+    *,
+    admin_dsn: str,
+    expected_rows: Mapping[str, int],
+    tools: PgTools,
+    expected_sha256: str | None,
+    jobs: int,
+    progress: ProgressCallback | None,
+    outcome: Callable[..., VerifyOutcome],
+) -> VerifyOutcome:
+    """Hash and restore the same open file, so the checked bytes are the restored bytes."""
     if expected_sha256 is not None:
-        await report(progress, 0, "checking the checksum")
-        if await asyncio.to_thread(sha256_of, path) != expected_sha256:
-            return outcome("checksum_mismatch", path.name)
+        await report(progress, Step("checking_checksum", 0))
+        if await asyncio.to_thread(backup.sha256) != expected_sha256:
+            return outcome("checksum_mismatch", backup.path.name)
     scratch = scratch_database_name()
     try:
         await restore_into_new_database(
             admin_dsn=admin_dsn,
-            path=path,
+            backup=backup,
             new_name=scratch,
             tools=tools,
             jobs=jobs,
@@ -98,11 +129,11 @@ async def verify_backup(
     except RunbookFailed as exc:
         return outcome("restore_failed", str(exc))
     try:
-        await report(progress, 99, "counting rows")
+        await report(progress, Step("counting_rows", 99))
         rows, differences = await check_restored_database(
             admin_dsn=admin_dsn, name=scratch, expected_rows=expected_rows
         )
     finally:
         await asyncio.shield(drop_database(admin_dsn, scratch))
-    await report(progress, 100, "verified" if not differences else "row counts differ")
+    await report(progress, Step("verified" if not differences else "verify_rows_differ", 100))
     return outcome("row_counts_differ" if differences else None, "", differences, rows)

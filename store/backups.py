@@ -140,9 +140,9 @@ async def file_name_taken(store: Store, file_name: str) -> bool:
 
 
 async def list_backups(
-    store: Store, *, limit: int = 50, statuses: Sequence[str] | None = None
+    store: Store, *, limit: int | None = 50, statuses: Sequence[str] | None = None
 ) -> list[BackupRecord]:
-    """Newest first."""
+    """Newest first; limit None: all of them."""
     async with store.connection() as conn:
         cur = await conn.execute(
             f"SELECT {COLUMNS} FROM backups"
@@ -151,6 +151,13 @@ async def list_backups(
             {"statuses": list(statuses) if statuses is not None else None, "limit": limit},
         )
         return [_record(row) for row in await cur.fetchall()]
+
+
+async def file_names(store: Store) -> set[str]:
+    """Every file name the catalog knows, whatever the row's status."""
+    async with store.connection() as conn:
+        cur = await conn.execute("SELECT DISTINCT file_name FROM backups")
+        return {str(row["file_name"]) for row in await cur.fetchall()}
 
 
 async def newest_good_backup(store: Store) -> BackupRecord | None:

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.runtime import Runtime
-from core.reply import Table
+from commands.base import Actor, Request
+from core.reply import Table, Text
 from tests.support.backup_env import (
     ADMIN,
     OPERATOR,
     VIEWER,
     BackupWorld,
     databases_like,
+    finish,
     scratch_names,
     sha256_file,
     take_backup,
@@ -295,3 +299,59 @@ def test_backup_with_the_target_down_fails_with_one_clear_line(world: BackupWorl
     assert [b["status"] for b in backups] == ["failed"]  # recorded, never good
     assert backups[0]["size_bytes"] is None and backups[0]["sha256"] is None
     assert world.files() == []
+
+
+# --- hardening ------------------------------------------------------------------------------------
+
+
+async def test_backup_list_never_calls_a_catalogued_backup_unknown_however_many(
+    world: BackupWorld, rt: Runtime
+) -> None:
+    first = await take_backup(world, rt)
+    source = world.file_of(first)
+    # 30 newer good backups (copies of the first): the first is no longer among the rows shown.
+    for n in range(30):
+        name = f"copy-{n:02d}.dump"
+        shutil.copyfile(source, world.backup_dir / name)
+        world.store_rows(
+            "INSERT INTO backups (kind, database_name, file_name, status, size_bytes, sha256,"
+            " row_counts, started_at, finished_at, created_by)"
+            " SELECT kind, database_name, %s, status, size_bytes, sha256, row_counts,"
+            " started_at + make_interval(secs => %s), finished_at + make_interval(secs => %s), created_by"
+            " FROM backups WHERE id = %s",
+            (name, n + 1, n + 1, first),
+        )
+
+    reply = await world.handle(rt, VIEWER, "backup list")
+
+    table = next(e for e in reply.elements if isinstance(e, Table))
+    assert str(first) not in [r[0] for r in table.rows]
+    assert "0 problems" in reply.summary, [e for e in reply.elements if not isinstance(e, Table)]
+    source.unlink()  # beyond the page, a good backup whose file is gone is still found
+    again = await world.handle(rt, VIEWER, "backup list")
+    problems = [e.text for e in again.elements if isinstance(e, Text)]
+    assert f"Backup {first}: its file is gone." in problems and "1 problems" in again.summary
+
+
+async def test_a_backup_in_japanese_shows_japanese_progress(world: BackupWorld, rt: Runtime) -> None:
+    request = Request(actor=Actor(user_id=OPERATOR), text="backup", source="console", locale="ja")
+    shown: list[str] = []
+    original = rt.pipeline.runner._progress
+
+    def recording(job_id: int, listener: Any) -> Any:
+        show = original(job_id, listener)
+
+        async def record(percent: int, text: str) -> None:
+            shown.append(text)
+            await show(percent, text)
+
+        return record
+
+    rt.pipeline.runner._progress = recording  # type: ignore[method-assign]
+    reply = await finish(rt, await rt.pipeline.handle(request))
+
+    assert reply.status == "succeeded", reply
+    assert "ダンプ中: 0 B 書き込み済み" in shown, shown
+    assert shown[-1] == "バックアップを書き込み、検査しました", shown
+    assert not any("dumping" in text or "written" in text for text in shown)
+    assert world.jobs()[-1]["progress_text"] == "バックアップを書き込み、検査しました"

@@ -4,18 +4,26 @@ must refuse or fail while leaving the live database exactly as it was.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import psycopg
 import pytest
 
-from bot.runtime import Runtime
+from bot.runtime import Runtime, open_runtime
 from core.formatting import format_bytes, format_time
+from core.reply import Reply, Text
 from tests.support.backup_env import (
     ADMIN,
     LEAD,
     OPERATOR,
     VIEWER,
     BackupWorld,
+    admin_query,
     sha256_file,
     take_backup,
 )
@@ -108,8 +116,12 @@ async def test_a_file_changed_after_the_request_is_refused_at_approval(
     change_data(world)
     changed = world.fingerprint()
     approval_id = await request_restore(world, rt, backup_id)
-    with world.file_of(backup_id).open("ab") as handle:
-        handle.write(b"\0")  # the catalog still says the old size and checksum
+    path = world.file_of(backup_id)
+    size = path.stat().st_size
+    with path.open("r+b") as handle:  # other bytes, same size: only the checksum can tell
+        handle.seek(size // 2)
+        handle.write(bytes(255 - b for b in path.read_bytes()[size // 2 : size // 2 + 64]))
+    assert path.stat().st_size == size == world.backup_row(backup_id)["size_bytes"]
 
     reply = await world.approve(rt, LEAD, approval_id)
 
@@ -118,6 +130,7 @@ async def test_a_file_changed_after_the_request_is_refused_at_approval(
     assert "nothing changed" in reply.summary
     assert_untouched(world, changed)
     assert world.jobs()[-1]["status"] == "failed"
+    assert [b["kind"] for b in world.backups()] == ["regular"]  # refused before the safety backup
 
 
 async def test_a_backup_recatalogued_after_the_request_is_refused_at_approval(
@@ -234,3 +247,104 @@ def test_bad_restore_input_exits_2_from_the_console(idle_world: BackupWorld, tex
     assert code == 2, out
     assert out["status"] == "refused"
     assert idle_world.jobs() == [] and idle_world.approvals() == [] and idle_world.files() == []
+
+
+# --- hardening ------------------------------------------------------------------------------------
+
+
+async def test_the_approval_opens_promptly_while_a_table_is_locked(world: BackupWorld, rt: Runtime) -> None:
+    # The approval text gives catalog estimates: an exact count(*) would wait for the lock.
+    backup_id = await take_backup(world, rt)
+    with psycopg.connect(world.target_url) as locker:
+        locker.execute("LOCK TABLE track IN ACCESS EXCLUSIVE MODE")
+        try:
+            reply = await asyncio.wait_for(world.handle(rt, ADMIN, f"restore {backup_id}"), timeout=15)
+        finally:
+            locker.rollback()
+    assert reply.status == "pending", reply
+    assert "tables, about" in world.approvals()[0]["summary"]
+
+
+@contextmanager
+def scripted_api(answers: list[tuple[int, bytes]]) -> Iterator[tuple[str, list[str]]]:
+    """A stand-in API whose GET /health gives these answers in turn (the last one repeats);
+    yields its base URL and the paths asked."""
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            status, body = answers[min(len(asked), len(answers)) - 1]
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@asynccontextmanager
+async def restore_runtime(world: BackupWorld, api_url: str, wait_s: float) -> AsyncIterator[Runtime]:
+    world.set_env(GARDEN_API_URL=api_url)
+    world.bot.configure(backup={"restore_health_wait_seconds": wait_s})
+    runtime = await open_runtime(world.bot.settings())
+    try:
+        yield runtime
+    finally:
+        await runtime.close()
+
+
+async def restored(world: BackupWorld, rt: Runtime) -> Reply:
+    backup_id = await take_backup(world, rt)
+    change_data(world)
+    reply = await world.approve(rt, LEAD, await request_restore(world, rt, backup_id))
+    assert reply.status == "succeeded", reply
+    return reply
+
+
+def reply_text(reply: Reply) -> str:
+    return "\n".join(e.text for e in reply.elements if isinstance(e, Text))
+
+
+async def test_the_api_is_polled_after_the_swap_until_healthy(world: BackupWorld) -> None:
+    answers = [(503, b"starting"), (200, b'{"status":"unhealthy"}'), (200, b'{"status":"healthy"}')]
+    with scripted_api(answers) as (api_url, asked):
+        async with restore_runtime(world, api_url, wait_s=20) as rt:
+            reply = await restored(world, rt)
+    assert "API /health after the swap: healthy (after" in reply_text(reply), reply_text(reply)
+    assert asked == ["/health"] * 3
+
+
+async def test_an_api_still_unhealthy_after_the_wait_is_reported_not_failed(world: BackupWorld) -> None:
+    with scripted_api([(200, b'{"status":"unhealthy"}')]) as (api_url, asked):
+        async with restore_runtime(world, api_url, wait_s=1) as rt:
+            reply = await restored(world, rt)
+    text = reply_text(reply)
+    assert "API /health after the swap: NOT healthy after" in text and "HTTP 200" in text, text
+    assert len(asked) >= 2  # polled, not asked once
+
+
+async def test_a_failed_prune_of_old_copies_is_a_warning_not_a_failure(
+    world: BackupWorld, rt: Runtime
+) -> None:
+    # A template database cannot be dropped: pruning this old `_before_` copy fails for real.
+    old = f"{world.target_name}_before_20200101_000000"
+    admin_query(f'CREATE DATABASE "{old}" IS_TEMPLATE true')
+    try:
+        reply = await restored(world, rt)
+    finally:
+        admin_query(f'ALTER DATABASE "{old}" IS_TEMPLATE false')
+    assert "Warning: old copies of the database could not be dropped" in reply_text(reply)
+    assert [j["status"] for j in world.jobs() if j["command"] == "restore"] == ["succeeded"]
+    assert old in world.related_databases()

@@ -17,6 +17,7 @@ from core.i18n import Translator
 from core.locales.en import MESSAGES as EN
 from core.locales.ja import MESSAGES as JA
 from core.reply import Level
+from runbooks.progress import STEP_KEYS
 from tests.support.runtime import REPO_ROOT
 
 PACKAGES = ("bot", "commands", "core", "runbooks", "store", "scheduler")
@@ -41,6 +42,7 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
     "health.level.": typing.get_args(Level),
     "health.check.": CHECK_NAMES,
     "lock.held.": tuple(sorted({c.lock for c in build_registry() if c.lock})),
+    "progress.": STEP_KEYS,
 }
 
 

@@ -18,12 +18,15 @@ from runbooks.backups import (
     backups_past_retention,
     check_backup_file,
     cleanup_partials,
+    open_backup,
     prune_backups,
     reconcile_backup_dir,
     sha256_of,
     take_backup,
 )
-from runbooks.pg_tools import PgTools, find_pg_tools
+from runbooks.pg_tools import PgTools, admin_dsn, find_pg_tools
+from runbooks.progress import Step
+from runbooks.restore import restore_into_new_database
 from runbooks.verify_backup import verify_backup
 from tests.support.chinook import CHINOOK_ROWS, clone_database, fake_pg_tool
 from tests.support.servers import ADMIN_DSN, drop_database, url_for
@@ -61,8 +64,8 @@ async def test_backup_is_a_checked_private_file_with_counts(
 ) -> None:
     seen: list[tuple[int, str]] = []
 
-    async def progress(percent: int, text: str) -> None:
-        seen.append((percent, text))
+    async def progress(step: Step) -> None:
+        seen.append((step.percent, step.key))
 
     at = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
     name = backup_file_name("garden_dx", at)
@@ -89,8 +92,8 @@ async def test_progress_reports_a_percentage_when_the_size_is_expected(
 ) -> None:
     seen: list[int] = []
 
-    async def progress(percent: int, text: str) -> None:
-        seen.append(percent)
+    async def progress(step: Step) -> None:
+        seen.append(step.percent)
 
     await take_backup(dsn=live, backup_dir=tmp_path, tools=tools, expected_bytes=10, progress=progress)
     assert 99 in seen and -1 not in seen
@@ -99,7 +102,7 @@ async def test_progress_reports_a_percentage_when_the_size_is_expected(
 async def test_a_failing_progress_callback_does_not_fail_the_backup(
     live: str, tools: PgTools, tmp_path: Path
 ) -> None:
-    async def broken(percent: int, text: str) -> None:
+    async def broken(step: Step) -> None:
         raise RuntimeError("slack is down")
 
     backup = await take_backup(dsn=live, backup_dir=tmp_path, tools=tools, progress=broken)
@@ -174,8 +177,8 @@ async def test_a_cancelled_backup_kills_pg_dump_and_leaves_no_partial(
     folder = tmp_path / "b"
     started = asyncio.Event()
 
-    async def progress(percent: int, text: str) -> None:
-        if text.startswith("dumping:"):
+    async def progress(step: Step) -> None:
+        if step.key == "dumping" and int(str(step.params["written_bytes"])) > 0:
             started.set()
 
     task = asyncio.create_task(
@@ -310,3 +313,86 @@ def test_reconciliation_finds_strays_missing_and_changed_files(tmp_path: Path) -
     assert full.changed_files == ((2, "size"), (3, "sha256"))
     assert not full.clean
     assert reconcile_backup_dir(tmp_path / "empty", []).clean
+
+
+# --- limits and environment of the pg tools ------------------------------------------------------
+
+BOT_SECRETS = {
+    "SLACK_BOT_TOKEN": "xoxb-Zq9slack",
+    "SLACK_SIGNING_SECRET": "Zq9signing",
+    "GARDENBOT_AUDIT_KEY": "Zq9audit",
+    "GARDENBOT_ALERT_TOKEN": "Zq9alert",
+    "DATABASE_URL": "postgresql://bot:Zq9botdsn@127.0.0.1/gardenbot",
+    "PGPASSWORD": "Zq9inherited",
+}
+
+
+async def test_pg_tools_get_only_an_allow_listed_environment(
+    live: str, tools: PgTools, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in BOT_SECRETS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LC_TIME", "C")
+    seen = tmp_path / "seen"
+    dump = fake_pg_tool(tmp_path, "pg_dump", tools.version_text, f"env > {seen}-dump.env; printf PGDMP")
+    restore = fake_pg_tool(
+        tmp_path,
+        "pg_restore",
+        tools.version_text,
+        f'env > "{seen}$1.env"; [ "$1" = "--list" ] && echo "1; 0 0 TABLE public t x"; exit 0',
+    )
+    fake = PgTools(dump, restore, None, tools.version, tools.version_text)
+    target = live.replace("postgres@", "postgres:Zq9target@")
+
+    await take_backup(dsn=target, backup_dir=tmp_path / "b", tools=fake)  # the fake list passes
+    scratch = f"gbt_envcheck_{os.getpid()}"
+    try:
+        with open_backup(next((tmp_path / "b").iterdir())) as opened:
+            await restore_into_new_database(
+                admin_dsn=admin_dsn(target), backup=opened, new_name=scratch, tools=fake
+            )
+    finally:
+        drop_database(scratch)
+
+    envs = {p.name: p.read_text() for p in tmp_path.glob("seen*.env")}
+    assert set(envs) == {"seen-dump.env", "seen--list.env", "seen--no-password.env"}
+    for name, text in envs.items():
+        for secret in BOT_SECRETS.values():
+            assert secret not in text, (name, secret)
+        assert "LC_TIME=C" in text.splitlines() and any(v.startswith("PATH=") for v in text.splitlines())
+    assert "PGPASSWORD=Zq9target" in envs["seen-dump.env"].splitlines()
+    assert "PGPASSWORD=Zq9target" in envs["seen--no-password.env"].splitlines()
+    assert "PGPASSWORD" not in envs["seen--list.env"]  # reading a file needs no password
+
+
+async def test_a_table_locked_by_another_session_fails_the_backup_instead_of_hanging(
+    live: str, tools: PgTools, tmp_path: Path
+) -> None:
+    with psycopg.connect(live) as locker:
+        locker.execute("LOCK TABLE invoice_line IN ACCESS EXCLUSIVE MODE")  # held until the block ends
+        with pytest.raises(RunbookFailed) as caught:
+            await asyncio.wait_for(
+                take_backup(dsn=live, backup_dir=tmp_path, tools=tools, lock_wait_timeout_s=1),
+                timeout=30,
+            )
+        locker.rollback()
+    assert caught.value.message_key == "backup.table_locked"
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_backup_past_its_time_limit_is_abandoned_and_pg_dump_killed(
+    live: str, tools: PgTools, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    body = f"echo $$ > {pid_file}; exec sleep 60"
+    folder = tmp_path / "b"
+    with pytest.raises(RunbookFailed) as caught:
+        await asyncio.wait_for(
+            take_backup(
+                dsn=live, backup_dir=folder, tools=stand_in_tools(tmp_path, tools, body), timeout_s=1
+            ),
+            timeout=30,
+        )
+    assert caught.value.message_key == "backup.timed_out"
+    assert list(folder.iterdir()) == []
+    assert not Path(f"/proc/{pid_file.read_text().strip()}").exists()
