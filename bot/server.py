@@ -219,9 +219,13 @@ async def _learn_identity(client: AsyncWebClient, identity: BotIdentity) -> None
             await asyncio.sleep(2**attempt)
             continue
         identity.team_id = response.get("team_id")
+        identity.enterprise_id = response.get("enterprise_id")
         identity.bot_user_id = response.get("user_id")
         identity.bot_id = response.get("bot_id")
+        identity.settled.set()
         return
+    log.error("auth.test never answered: unless SLACK_TEAM_ID is set, Slack requests are refused")
+    identity.settled.set()
 
 
 async def _announce_interrupted(runtime: Runtime, client: AsyncWebClient) -> None:

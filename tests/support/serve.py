@@ -47,7 +47,7 @@ STOP_TIMEOUT_S = 30.0
 CONFIG: dict[str, Any] = {
     "roles": {
         "admin": ["U0ADMIN"],
-        "operator": ["U0OPS", "S0ONCALL", "U0LEAD2"],
+        "operator": ["U0OPS", "S0ONCALL", "U0LEAD", "U0LEAD2"],  # approver is a flag on a role
         "viewer": ["U0INTERN"],
     },
     "approvers": ["U0LEAD", "U0LEAD2", "U0ADMIN"],
