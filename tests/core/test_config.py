@@ -72,12 +72,21 @@ def test_the_server_address_console_users_and_workspace_come_from_yaml_and_env(t
             slack={"team_id": "T0YAML"},
         ),
     )
-    env = {"GARDENBOT_HOST": "0.0.0.0", "PORT": "9000", "SLACK_TEAM_ID": "T0ENV", "SLACK_ENTERPRISE_ID": "E0ENV"}
+    env = {
+        "GARDENBOT_HOST": "0.0.0.0",
+        "PORT": "9000",
+        "SLACK_TEAM_ID": "T0ENV",
+        "SLACK_ENTERPRISE_ID": "E0ENV",
+    }
 
     from_yaml = load_settings({}, path)
     from_env = load_settings(env, path)
 
-    assert (from_yaml.server.host, from_yaml.server.port, from_yaml.slack.team_id) == ("10.0.0.5", 8080, "T0YAML")
+    assert (from_yaml.server.host, from_yaml.server.port, from_yaml.slack.team_id) == (
+        "10.0.0.5",
+        8080,
+        "T0YAML",
+    )
     assert from_yaml.console.users == {"alice": "U0ADMIN", "bob": "U0LEAD"}
     assert (from_env.server.host, from_env.server.port) == ("0.0.0.0", 9000)
     assert (from_env.slack.team_id, from_env.slack.enterprise_id) == ("T0ENV", "E0ENV")
@@ -102,7 +111,9 @@ def test_the_server_address_console_users_and_workspace_come_from_yaml_and_env(t
         pytest.param(with_(default_role="admin"), {}, "default_role", id="bad-default-role"),
         pytest.param(BASE, {"GARDEN_API_URL": "ftp://x"}, "GARDEN_API_URL", id="bad-api-url-env"),
         pytest.param(BASE, {"GARDENBOT_REDIS_PREFIX": "a b"}, "GARDENBOT_REDIS_PREFIX", id="bad-prefix"),
-        pytest.param(with_(console={"users": {"alice": "S0ONCALL"}}), {}, "console.users", id="console-group"),
+        pytest.param(
+            with_(console={"users": {"alice": "S0ONCALL"}}), {}, "console.users", id="console-group"
+        ),
         pytest.param(with_(console={"users": {"a b": "U0ADMIN"}}), {}, "console.users", id="console-login"),
         pytest.param(BASE, {"SLACK_TEAM_ID": "garden"}, "SLACK_TEAM_ID", id="bad-team-id"),
         pytest.param(BASE, {"SLACK_ENTERPRISE_ID": "T0X"}, "SLACK_ENTERPRISE_ID", id="bad-enterprise-id"),
