@@ -91,7 +91,9 @@ def _dispatch(args: Any, settings: Settings, demo: bool) -> int:
     if args.action == "serve":
         from bot.server import serve
 
-        return serve(settings, host=args.host or settings.server.host, port=args.port or settings.server.port)
+        host = args.host if args.host is not None else settings.server.host
+        port = args.port if args.port is not None else settings.server.port
+        return serve(settings, host=host, port=port)
     if args.action in ("shell", "run"):
         return _console_action(args, settings, demo)
     handlers: dict[str, Callable[[Runtime], Awaitable[int]]] = {
