@@ -21,7 +21,9 @@ COPY store ./store
 RUN pip install --no-cache-dir .
 
 USER gardenbot
-ENV GARDENBOT_STATE_DIR=/var/lib/gardenbot \
+# In a container the server must listen beyond loopback (outside one it defaults to 127.0.0.1).
+ENV GARDENBOT_HOST=0.0.0.0 \
+    GARDENBOT_STATE_DIR=/var/lib/gardenbot \
     GARDENBOT_BACKUP_DIR=/var/backups/garden-dx \
     GARDENBOT_PG_BIN_DIR=/usr/lib/postgresql/15/bin
 VOLUME ["/var/lib/gardenbot", "/var/backups/garden-dx"]

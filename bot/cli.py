@@ -10,10 +10,12 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from bot.console import Console, render_text, reply_json
+from bot.console import Console, ConsoleAccess, render_text, reply_json
 from bot.logs import configure_logging
 from bot.runtime import Runtime, open_runtime, with_embedded_default
 from commands.audit import parse_since
+from commands.base import ConsoleOrigin
+from commands.policy import Policy
 from core.config import Roles, Settings, load_settings
 from core.errors import ConfigError, GardenBotError, StoreUnavailable
 from core.i18n import Translator
@@ -31,12 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gardenbot", description="Garden DX operations bot")
     sub = parser.add_subparsers(dest="action", required=True)
     serve = sub.add_parser("serve", help="HTTP server for Slack and Alertmanager")
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
-    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server listens for Slack
+    serve.add_argument("--port", type=int, help="default: server.port, PORT, or 3000")
+    serve.add_argument("--host", help="default: server.host, GARDENBOT_HOST, or 127.0.0.1")
+    act_as = "Slack user ID to act as (the demo: anyone; otherwise only a login mapped to an admin)"
     shell = sub.add_parser("shell", help="interactive console speaking the same commands")
-    shell.add_argument("--user", help="Slack user ID to act as")
+    shell.add_argument("--user", help=act_as)
     run = sub.add_parser("run", help="run one command and print its result")
-    run.add_argument("--user", help="Slack user ID to act as")
+    run.add_argument("--user", help=act_as)
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("text", help='the sub-command, e.g. "health" or "approve 12"')
     sub.add_parser("migrate", help="apply the bot store's migrations")
@@ -70,11 +73,13 @@ def _main(argv: Sequence[str] | None) -> int:
     except Exception as exc:  # the embedded servers failed to start: say so in one line
         print(f"embedded default failed to start: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    if embedded is not None and not _names_anyone(settings):
+    # The demo: embedded servers and nobody configured. Only there may anyone act as anyone.
+    demo = embedded is not None and not _names_anyone(settings)
+    if demo:
         settings = settings.model_copy(update={"roles": DEMO_ROLES, "approvers": DEMO_APPROVERS})
         log.info("embedded demo: no roles configured, using the demo users (see README)")
     try:
-        return _dispatch(args, settings, embedded is not None)
+        return _dispatch(args, settings, demo)
     finally:
         if embedded is not None:
             from bot.embedded import stop_embedded
@@ -86,10 +91,12 @@ def _dispatch(args: Any, settings: Settings, demo: bool) -> int:
     if args.action == "serve":
         from bot.server import serve
 
-        return serve(settings, host=args.host, port=args.port)
+        host = args.host if args.host is not None else settings.server.host
+        port = args.port if args.port is not None else settings.server.port
+        return serve(settings, host=host, port=port)
+    if args.action in ("shell", "run"):
+        return _console_action(args, settings, demo)
     handlers: dict[str, Callable[[Runtime], Awaitable[int]]] = {
-        "shell": lambda rt: _shell(rt, args, demo),
-        "run": lambda rt: _run(rt, args, demo),
         "migrate": _migrate,
         "audit": lambda rt: _audit(rt, args),
     }
@@ -112,36 +119,37 @@ async def _with_runtime(settings: Settings, body: Callable[[Runtime], Awaitable[
         await runtime.close()
 
 
-def _console_user(runtime: Runtime, given: str | None, demo: bool) -> str | None:
-    user = given or os.environ.get("GARDENBOT_USER")
-    if user:
-        return user
-    if demo and runtime.settings.roles == DEMO_ROLES:
-        return DEMO_ROLES.admin[0]
-    return None
-
-
-async def _run(runtime: Runtime, args: Any, demo: bool) -> int:
-    user = _console_user(runtime, args.user, demo)
-    if user is None:
-        print("gardenbot run: --user <Slack user ID> is required (or GARDENBOT_USER)", file=sys.stderr)
+def _console_action(args: Any, settings: Settings, demo: bool) -> int:
+    """`shell` and `run`: settle who the console acts as before anything is opened."""
+    access = ConsoleAccess(Policy(settings), settings.console.users, demo)
+    who = _console_identity(access, args.user, settings.locale)
+    if who is None:
         return EXIT_REFUSED
-    console = Console(runtime.pipeline, user)
-    reply = await console.run_once(args.text)
-    print(reply_json(reply) if args.json else render_text(reply))
-    return reply.exit_code
+    user, origin = who
+
+    async def body(runtime: Runtime) -> int:
+        console = Console(runtime.pipeline, access, user, origin, settings.locale)
+        if args.action == "shell":
+            return await console.shell()
+        reply = await console.run_once(args.text)
+        print(reply_json(reply) if args.json else render_text(reply))
+        return reply.exit_code
+
+    return asyncio.run(_with_runtime(settings, body))
 
 
-async def _shell(runtime: Runtime, args: Any, demo: bool) -> int:
-    user = _console_user(runtime, args.user, demo)
-    if user is None:
-        print(
-            "gardenbot shell: --user <Slack user ID> is required (or GARDENBOT_USER)",
-            file=sys.stderr,
-        )
-        return EXIT_REFUSED
-    console = Console(runtime.pipeline, user, runtime.settings.locale)
-    return await console.shell()
+def _console_identity(
+    access: ConsoleAccess, given: str | None, locale: str
+) -> tuple[str, ConsoleOrigin | None] | None:
+    """Who the console acts as, or None after saying in one line why it may not."""
+    # GARDENBOT_USER is set by the same person: it names a user exactly as --user does.
+    wanted = given or os.environ.get("GARDENBOT_USER") or None
+    try:
+        user, origin = access.identify(wanted)
+    except GardenBotError as exc:
+        print(Translator(locale)(exc.message_key, **exc.params), file=sys.stderr)
+        return None
+    return user or DEMO_ROLES.admin[0], origin  # no user given in the demo: its admin
 
 
 async def _migrate(runtime: Runtime) -> int:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pwd
+import socket
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from commands.base import Actor, Request
+from commands.base import Actor, ConsoleOrigin, Request, Role
 from commands.pipeline import Pipeline
+from commands.policy import Policy
 from commands.runner import JobListener
+from core.errors import GardenBotError, NotAllowed
 from core.formatting import display_width, pad, text_table
 from core.i18n import Translator
 from core.reply import MENTION_PATTERN, Actions, Button, Fields, Header, Note, Progress, Reply, Table, Text
@@ -83,16 +89,73 @@ class ConsoleProgress(JobListener):
             self.stream.write("\n")
 
 
+def os_login() -> str:
+    """The account of the process's real uid: not $USER or $LOGNAME, which the same person sets."""
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid with no passwd entry (containers): the number is still that account
+        return str(uid)
+
+
+@dataclass(frozen=True)
+class ConsoleAccess:
+    """Who the person at this console may act as.
+
+    In the demo anyone may be anyone. Otherwise the OS login acts as the Slack user that
+    `console.users` maps it to, and only a login mapped to an admin may act as someone else.
+    """
+
+    policy: Policy
+    users: Mapping[str, str]
+    demo: bool
+    login: str = field(default_factory=os_login)
+    host: str = field(default_factory=socket.gethostname)
+
+    def identify(self, wanted: str | None) -> tuple[str | None, ConsoleOrigin | None]:
+        """(Slack user to act as, origin to record); raise NotAllowed when the login may not."""
+        if self.demo:
+            return wanted, None
+        mapped = self.users.get(self.login)
+        if mapped is None:
+            raise NotAllowed("console.unmapped_login", login=self.login)
+        if wanted is None or wanted == mapped:
+            return mapped, ConsoleOrigin(os_login=self.login, host=self.host)
+        if self.policy.role_of(Actor(user_id=mapped)) < Role.ADMIN:
+            raise NotAllowed("console.impersonation_refused", login=self.login, user=mapped)
+        return wanted, ConsoleOrigin(os_login=self.login, host=self.host, impersonated_by=mapped)
+
+
 @dataclass
 class Console:
     """One operator at a terminal, speaking to the pipeline as `user`."""
 
     pipeline: Pipeline
+    access: ConsoleAccess  # who `as <user>` may switch to
     user: str
+    origin: ConsoleOrigin | None = None  # None in the demo
     locale: str | None = None
 
     def request(self, text: str) -> Request:
-        return Request(actor=Actor(user_id=self.user), text=text, source="console", locale=self.locale)
+        return Request(
+            actor=Actor(user_id=self.user),
+            text=text,
+            source="console",
+            locale=self.locale,
+            console=self.origin,
+        )
+
+    def act_as(self, wanted: str) -> str | None:
+        """Switch to another user (`as <user>`); a line to show, or None when it just switched."""
+        t = Translator(self.locale or "en")
+        try:
+            user, origin = self.access.identify(wanted)
+        except GardenBotError as exc:
+            return t(exc.message_key, **exc.params)
+        self.user, self.origin = user or wanted, origin
+        if origin is not None and origin.impersonated_by is not None:
+            return t("console.acting_as", user=self.user, by=origin.impersonated_by)
+        return None
 
     async def run_once(self, text: str, *, wait: bool = True) -> Reply:
         """One command; when it starts a job, wait for the job's result."""
@@ -119,7 +182,9 @@ class Console:
             if not text:
                 continue
             if text.startswith("as "):
-                self.user = text[3:].strip() or self.user
+                said = self.act_as(text[3:].strip() or self.user)
+                if said:
+                    stdout.write(said + "\n")
                 continue
             if text.isdigit() and 1 <= int(text) <= len(choices):
                 chosen = choices[int(text) - 1]

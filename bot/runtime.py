@@ -92,8 +92,20 @@ async def open_runtime(settings: Settings) -> Runtime:
         policy=Policy(settings),
     )
     pipeline = Pipeline(services, build_registry())
+    warn_about_roleless_approvers(services.policy)
     startup = await prepare_store(services)
     return Runtime(settings=settings, services=services, pipeline=pipeline, startup=startup)
+
+
+def warn_about_roleless_approvers(policy: Policy) -> None:
+    """Approver is a flag on operator or admin; a listed approver without one decides nothing."""
+    idle = policy.approvers_without_role()
+    if idle:
+        log.warning(
+            "approvers without an operator or admin role cannot decide approvals: %s"
+            " (give them a role under roles:, or a user group's members must hold one)",
+            ", ".join(idle),
+        )
 
 
 async def prepare_store(services: Services) -> StartupReport:

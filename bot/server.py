@@ -66,7 +66,7 @@ def create_app(settings: Settings) -> SlackFirst:
             identity = BotIdentity()
             bolt = build_slack_app(runtime, client=client, work=work, metrics=metrics, identity=identity)
             handler = AsyncSlackRequestHandler(bolt)
-            background.append(asyncio.create_task(_learn_identity(client, identity)))
+            background.append(asyncio.create_task(learn_identity(client, identity)))
             background.append(asyncio.create_task(_announce_interrupted(runtime, client)))
             if settings.slack.app_token is not None:
                 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -209,7 +209,7 @@ async def _within(check: Awaitable[bool], timeout: float) -> bool:
         return False
 
 
-async def _learn_identity(client: AsyncWebClient, identity: BotIdentity) -> None:
+async def learn_identity(client: AsyncWebClient, identity: BotIdentity) -> None:
     """auth.test once, off the ack path; retried a few times if Slack is not there yet."""
     for attempt in range(5):
         try:
@@ -219,9 +219,13 @@ async def _learn_identity(client: AsyncWebClient, identity: BotIdentity) -> None
             await asyncio.sleep(2**attempt)
             continue
         identity.team_id = response.get("team_id")
+        identity.enterprise_id = response.get("enterprise_id")
         identity.bot_user_id = response.get("user_id")
         identity.bot_id = response.get("bot_id")
+        identity.settled.set()
         return
+    log.error("auth.test never answered: unless SLACK_TEAM_ID is set, Slack requests are refused")
+    identity.settled.set()
 
 
 async def _announce_interrupted(runtime: Runtime, client: AsyncWebClient) -> None:

@@ -7,9 +7,11 @@ refusals and private results, as an ephemeral message to the asker.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
@@ -28,7 +30,7 @@ from bot.metrics import Metrics
 from bot.runtime import Runtime
 from bot.slack_replies import SlackJobListener, SlackSurface
 from commands.base import Actor, Request
-from core.errors import StoreUnavailable
+from core.errors import NotAllowed, StoreUnavailable
 from store.approvals import remember_message as remember_approval_message
 from store.jobs import remember_message as remember_job_message
 
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SLACK_MENTION = re.compile(r"<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>")
 DEDUP_SECONDS = 3600  # Slack re-delivers within minutes; an hour covers every retry
+LEARN_WAIT_S = 10.0  # after the ack, how long a request waits for auth.test to name the workspace
 
 
 @dataclass
@@ -43,8 +46,47 @@ class BotIdentity:
     """Who the bot is in Slack, learned once at start-up (auth.test), never on the ack path."""
 
     team_id: str | None = None
+    enterprise_id: str | None = None
     bot_user_id: str | None = None
     bot_id: str | None = None
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # auth.test answered or gave up
+
+
+@dataclass
+class Workspace:
+    """The one Slack team (and enterprise) this bot serves: configured, else learned by auth.test."""
+
+    identity: BotIdentity
+    team_id: str | None = None
+    enterprise_id: str | None = None
+
+    async def admits(self, body: dict[str, Any]) -> bool:
+        """Whether a signed request comes from this workspace. Unknown workspace: refuse."""
+        team = self.team_id
+        if team is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.identity.settled.wait(), LEARN_WAIT_S)
+            team = self.identity.team_id
+        if team is None:
+            log.warning("Slack workspace unknown (auth.test failed, SLACK_TEAM_ID unset): request refused")
+            return False
+        enterprise = self.enterprise_id or self.identity.enterprise_id
+        teams, enterprises = workspace_of(body)
+        if not teams or teams != {team}:
+            return False
+        return enterprise is None or enterprises <= {enterprise}
+
+
+def workspace_of(body: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """The team and enterprise IDs a slash command or interaction names (asker's and payload's)."""
+
+    def part(name: str) -> dict[str, Any]:
+        value = body.get(name)
+        return value if isinstance(value, dict) else {}
+
+    teams = {body.get("team_id"), part("team").get("id"), part("user").get("team_id")}
+    enterprises = {body.get("enterprise_id"), part("enterprise").get("id")}
+    return {str(t) for t in teams if t}, {str(e) for e in enterprises if e}
 
 
 def build_web_client(runtime: Runtime, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
@@ -99,7 +141,8 @@ def build_slack_app(
         request_verification_enabled=True,
     )
     directory = GroupDirectory(client, runtime.services.coordination, runtime.services.policy.group_ids())
-    handlers = SlackHandlers(runtime, client, directory, metrics)
+    workspace = Workspace(identity, settings.slack.team_id, settings.slack.enterprise_id)
+    handlers = SlackHandlers(runtime, client, directory, metrics, workspace)
 
     @app.command("/garden")
     async def garden(ack: AsyncAck, body: dict[str, Any]) -> None:
@@ -128,25 +171,34 @@ class SlackHandlers:
     """What runs after the ack: de-duplicate, resolve the asker, call the pipeline, show the reply."""
 
     def __init__(
-        self, runtime: Runtime, client: AsyncWebClient, directory: GroupDirectory, metrics: Metrics
+        self,
+        runtime: Runtime,
+        client: AsyncWebClient,
+        directory: GroupDirectory,
+        metrics: Metrics,
+        workspace: Workspace,
     ) -> None:
         self.runtime = runtime
         self.client = client
         self.directory = directory
         self.metrics = metrics
+        self.workspace = workspace
 
     async def slash_command(self, body: dict[str, Any]) -> None:
         user = str(body.get("user_id", ""))
         channel = str(body.get("channel_id", ""))
         if not await self._first_delivery("slash", str(body.get("trigger_id") or "")):
             return
+        text = plain_mentions(str(body.get("text", "")))
+        surface = SlackSurface(self.client, channel=channel, user=user, response_url=body.get("response_url"))
+        if await self._from_elsewhere(body, user, channel, text, surface):
+            return
         request = Request(
             actor=Actor(user_id=user, group_ids=await self.directory.groups_of(user)),
-            text=plain_mentions(str(body.get("text", ""))),
+            text=text,
             source="slack",
             channel=channel,
         )
-        surface = SlackSurface(self.client, channel=channel, user=user, response_url=body.get("response_url"))
         reply = await self.runtime.pipeline.handle(request, listener=SlackJobListener(surface))
         self.metrics.count_command(self.runtime.pipeline.command_name(request.text), reply.status)
         await surface.show(reply)
@@ -167,9 +219,12 @@ class SlackHandlers:
             message_ts=str(message_ts) if message_ts else None,
         )
         value = str(action.get("value", ""))
+        text = f"{'approve' if decision == 'approved' else 'deny'} {value}"
+        if await self._from_elsewhere(body, user, channel, text, surface):
+            return
         request = Request(
             actor=Actor(user_id=user, group_ids=await self.directory.groups_of(user)),
-            text=f"{'approve' if decision == 'approved' else 'deny'} {value}",
+            text=text,
             source="slack",
             channel=channel,
         )
@@ -187,6 +242,20 @@ class SlackHandlers:
         finally:
             surface.release()
         await self._remember(reply.ids, surface)
+
+    async def _from_elsewhere(
+        self, body: dict[str, Any], user: str, channel: str, text: str, surface: SlackSurface
+    ) -> bool:
+        """Another team's or enterprise's request: refuse it, audited, and tell the asker. Nothing runs."""
+        if await self.workspace.admits(body):
+            return False
+        teams, enterprises = workspace_of(body)
+        log.warning("request from another workspace refused: teams %s enterprises %s", teams, enterprises)
+        request = Request(actor=Actor(user_id=user), text=text, source="slack", channel=channel)
+        reply = await self.runtime.pipeline.refuse(request, NotAllowed("slack.other_workspace"))
+        self.metrics.count_command("unknown", reply.status)
+        await surface.tell_asker(reply)
+        return True
 
     async def _first_delivery(self, kind: str, key: str) -> bool:
         if not key:

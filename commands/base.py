@@ -44,6 +44,21 @@ class Actor:
 
 
 @dataclass(frozen=True)
+class ConsoleOrigin:
+    """The person at a console, as the OS knows them: a Slack ID alone cannot tell two people apart."""
+
+    os_login: str
+    host: str
+    impersonated_by: str | None = None  # the admin's Slack ID when acting as someone else
+
+    def audit_detail(self) -> dict[str, str]:
+        detail = {"os_login": self.os_login, "host": self.host}
+        if self.impersonated_by is not None:
+            detail["impersonated_by"] = self.impersonated_by
+        return detail
+
+
+@dataclass(frozen=True)
 class Request:
     actor: Actor
     text: str
@@ -51,6 +66,7 @@ class Request:
     channel: str | None = None
     correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     locale: str | None = None
+    console: ConsoleOrigin | None = None  # set by a console outside the demo
 
 
 class Args(BaseModel):

@@ -102,6 +102,13 @@ class Pipeline:
         await self._audit_request(request, command, args, reply, started)
         return reply
 
+    async def refuse(self, request: Request, error: GardenBotError) -> Reply:
+        """Turn a request away before any command is looked at (e.g. another workspace's), audited."""
+        started = time.monotonic()
+        reply = error_reply(error, self.translator(request))
+        await self._audit_request(request, None, None, reply, started)
+        return reply
+
     async def decide(
         self,
         request: Request,
@@ -124,10 +131,17 @@ class Pipeline:
             detail["requested_by"] = approval.requester
             if actor.user_id == approval.requester:
                 raise NotAllowed("approval.own_request", approval_id=approval_id)
+            login = request.console.os_login if request.console is not None else None
+            if login is not None and login == approval.requester_os_login:
+                raise NotAllowed("approval.same_os_login", approval_id=approval_id, login=login)
             if not self.services.policy.is_approver(actor):
                 raise NotAllowed("approval.not_an_approver", approval_id=approval_id)
             approval = await approval_store.decide_approval(
-                self.services.store, approval_id, decided_by=actor.user_id, decision=decision
+                self.services.store,
+                approval_id,
+                decided_by=actor.user_id,
+                decision=decision,
+                decided_from_os_login=login,
             )
             await self._audit(
                 request,
@@ -258,6 +272,7 @@ class Pipeline:
         t = ctx.t
         text = await command.describe(ctx, args)
         settings = self.services.settings
+        origin = ctx.request.console
         approval = await approval_store.open_approval(
             self.services.store,
             command=command.name,
@@ -269,6 +284,8 @@ class Pipeline:
             source=ctx.request.source,
             correlation_id=ctx.request.correlation_id,
             ttl=timedelta(minutes=settings.approval_ttl_minutes),
+            requester_os_login=origin.os_login if origin is not None else None,
+            requester_host=origin.host if origin is not None else None,
         )
         await self._audit(
             ctx.request,
@@ -307,6 +324,8 @@ class Pipeline:
     ) -> None:
         duration = int((time.monotonic() - started) * 1000) if started is not None else None
         args = detail.pop("args", {})
+        if request.console is not None:
+            detail["console"] = request.console.audit_detail()
         await self.services.audit.record(
             AuditRecord.new(
                 correlation_id=request.correlation_id,

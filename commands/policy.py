@@ -27,10 +27,15 @@ class Policy:
         return max((self._roles.get(i, Role.NONE) for i in ids), default=Role.NONE) or self._default
 
     def is_approver(self, actor: Actor) -> bool:
-        """Listed in `approvers` by user or group. Approving is their job even without another role."""
+        """Listed in `approvers` by user or group, and an operator or admin: approver is a flag on a role."""
         if actor.system:
             return False
-        return bool({actor.user_id, *actor.group_ids} & self._approvers)
+        listed = bool({actor.user_id, *actor.group_ids} & self._approvers)
+        return listed and self.role_of(actor) >= Role.OPERATOR
+
+    def approvers_without_role(self) -> list[str]:
+        """Listed approvers who are not themselves operator or admin: they cannot decide anything."""
+        return sorted(i for i in self._approvers if self._roles.get(i, Role.NONE) < Role.OPERATOR)
 
     def group_ids(self) -> frozenset[str]:
         """The user groups (S…) named by any role or as approvers: whose membership matters."""

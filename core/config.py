@@ -29,6 +29,10 @@ from core.errors import ConfigError
 SLACK_API_DEFAULT = "https://slack.com/api/"
 USER_OR_GROUP_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+TEAM_ID = re.compile(r"^T[A-Z0-9]{2,}$")
+ENTERPRISE_ID = re.compile(r"^E[A-Z0-9]{2,}$")
+OS_LOGIN = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@\-]{0,63}\$?$")  # POSIX-ish user names
 CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?]+$")
 
 # Environment variable -> dotted path in the settings.
@@ -37,6 +41,8 @@ ENV_KEYS: dict[str, str] = {
     "SLACK_SIGNING_SECRET": "slack.signing_secret",
     "SLACK_APP_TOKEN": "slack.app_token",
     "SLACK_API_URL": "slack.api_url",
+    "SLACK_TEAM_ID": "slack.team_id",
+    "SLACK_ENTERPRISE_ID": "slack.enterprise_id",
     "GARDENBOT_ALERT_TOKEN": "alert_token",
     "DATABASE_URL": "database_url",
     "REDIS_URL": "redis_url",
@@ -49,6 +55,8 @@ ENV_KEYS: dict[str, str] = {
     "GARDENBOT_TIMEZONE": "timezone",
     "GARDENBOT_STATE_DIR": "state_dir",
     "GARDENBOT_REDIS_PREFIX": "redis_prefix",
+    "GARDENBOT_HOST": "server.host",
+    "PORT": "server.port",
 }
 
 
@@ -117,6 +125,10 @@ class Slack(_Section):
     signing_secret: SecretStr | None = None
     app_token: SecretStr | None = None
     api_url: str = SLACK_API_DEFAULT
+    # This bot's workspace: requests from any other team or enterprise are refused.
+    # Unset, they are learned from auth.test of the bot token at start-up.
+    team_id: str | None = None
+    enterprise_id: str | None = None
 
     @field_validator("api_url")
     @classmethod
@@ -124,6 +136,43 @@ class Slack(_Section):
         if not re.match(r"^https?://", v):
             raise ValueError("an http:// or https:// URL")
         return v if v.endswith("/") else v + "/"
+
+    @field_validator("team_id")
+    @classmethod
+    def _team(cls, v: str | None) -> str | None:
+        if v is not None and not TEAM_ID.match(v):
+            raise ValueError(f"{v!r} is not a Slack team ID (T…)")
+        return v
+
+    @field_validator("enterprise_id")
+    @classmethod
+    def _enterprise(cls, v: str | None) -> str | None:
+        if v is not None and not ENTERPRISE_ID.match(v):
+            raise ValueError(f"{v!r} is not a Slack enterprise ID (E…)")
+        return v
+
+
+class ConsoleAccounts(_Section):
+    """Who sits at the console: OS login -> the Slack user the console acts as."""
+
+    users: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("users")
+    @classmethod
+    def _logins(cls, v: dict[str, str]) -> dict[str, str]:
+        for login, user in v.items():
+            if not OS_LOGIN.match(login):
+                raise ValueError(f"{login!r} is not an OS login name")
+            if not USER_ID.match(user):
+                raise ValueError(f"{login}: {user!r} is not a Slack user ID (U…/W…)")
+        return v
+
+
+class ServerAddress(_Section):
+    """Where `gardenbot serve` listens: loopback by default, behind a reverse proxy."""
+
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
+    port: int = Field(default=3000, ge=1, le=65535)
 
 
 class Escalation(_Section):
@@ -236,6 +285,8 @@ class Settings(BaseSettings):
     health: Health = Health()
     thresholds: Thresholds = Thresholds()
     jobs: Jobs = Jobs()
+    console: ConsoleAccounts = ConsoleAccounts()
+    server: ServerAddress = ServerAddress()
 
     @field_validator("approvers")
     @classmethod

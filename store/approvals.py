@@ -32,11 +32,13 @@ class Approval:
     decided_at: datetime | None
     job_id: int | None
     message_ref: dict[str, Any]
+    requester_os_login: str | None = None  # the console that asked, outside the demo
+    requester_host: str | None = None
 
 
 _COLUMNS = (
     "id, command, args, summary, binding, requester, channel, source, correlation_id, status,"
-    " created_at, expires_at, decided_by, decided_at, job_id, message_ref"
+    " created_at, expires_at, decided_by, decided_at, job_id, message_ref, requester_os_login, requester_host"
 )
 
 
@@ -56,12 +58,14 @@ async def open_approval(
     source: str,
     correlation_id: str,
     ttl: timedelta,
+    requester_os_login: str | None = None,
+    requester_host: str | None = None,
 ) -> Approval:
     async with store.connection() as conn:
         cur = await conn.execute(
             f"INSERT INTO approvals (command, args, summary, binding, requester, channel, source,"
-            f" correlation_id, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now() + %s)"
-            f" RETURNING {_COLUMNS}",
+            f" correlation_id, expires_at, requester_os_login, requester_host)"
+            f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now() + %s, %s, %s) RETURNING {_COLUMNS}",
             (
                 command,
                 Jsonb(args),
@@ -72,6 +76,8 @@ async def open_approval(
                 source,
                 correlation_id,
                 ttl,
+                requester_os_login,
+                requester_host,
             ),
         )
         row = await cur.fetchone()
@@ -88,17 +94,26 @@ async def get_approval(store: Store, approval_id: int) -> Approval:
     return _approval(row)
 
 
-async def decide_approval(store: Store, approval_id: int, *, decided_by: str, decision: Decision) -> Approval:
+async def decide_approval(
+    store: Store,
+    approval_id: int,
+    *,
+    decided_by: str,
+    decision: Decision,
+    decided_from_os_login: str | None = None,
+) -> Approval:
     """Take the decision if and only if the approval is still pending and unexpired.
 
     Ten approvers clicking at the same instant: one UPDATE matches, the others see Conflict.
+    Neither the requester nor the OS login that asked from a console can decide.
     """
     async with store.connection() as conn:
         cur = await conn.execute(
             f"UPDATE approvals SET status = %s, decided_by = %s, decided_at = now()"
             f" WHERE id = %s AND status = 'pending' AND expires_at > now()"
-            f" AND requester <> %s RETURNING {_COLUMNS}",
-            (decision, decided_by, approval_id, decided_by),
+            f" AND requester <> %s AND (%s::text IS NULL OR requester_os_login IS DISTINCT FROM %s::text)"
+            f" RETURNING {_COLUMNS}",
+            (decision, decided_by, approval_id, decided_by, decided_from_os_login, decided_from_os_login),
         )
         row = await cur.fetchone()
         if row is not None:

@@ -18,6 +18,7 @@ MESSAGES: dict[str, str] = {
     "usage.approval_id": "Give one approval id (a number).",
     "role.unknown_user": "Sorry, you ({user}) have no role in this bot. Ask an admin to add you.",
     "role.too_low": "`{command}` needs the {needed} role; you are {have}.",
+    "slack.other_workspace": "This bot serves one Slack workspace; a request from another team or enterprise is refused.",
     "error.unexpected": "Something went wrong on our side. Reference: {ref}",
     # stores and targets
     "store.unavailable": "The bot's store is unreachable.",
@@ -48,6 +49,7 @@ MESSAGES: dict[str, str] = {
     "approval.already_decided": "Approval {approval_id} was already {status} by {decided_by}.",
     "approval.requester_cannot_decide": "You cannot decide approval {approval_id}.",
     "approval.own_request": "You cannot approve your own request (approval {approval_id}).",
+    "approval.same_os_login": "Approval {approval_id} was asked for from your OS login ({login}): someone else must decide it.",
     "approval.not_an_approver": "Only an approver can decide approval {approval_id}.",
     "approval.not_found": "There is no approval {approval_id}.",
     # jobs
@@ -269,4 +271,7 @@ MESSAGES: dict[str, str] = {
     # console
     "console.banner": "Garden DX ops console — you are {user}. Type 'help', 'as <USER>' to act as someone else, 'quit' to leave.",
     "console.choice_hint": "(type the number of a choice, or 'as <USER>' to act as someone else)",
+    "console.unmapped_login": "The OS login {login} is not in console.users: ask an admin to map it to your Slack user ID.",
+    "console.impersonation_refused": "Only an admin may act as another user: the OS login {login} is {user}, who is not an admin.",
+    "console.acting_as": "Now acting as {user} (impersonated by {by}, recorded in the audit).",
 }

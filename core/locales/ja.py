@@ -18,6 +18,7 @@ MESSAGES: dict[str, str] = {
     "usage.approval_id": "承認 ID(数字)を 1 つ指定してください。",
     "role.unknown_user": "申し訳ありません。{user} さんにはこのボットの権限がありません。管理者に追加を依頼してください。",
     "role.too_low": "`{command}` には {needed} 権限が必要です(現在: {have})。",
+    "slack.other_workspace": "このボットは 1 つの Slack ワークスペース専用です。別のチームやエンタープライズからの依頼は受け付けません。",
     "error.unexpected": "内部エラーが発生しました。参照番号: {ref}",
     # ストアと対象システム
     "store.unavailable": "ボットのストアに接続できません。",
@@ -48,6 +49,7 @@ MESSAGES: dict[str, str] = {
     "approval.already_decided": "承認 {approval_id} は {decided_by} により既に {status} です。",
     "approval.requester_cannot_decide": "承認 {approval_id} を判断する権限がありません。",
     "approval.own_request": "自分の依頼は承認できません(承認 {approval_id})。",
+    "approval.same_os_login": "承認 {approval_id} はあなたの OS ログイン({login})から依頼されたものです。別の人が判断してください。",
     "approval.not_an_approver": "承認 {approval_id} を判断できるのは承認者だけです。",
     "approval.not_found": "承認 {approval_id} は存在しません。",
     # ジョブ
@@ -269,4 +271,7 @@ MESSAGES: dict[str, str] = {
     # console
     "console.banner": "Garden DX 運用コンソール — 現在のユーザー: {user}。'help' で一覧、'as <USER>' でユーザー切替、'quit' で終了。",
     "console.choice_hint": "(選択肢の番号を入力するか、'as <USER>' で別のユーザーとして操作)",
+    "console.unmapped_login": "OS ログイン {login} は console.users にありません。管理者に Slack ユーザー ID への対応付けを依頼してください。",
+    "console.impersonation_refused": "別のユーザーとして操作できるのは管理者だけです。OS ログイン {login} は {user} で、管理者ではありません。",
+    "console.acting_as": "{user} として操作します({by} による代理操作として監査に記録されます)。",
 }

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 
+from commands.base import Actor, ConsoleOrigin, Request
 from store.db import Store, migration_files
-from tests.support.runtime import GARDENBOT, REPO_ROOT, BotWorld, closed_port, run_gardenbot, target_redis
+from tests.support.runtime import (
+    CONSOLE_ADMIN,
+    GARDENBOT,
+    OS_LOGIN,
+    REPO_ROOT,
+    BotWorld,
+    closed_port,
+    run_gardenbot,
+    target_redis,
+)
 from tests.support.servers import throwaway_database
 
 MIGRATIONS = [name for name, _ in migration_files()]
@@ -27,6 +38,13 @@ def tables_named(world_or_url: BotWorld | str, name: str) -> int:
 
 def run_json(world: BotWorld, user: str, text: str) -> tuple[int, dict[str, object]]:
     result = world.cli("run", "--user", user, "--json", text)
+    assert result.stdout.strip(), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def run_json_as_login(world: BotWorld, text: str) -> tuple[int, dict[str, object]]:
+    """`gardenbot run --json TEXT` with no --user: as whoever the OS login maps to."""
+    result = world.cli("run", "--json", text)
     assert result.stdout.strip(), result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -110,11 +128,15 @@ def test_an_unknown_user_exits_2_with_a_polite_line(bot_world: BotWorld) -> None
     assert result.stdout.strip().startswith("Sorry, you (U0STRANGER) have no role")
 
 
-def test_run_without_a_user_exits_2(bot_world: BotWorld) -> None:
-    result = bot_world.cli("run", "health")
+def test_run_without_a_user_acts_as_the_slack_user_the_os_login_maps_to(bot_world: BotWorld) -> None:
+    # Changed with the console's identity rule: no --user needed, the OS login names the user.
+    code, reply = run_json_as_login(bot_world, "help")
 
-    assert result.returncode == 2
-    assert "--user" in result.stderr
+    assert code == 0, reply
+    assert "cache flush" in str(reply["text"])  # help lists what an admin may run
+    [(actor, console)] = bot_world.query("SELECT actor, detail->'console' FROM audit_log")
+    assert actor == CONSOLE_ADMIN
+    assert console == {"os_login": OS_LOGIN, "host": socket.gethostname()}
 
 
 def test_a_viewer_asking_for_an_admin_command_exits_2(bot_world: BotWorld) -> None:
@@ -124,20 +146,32 @@ def test_a_viewer_asking_for_an_admin_command_exits_2(bot_world: BotWorld) -> No
     assert reply["status"] == "refused"
 
 
-def test_cache_flush_waits_for_approval_then_runs_when_approved(
+async def test_cache_flush_waits_for_approval_then_runs_when_approved(
     bot_world: BotWorld, target_keys: dict[str, str]
 ) -> None:
+    # Changed with the console's identity rule: the second person is another console login (in
+    # process), since this OS login asked and may not decide whoever it acts as.
     code, asked = run_json(bot_world, "U0ADMIN", "cache flush")
     assert (code, asked["status"]) == (3, "pending"), asked
     approval_id = asked["approval_id"]
+    assert isinstance(approval_id, int)
 
     own_code, own = run_json(bot_world, "U0ADMIN", f"approve {approval_id}")
     assert target_redis().dbsize() == len(target_keys)
-    code, done = run_json(bot_world, "U0LEAD", f"approve {approval_id}")
+    lead = Request(
+        actor=Actor(user_id="U0LEAD"),
+        text=f"approve {approval_id}",
+        source="console",
+        console=ConsoleOrigin(os_login="lead-login", host="lead-laptop"),
+    )
+    async with bot_world.runtime() as runtime:
+        started = await runtime.pipeline.handle(lead)
+        job_id = started.ids.get("job_id")
+        assert isinstance(job_id, int), started
+        done = await runtime.pipeline.runner.wait(job_id)
 
     assert (own_code, own["status"]) == (2, "refused")
-    assert (code, done["status"]) == (0, "succeeded"), done
-    assert done["job_id"]
+    assert done.status == "succeeded", done
     assert target_redis().dbsize() == 0
     verify = bot_world.cli("audit", "verify")
     assert verify.returncode == 0, verify.stdout

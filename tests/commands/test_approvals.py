@@ -7,7 +7,10 @@ operator who is not.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
+
+import pytest
 
 from bot.runtime import Runtime
 from core.reply import Actions
@@ -208,3 +211,35 @@ async def test_the_console_words_approve_and_deny_decide_too(
 
     assert final.status == "succeeded"
     assert target_redis().dbsize() == 0
+
+
+async def test_a_listed_approver_without_an_operator_or_admin_role_decides_nothing(
+    bot_world: BotWorld, target_keys: dict[str, str]
+) -> None:
+    # U0ROLELESS holds no role, U0INTERN only viewer: listed as approvers, neither may decide.
+    bot_world.configure(approvers=["U0LEAD", "U0ROLELESS", "U0INTERN"])
+    async with bot_world.runtime() as runtime:
+        approval_id = await ask_for_flush(runtime)
+        replies = [
+            await runtime.pipeline.decide(request(user, ""), approval_id, "approved")
+            for user in ("U0ROLELESS", "U0INTERN")
+        ]
+
+    assert [(r.status, "Only an approver" in r.summary) for r in replies] == [("refused", True)] * 2
+    assert approval_status(bot_world, approval_id) == "pending"
+    assert job_rows(bot_world) == []
+    assert target_redis().dbsize() == len(target_keys)
+
+
+async def test_start_up_warns_once_naming_approvers_without_a_role(
+    bot_world: BotWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot_world.configure(approvers=["U0LEAD", "U0ROLELESS", "U0INTERN"])
+
+    with caplog.at_level(logging.WARNING, logger="bot.runtime"):
+        async with bot_world.runtime():
+            pass
+
+    warnings = [r.getMessage() for r in caplog.records if "approvers without" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "U0INTERN, U0ROLELESS" in warnings[0] and "U0LEAD" not in warnings[0]

@@ -86,7 +86,7 @@ async def test_restore_is_approved_by_another_person_and_brings_the_backup_back(
     assert [j["command"] for j in world.jobs()] == ["backup"]
     assert world.approvals()[0]["status"] == "pending"
 
-    # An approver (holding no other role) approves: safety backup, restore, swap.
+    # An approver (an operator holding the approver flag) approves: safety backup, restore, swap.
     done = await world.approve(rt, LEAD, approval_id)
 
     assert done.status == "succeeded", done

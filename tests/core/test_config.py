@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from commands.policy import Policy
 from core.config import load_settings
 from core.errors import ConfigError
 from tests.support.runtime import REPO_ROOT, run_gardenbot
@@ -57,6 +58,38 @@ def test_a_missing_file_gives_the_defaults(tmp_path: Path) -> None:
 
     assert (settings.locale, settings.timezone, settings.approval_ttl_minutes) == ("en", "Asia/Tokyo", 15)
     assert settings.default_role == "none"
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 3000)  # behind a reverse proxy
+    assert settings.console.users == {}
+    assert (settings.slack.team_id, settings.slack.enterprise_id) == (None, None)
+
+
+def test_the_server_address_console_users_and_workspace_come_from_yaml_and_env(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        with_(
+            server={"host": "10.0.0.5", "port": 8080},
+            console={"users": {"alice": "U0ADMIN", "bob": "U0LEAD"}},
+            slack={"team_id": "T0YAML"},
+        ),
+    )
+    env = {
+        "GARDENBOT_HOST": "0.0.0.0",
+        "PORT": "9000",
+        "SLACK_TEAM_ID": "T0ENV",
+        "SLACK_ENTERPRISE_ID": "E0ENV",
+    }
+
+    from_yaml = load_settings({}, path)
+    from_env = load_settings(env, path)
+
+    assert (from_yaml.server.host, from_yaml.server.port, from_yaml.slack.team_id) == (
+        "10.0.0.5",
+        8080,
+        "T0YAML",
+    )
+    assert from_yaml.console.users == {"alice": "U0ADMIN", "bob": "U0LEAD"}
+    assert (from_env.server.host, from_env.server.port) == ("0.0.0.0", 9000)
+    assert (from_env.slack.team_id, from_env.slack.enterprise_id) == ("T0ENV", "E0ENV")
 
 
 @pytest.mark.parametrize(
@@ -82,6 +115,14 @@ def test_a_missing_file_gives_the_defaults(tmp_path: Path) -> None:
             with_(thresholds={"disk_percent": 101}), {}, "thresholds.disk_percent", id="disk-over-100"
         ),
         pytest.param(with_(thresholds={"tls_day": 30}), {}, "thresholds.tls_day", id="unknown-threshold"),
+        pytest.param(
+            with_(console={"users": {"alice": "S0ONCALL"}}), {}, "console.users", id="console-group"
+        ),
+        pytest.param(with_(console={"users": {"a b": "U0ADMIN"}}), {}, "console.users", id="console-login"),
+        pytest.param(BASE, {"SLACK_TEAM_ID": "garden"}, "SLACK_TEAM_ID", id="bad-team-id"),
+        pytest.param(BASE, {"SLACK_ENTERPRISE_ID": "T0X"}, "SLACK_ENTERPRISE_ID", id="bad-enterprise-id"),
+        pytest.param(BASE, {"PORT": "http"}, "PORT", id="bad-port"),
+        pytest.param(with_(server={"port": 70000}), {}, "server.port", id="port-out-of-range"),
     ],
 )
 def test_a_bad_key_or_value_is_named_in_one_line(
@@ -200,3 +241,5 @@ def test_the_shipped_example_loads() -> None:
 
     assert settings.roles.admin
     assert settings.approvers
+    assert Policy(settings).approvers_without_role() == []  # approver is a flag on operator or admin
+    assert settings.console.users

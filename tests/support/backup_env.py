@@ -39,11 +39,12 @@ from tests.support.servers import (
 ADMIN, OPERATOR, VIEWER, LEAD = "U0ADMIN", "U0OPS", "U0INTERN", "U0LEAD"
 TARGET_REDIS_URL = "redis://127.0.0.1:6379/11"
 
-# The roles of the backup issue: U0LEAD is only an approver (approving needs no other role).
+# The roles of the backup issue: U0LEAD is an operator holding the approver flag (approver is a
+# flag on a role: listed alone it decides nothing).
 BACKUP_YAML: dict[str, Any] = merge(
     {k: v for k, v in ROLES_YAML.items() if k not in ("roles", "approvers")},
     {
-        "roles": {"admin": [ADMIN], "operator": [OPERATOR], "viewer": [VIEWER]},
+        "roles": {"admin": [ADMIN], "operator": [OPERATOR, LEAD], "viewer": [VIEWER]},
         "approvers": [LEAD, ADMIN],
         "default_role": "none",
     },

@@ -8,6 +8,7 @@ never answers; an unreachable one is a port nobody listens on.
 from __future__ import annotations
 
 import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -37,6 +38,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # this one picks another with TEST_TARGET_REDIS_DB).
 TARGET_REDIS_DB = int(os.environ.get("TEST_TARGET_REDIS_DB", "13"))
 
+# The OS account running the tests (root in CI): the console acts as the admin it is mapped to,
+# and an admin's console may act as anyone else (--user), audited as impersonation.
+OS_LOGIN = pwd.getpwuid(os.getuid()).pw_name
+CONSOLE_ADMIN = "U0ADMIN"
+
 ROLES_YAML: dict[str, Any] = {
     "roles": {
         "admin": ["U0ADMIN", "U0ADMIN2"],
@@ -48,6 +54,7 @@ ROLES_YAML: dict[str, Any] = {
     "channels": {"ops": "C0OPS", "alerts": "C0ALERTS", "incidents": "C0INC", "reports": "C0REPORTS"},
     # A full disk or busy machine must not make "all well" fail; the thresholds are tested elsewhere.
     "health": {"timeout_seconds": 2, "disk_fail_percent": 100, "memory_fail_percent": 100},
+    "console": {"users": {OS_LOGIN: CONSOLE_ADMIN}},
 }
 
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import httpx
@@ -32,12 +32,13 @@ from psycopg.rows import dict_row
 
 from tests.support.servers import REDIS_URL, redis_prefix, throwaway_database
 from tests.support.signing import sign
-from tests.support.slack_api import SlackApiStandIn, SlackCall
+from tests.support.slack_api import TEAM_ID, SlackApiStandIn, SlackCall
 
 GARDENBOT = Path(sys.executable).with_name("gardenbot")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SIGNING_SECRET = "test-signing-secret"
 FORM = "application/x-www-form-urlencoded"
+AddressFrom = Literal["flags", "env", "yaml", "port-only"]
 
 # `cache flush` empties this whole Redis database: only these tests' keys may live there.
 TARGET_REDIS_DB = int(os.environ.get("TEST_SERVE_REDIS_DB", "12"))
@@ -47,7 +48,7 @@ STOP_TIMEOUT_S = 30.0
 CONFIG: dict[str, Any] = {
     "roles": {
         "admin": ["U0ADMIN"],
-        "operator": ["U0OPS", "S0ONCALL", "U0LEAD2"],
+        "operator": ["U0OPS", "S0ONCALL", "U0LEAD", "U0LEAD2"],  # approver is a flag on a role
         "viewer": ["U0INTERN"],
     },
     "approvers": ["U0LEAD", "U0LEAD2", "U0ADMIN"],
@@ -77,12 +78,23 @@ def new_trigger_id() -> str:
     return f"{int(time.time())}.{secrets.randbelow(10**9)}.{secrets.token_hex(8)}"
 
 
-def slash_body(text: str, *, user: str, channel: str, trigger_id: str, response_url: str) -> bytes:
+def slash_body(
+    text: str,
+    *,
+    user: str,
+    channel: str,
+    trigger_id: str,
+    response_url: str,
+    team: str = TEAM_ID,
+    enterprise: str | None = None,
+) -> bytes:
     """A `/garden` slash command body, field for field as Slack sends it."""
+    fields = {"enterprise_id": enterprise} if enterprise else {}
     return urlencode(
         {
+            **fields,
             "token": "verification_token",
-            "team_id": "T0GARDEN",
+            "team_id": team,
             "team_domain": "garden-dx",
             "channel_id": channel,
             "channel_name": "ops",
@@ -98,12 +110,19 @@ def slash_body(text: str, *, user: str, channel: str, trigger_id: str, response_
 
 
 def block_action_body(
-    action_id: str, value: str, *, user: str, channel: str, message_ts: str, response_url: str
+    action_id: str,
+    value: str,
+    *,
+    user: str,
+    channel: str,
+    message_ts: str,
+    response_url: str,
+    team: str = TEAM_ID,
 ) -> bytes:
     """A button click (block_actions), shaped like payloads/block_actions_button.json."""
     payload = {
         "type": "block_actions",
-        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T0GARDEN"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team},
         "api_app_id": "A0GARDEN",
         "token": "verification_token",
         "container": {
@@ -113,7 +132,7 @@ def block_action_body(
             "is_ephemeral": False,
         },
         "trigger_id": new_trigger_id(),
-        "team": {"id": "T0GARDEN", "domain": "garden-dx"},
+        "team": {"id": team, "domain": "garden-dx"},
         "channel": {"id": channel, "name": "ops"},
         "message": {"type": "message", "ts": message_ts, "text": "approval"},
         "response_url": response_url,
@@ -319,13 +338,26 @@ def start_server(
     prefix: str,
     extra_env: Mapping[str, str] | None = None,
     config: Mapping[str, Any] | None = None,
+    host: str = "127.0.0.1",
+    address_from: AddressFrom = "flags",
 ) -> Iterator[BotServer]:
-    """Run `gardenbot serve` against the given store; SIGTERM it afterwards."""
+    """Run `gardenbot serve` against the given store; SIGTERM it afterwards.
+
+    It listens on `host` and a free port, told by --host/--port, GARDENBOT_HOST/PORT or `server:`;
+    "port-only" gives PORT alone, so the host is the default one (`host` must then be 127.0.0.1).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     state_dir = workdir / "state"
+    port = free_port()
+    address: dict[str, Any] = {"host": host, "port": port}
+    if address_from == "yaml":
+        config = {**(config or {}), "server": address}
     config_path = write_config(workdir / "gardenbot.yml", config)
     log_path = workdir / "serve.log"
-    port = free_port()
+    flags = ["--host", host, "--port", str(port)] if address_from == "flags" else []
+    address_env = {"GARDENBOT_HOST": host, "PORT": str(port)} if address_from == "env" else {}
+    if address_from == "port-only":
+        address_env = {"PORT": str(port)}
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -342,18 +374,19 @@ def start_server(
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_BOT_TOKEN": "xoxb-test",
         "SLACK_API_URL": standin.url,
+        **address_env,
         **(extra_env or {}),
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(GARDENBOT), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [str(GARDENBOT), "serve", *flags],
             env=env,
             cwd=str(REPO_ROOT),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     try:
-        base_url = f"http://127.0.0.1:{port}"
+        base_url = f"http://{host}:{port}"
         _wait_healthy(base_url, process, log_path)
         yield BotServer(base_url, standin, database_url, process, log_path)
     finally:
@@ -367,6 +400,8 @@ def serving(
     database_url: str | None = None,
     extra_env: Mapping[str, str] | None = None,
     config: Mapping[str, Any] | None = None,
+    host: str = "127.0.0.1",
+    address_from: AddressFrom = "flags",
 ) -> Iterator[BotServer]:
     """A stand-in, throwaway databases and a Redis prefix, and the server on them; all removed after.
 
@@ -387,6 +422,8 @@ def serving(
             prefix=prefix,
             extra_env=extra_env,
             config=config,
+            host=host,
+            address_from=address_from,
         ) as server:
             yield server
 

@@ -1,0 +1,6 @@
+-- Which console asked for an approval: a decision from the same OS login is refused,
+-- whichever Slack user that login acts as. NULL for Slack, the scheduler and the demo.
+
+ALTER TABLE approvals
+    ADD COLUMN requester_os_login text,
+    ADD COLUMN requester_host     text;

@@ -1,0 +1,127 @@
+"""The console cannot fake a second person: it acts as the OS login's Slack user, audited.
+
+The test configuration maps this process's OS login (root in CI) to the admin U0ADMIN, so `--user`
+is an admin's impersonation; a decision from the same OS login is refused whoever it acts as.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+
+from bot.console import Console, ConsoleAccess
+from bot.runtime import Runtime
+from commands.policy import Policy
+from tests.support.runtime import CONSOLE_ADMIN, OS_LOGIN, BotWorld, target_redis
+
+HOST = socket.gethostname()
+
+
+def run_json(world: BotWorld, *args: str) -> tuple[int, dict[str, object]]:
+    result = world.cli("run", "--json", *args)
+    assert result.stdout.strip(), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def map_login_to(world: BotWorld, users: dict[str, str]) -> None:
+    """Replace console.users (a merge would keep this login's mapping)."""
+    world.yaml_data = {**world.yaml_data, "console": {"users": users}}
+    world.write_yaml()
+
+
+def test_the_same_os_login_cannot_approve_its_own_request_by_acting_as_another_user(
+    bot_world: BotWorld, target_keys: dict[str, str]
+) -> None:
+    code, asked = run_json(bot_world, "--user", "U0ADMIN2", "cache flush")
+    assert (code, asked["status"]) == (3, "pending"), asked
+    approval_id = asked["approval_id"]
+
+    code, decided = run_json(bot_world, "--user", "U0LEAD", f"approve {approval_id}")
+
+    assert (code, decided["status"]) == (2, "refused"), decided
+    assert OS_LOGIN in str(decided["text"]) and "someone else must decide" in str(decided["text"])
+    assert target_redis().dbsize() == len(target_keys)  # nothing ran
+    assert bot_world.query("SELECT count(*) FROM jobs") == [(0,)]
+    assert bot_world.query("SELECT status, decided_by, requester_os_login FROM approvals") == [
+        ("pending", None, OS_LOGIN)
+    ]
+
+
+def test_an_unmapped_os_login_is_refused_with_one_clear_line(bot_world: BotWorld) -> None:
+    map_login_to(bot_world, {"someone-else": CONSOLE_ADMIN})
+
+    result = bot_world.cli("run", "--user", CONSOLE_ADMIN, "health")
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"The OS login {OS_LOGIN} is not in console.users: ask an admin to map it to your Slack user ID."
+    ]
+    assert bot_world.query("SELECT to_regclass('audit_log')") == [(None,)]  # refused before the store
+
+
+def test_a_login_mapped_to_a_non_admin_may_not_act_as_anyone_else(bot_world: BotWorld) -> None:
+    map_login_to(bot_world, {OS_LOGIN: "U0OPS"})
+
+    by_flag = bot_world.cli("run", "--user", CONSOLE_ADMIN, "health")
+    bot_world.extra_env["GARDENBOT_USER"] = CONSOLE_ADMIN  # the same person sets the environment too
+    by_env = bot_world.cli("run", "health")
+    del bot_world.extra_env["GARDENBOT_USER"]
+    as_itself = bot_world.cli("run", "jobs")
+
+    for refused in (by_flag, by_env):
+        assert refused.returncode == 2
+        assert refused.stderr.strip() == (
+            f"Only an admin may act as another user: the OS login {OS_LOGIN} is U0OPS, who is not an admin."
+        )
+    assert as_itself.returncode == 0, as_itself.stderr
+    assert bot_world.query("SELECT actor FROM audit_log") == [("U0OPS",)]
+
+
+def test_impersonation_is_audited_with_who_impersonated_whom_the_os_login_and_host(
+    bot_world: BotWorld,
+) -> None:
+    code, reply = run_json(bot_world, "--user", "U0INTERN", "jobs")
+
+    assert code == 0, reply
+    [(actor, source, console)] = bot_world.query("SELECT actor, source, detail->'console' FROM audit_log")
+    assert (actor, source) == ("U0INTERN", "console")
+    assert console == {"os_login": OS_LOGIN, "host": HOST, "impersonated_by": CONSOLE_ADMIN}
+
+
+async def test_the_demo_lets_anyone_act_as_anyone_with_as_and_approve_from_one_terminal(
+    bot_world: BotWorld, bot_runtime: Runtime, target_keys: dict[str, str]
+) -> None:
+    access = ConsoleAccess(Policy(bot_runtime.settings), {}, demo=True, login="nobody-mapped", host=HOST)
+    console = Console(bot_runtime.pipeline, access, "U0ADMIN2")
+    out = io.StringIO()
+
+    asked = await console.run_once("cache flush")
+    await console.shell(io.StringIO("as U0LEAD\n"), out)
+    done = await console.run_once(f"approve {asked.ids['approval_id']}")
+
+    assert asked.status == "pending"
+    assert "garden[U0LEAD]> " in out.getvalue()
+    assert done.status == "succeeded", done
+    assert target_redis().dbsize() == 0
+
+
+async def test_as_in_the_shell_outside_the_demo_follows_the_impersonation_rule(
+    bot_runtime: Runtime,
+) -> None:
+    policy = Policy(bot_runtime.settings)
+    operator = ConsoleAccess(policy, {"ops-login": "U0OPS"}, demo=False, login="ops-login", host=HOST)
+    admin = ConsoleAccess(policy, {"admin-login": CONSOLE_ADMIN}, demo=False, login="admin-login", host=HOST)
+    outputs = []
+    for access in (operator, admin):
+        user, origin = access.identify(None)
+        assert user is not None
+        out = io.StringIO()
+        await Console(bot_runtime.pipeline, access, user, origin).shell(io.StringIO("as U0INTERN\n"), out)
+        outputs.append(out.getvalue())
+
+    refused, switched = outputs
+    assert "Only an admin may act as another user" in refused and "garden[U0INTERN]" not in refused
+    assert f"Now acting as U0INTERN (impersonated by {CONSOLE_ADMIN}" in switched
+    assert "garden[U0INTERN]> " in switched
