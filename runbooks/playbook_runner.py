@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -50,12 +51,31 @@ PLAYBOOKS = (
 DEFAULT_TIMEOUT_S = 600.0
 # How often the runner thread looks at the cancel flag while the playbook is silent.
 POLL_S = 0.2
-PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME", "SSH_AUTH_SOCK")
+STOP_GRACE_S = 5.0  # how long ansible-playbook gets to stop its workers before SIGKILL
+PASSED_ENV = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "SSH_AUTH_SOCK",
+)
 RUNNER_ENV_PREFIXES = ("ANSIBLE_", "RUNNER_", "AWX_")
 RUNNER_ENV_KEYS = ("ORIGINAL_STDOUT_CALLBACK", "AD_HOC_COMMAND_ID", "JOB_ID")
 # Bookkeeping tasks (set_fact, debug, assert) are not steps a person follows.
 QUIET_ACTIONS = frozenset(
-    {"set_fact", "debug", "assert", "ansible.builtin.set_fact", "ansible.builtin.debug", "ansible.builtin.assert"}
+    {
+        "set_fact",
+        "debug",
+        "assert",
+        "ansible.builtin.set_fact",
+        "ansible.builtin.debug",
+        "ansible.builtin.assert",
+    }
 )
 RESULT_TASK = "Result"
 MESSAGE_MAX = 2000
@@ -124,8 +144,10 @@ class PlaybookRun:
         }
 
 
-def playbook_path(name: str) -> Path:
-    """A shipped playbook by name (see PLAYBOOKS)."""
+def playbook_path(name: str | Path) -> Path:
+    """A shipped playbook by name (see PLAYBOOKS), or a playbook file given as a Path."""
+    if isinstance(name, Path):
+        return name
     if name not in PLAYBOOKS:
         raise ValueError(f"unknown playbook {name!r}")
     return Path(str(resources.files("runbooks") / "playbooks" / f"{name}.yml"))
@@ -168,13 +190,20 @@ class _Collector:
         self.data: dict[str, Mapping[str, Any]] = {}
         self.failures: dict[str, tuple[str, str]] = {}
         self.stats: dict[str, dict[str, int]] = {}
+        self.errors: list[str] = []  # ansible-playbook's own complaints (bad playbook, no hosts)
+        self.playbook_pid: int | None = None
 
     def __call__(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
         data = event.get("event_data") or {}
+        if kind == "playbook_on_start" and isinstance(event.get("pid"), int):
+            self.playbook_pid = event["pid"]
         if kind == "playbook_on_stats":
             for key in ("ok", "failures", "dark", "processed"):
                 self.stats[key] = dict(data.get(key) or {})
+            return True
+        if kind in ("verbose", "error") and "ERROR" in str(event.get("stdout") or ""):
+            self.errors.append(mask_text(str(event["stdout"]).strip())[-MESSAGE_MAX:])
             return True
         host, task = str(data.get("host") or ""), str(data.get("task") or "")
         res = data.get("res") or {}
@@ -253,9 +282,45 @@ def _run_in_thread(job: _Job, collector: _Collector, cancel: threading.Event) ->
     config.env = child_env(config.env)
     if config.command and config.command[0] == "ansible-playbook":
         config.command[0] = ansible_playbook_binary()
-    runner = ansible_runner.Runner(config=config, event_handler=collector, cancel_callback=cancel.is_set)
+    stopper = _Stopper(cancel, collector)
+    runner = ansible_runner.Runner(config=config, event_handler=collector, cancel_callback=stopper)
     runner.run()
     return str(runner.status), runner.rc
+
+
+class _Stopper:
+    """ansible-runner's cancel callback. Ansible's workers run in their own sessions, so the SIGKILL
+    ansible-runner sends to ansible-playbook's group would orphan them: SIGTERM first lets
+    ansible-playbook stop its workers (and their commands) itself."""
+
+    def __init__(self, cancel: threading.Event, collector: _Collector) -> None:
+        self.cancel = cancel
+        self.collector = collector
+        self.signalled = False
+
+    def __call__(self) -> bool:
+        if not self.cancel.is_set():
+            return False
+        pid = self.collector.playbook_pid
+        if pid and not self.signalled:
+            self.signalled = True
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + STOP_GRACE_S
+                while time.monotonic() < deadline and _alive(pid):
+                    time.sleep(0.05)
+        return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purpose; /proc says so where there is one.
+    with contextlib.suppress(OSError):
+        return " Z " not in Path(f"/proc/{pid}/stat").read_text().split(")", 1)[1][:4]
+    return True
 
 
 async def _relay(queue: asyncio.Queue[TaskEvent | None], progress: TaskProgress | None) -> None:
@@ -270,7 +335,7 @@ async def _relay(queue: asyncio.Queue[TaskEvent | None], progress: TaskProgress 
 
 
 async def run_playbook(
-    name: str,
+    name: str | Path,
     *,
     setup: HostsSetup,
     extra_vars: Mapping[str, Any] | None = None,
@@ -284,7 +349,11 @@ async def run_playbook(
     timeout = timeout_s or setup.timeout_s
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue()
-    collector = _Collector(lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+
+    def emit(event: TaskEvent) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    collector = _Collector(emit)
     job = _Job(
         playbook=playbook_path(name),
         inventory=setup.inventory,
@@ -315,7 +384,9 @@ async def run_playbook(
         with contextlib.suppress(asyncio.CancelledError):
             await relay
         shutil.rmtree(job.private_dir, ignore_errors=True)
-    return _finish(job, collector, "timeout" if timed_out else status, rc, started_at, time.monotonic() - clock)
+    return _finish(
+        job, collector, "timeout" if timed_out else status, rc, started_at, time.monotonic() - clock
+    )
 
 
 def _finish(
@@ -325,7 +396,7 @@ def _finish(
     hosts = collector.outcomes()
     message = ""
     if run_status == "failed" and not hosts:
-        message = f"ansible-playbook exited {rc} before any host ran"
+        message = f"ansible-playbook exited {rc} before any host ran: {' '.join(collector.errors[-3:])}"
     elif run_status == "timeout":
         message = f"stopped after {job.timeout_s:.0f} s"
     log.info(

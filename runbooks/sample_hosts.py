@@ -163,7 +163,9 @@ def free_port() -> int:
 
 def git(cwd: Path, *args: str) -> None:
     env = {**GIT_ENV, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd)}
-    subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=cwd, env=env, check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "init.defaultBranch=main", *args], cwd=cwd, env=env, check=True, capture_output=True
+    )
 
 
 def write_version(work: Path, version: str) -> None:
@@ -210,7 +212,13 @@ def build_sample_hosts(base: Path, *, python: str = sys.executable) -> SampleHos
     conf = SUPERVISORD_CONF.format(base=base, socket=supervisor_socket(base))
     for role, port in ports.items():
         conf += PROGRAM.format(
-            name=f"garden-{role}", role=role, port=port, python=python, root=root, base=base, error_log=error_log
+            name=f"garden-{role}",
+            role=role,
+            port=port,
+            python=python,
+            root=root,
+            base=base,
+            error_log=error_log,
         )
     supervisor_config = base / "supervisord.conf"
     supervisor_config.write_text(conf, encoding="utf-8")
@@ -240,7 +248,9 @@ def start_supervisord(sample: SampleHosts) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"supervisord exited with {proc.returncode}; see {sample.base}/supervisord.log")
+            raise RuntimeError(
+                f"supervisord exited with {proc.returncode}; see {sample.base}/supervisord.log"
+            )
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(sample.health_url, timeout=1.0).status_code == 200:
                 return proc

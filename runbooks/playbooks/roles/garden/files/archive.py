@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Archive Garden DX's files and configuration as one .tar.gz, streamed, with its SHA-256.
 
-    python3 archive.py --dest /var/backups/garden-dx/files --name garden-files-host-20261128T0200Z /opt/garden-dx /etc/garden-dx
+    python3 archive.py --dest /var/backups/garden-dx/files --name garden-files-web1 \
+        /opt/garden-dx /etc/garden-dx
 The archive is written once, hashed while it is written (never held in memory), and only a complete
 file gets its final name. Paths that do not exist are listed as missing, not fatal.
 Prints one JSON document: path, size_bytes, sha256, included, missing.

@@ -18,7 +18,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-REAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "vfat", "overlay", "f2fs", "jfs", "reiserfs", "nfs", "nfs4"}
+REAL_FS = {
+    "ext2",
+    "ext3",
+    "ext4",
+    "xfs",
+    "btrfs",
+    "zfs",
+    "vfat",
+    "overlay",
+    "f2fs",
+    "jfs",
+    "reiserfs",
+    "nfs",
+    "nfs4",
+}
 TIMEOUT_S = 60
 
 
@@ -68,7 +82,9 @@ def disks() -> list[dict[str, object]]:
         except OSError:
             continue
         percent = round(100 * usage.used / usage.total, 1) if usage.total else 0.0
-        result.append({"mount": mount, "total_bytes": usage.total, "used_bytes": usage.used, "percent": percent})
+        result.append(
+            {"mount": mount, "total_bytes": usage.total, "used_bytes": usage.used, "percent": percent}
+        )
     return result
 
 
@@ -89,7 +105,10 @@ def listening_ports() -> list[int]:
 def app_version(root: str) -> str:
     try:
         out = subprocess.run(
-            ["git", "-C", root, "describe", "--tags", "--always"], capture_output=True, text=True, timeout=TIMEOUT_S
+            ["git", "-C", root, "describe", "--tags", "--always"],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
         )
     except OSError:
         return ""
@@ -142,10 +161,7 @@ def main() -> int:
     parser.add_argument("--psql", default="")
     parser.add_argument("--db", default="garden_dx")
     args = parser.parse_args()
-    if args.what == "system":
-        result = system(args)
-    else:
-        result = {"upgradable": upgradable(), "disks": disks()}
+    result = system(args) if args.what == "system" else {"upgradable": upgradable(), "disks": disks()}
     print(json.dumps(result))
     return 0
 

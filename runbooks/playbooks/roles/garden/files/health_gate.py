@@ -19,7 +19,7 @@ import urllib.request
 
 def probe(url: str, timeout: float) -> tuple[bool, str]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - the configured URL
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
             body = answer.read(4096).decode("utf-8", "replace")
             return 200 <= answer.status < 300 and "healthy" in body.lower(), f"{answer.status} {body[:200]}"
     except urllib.error.HTTPError as exc:
@@ -48,7 +48,11 @@ def main() -> int:
         time.sleep(args.interval)
     healthy = streak >= args.consecutive
     elapsed = round(time.monotonic() - started, 3)
-    print(json.dumps({"healthy": healthy, "answers": answers, "streak": streak, "elapsed_s": elapsed, "last": last}))
+    print(
+        json.dumps(
+            {"healthy": healthy, "answers": answers, "streak": streak, "elapsed_s": elapsed, "last": last}
+        )
+    )
     return 0 if healthy else 1
 
 

@@ -74,7 +74,12 @@ def check(root: Path, version: str) -> dict[str, object]:
 
 def checkout(root: Path, version: str) -> dict[str, object]:
     git(root, "-c", "advice.detachedHead=false", "checkout", "--quiet", "--force", version)
-    return {"step": "checkout", "ran": [{"step": "git checkout", "dir": "."}], "skipped": [], "now": describe(root)}
+    return {
+        "step": "checkout",
+        "ran": [{"step": "git checkout", "dir": "."}],
+        "skipped": [],
+        "now": describe(root),
+    }
 
 
 def deps(root: Path) -> dict[str, object]:

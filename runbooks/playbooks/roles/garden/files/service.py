@@ -28,7 +28,11 @@ COMMAND_TIMEOUT_S = 120
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, cwd=os.environ.get("GARDEN_ROOT") or None
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        cwd=os.environ.get("GARDEN_ROOT") or None,
     )
 
 
@@ -85,7 +89,9 @@ def supervisor_state(name: str) -> dict[str, object]:
     match = UPTIME.search(out)
     if state == "RUNNING" and match:
         days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-        since = datetime.now(timezone.utc) - timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        since = datetime.now(timezone.utc) - timedelta(
+            days=days, hours=hours, minutes=minutes, seconds=seconds
+        )
     # supervisord keeps no restart counter: count spawns in its own log (since it last started).
     main_log = run(supervisorctl("maintail", f"-{LOG_BYTES}")).stdout
     spawns = main_log.count(f"spawned: '{name}' ")
@@ -120,7 +126,10 @@ def logs(manager: str, name: str, minutes: int) -> dict[str, object]:
         cmds = [compose("logs", "--no-color", "--timestamps", "--since", f"{minutes}m", name)]
     else:
         # supervisord's process logs carry no time of their own: the tail stands for "recent".
-        cmds = [supervisorctl("tail", f"-{LOG_BYTES}", name), supervisorctl("tail", f"-{LOG_BYTES}", name, "stderr")]
+        cmds = [
+            supervisorctl("tail", f"-{LOG_BYTES}", name),
+            supervisorctl("tail", f"-{LOG_BYTES}", name, "stderr"),
+        ]
     lines: list[str] = []
     for cmd in cmds:
         out = run(cmd)
