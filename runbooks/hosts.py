@@ -23,8 +23,9 @@ from runbooks.playbook_runner import HostsSetup, PlaybookRun, TaskProgress, run_
 
 VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,127}$")
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9@_][A-Za-z0-9@._-]{0,127}$")
+# Each playbook's limit unless HostsSetup.timeout_s says otherwise.
 TIMEOUTS_S = {"release": 1800.0, "backup_files": 1800.0, "service_restart": 300.0}
-DEFAULT_TIMEOUT_S = 180.0
+DEFAULT_TIMEOUT_S = 300.0
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -212,7 +213,7 @@ async def _run(
     progress: TaskProgress | None,
     extra_vars: Mapping[str, Any] | None = None,
 ) -> HostsReport[T]:
-    timeout = max(setup.timeout_s, TIMEOUTS_S.get(playbook, DEFAULT_TIMEOUT_S))
+    timeout = setup.timeout_s or TIMEOUTS_S.get(playbook, DEFAULT_TIMEOUT_S)
     run = await run_playbook(
         playbook, setup=setup, extra_vars=extra_vars, progress=progress, timeout_s=timeout
     )

@@ -104,7 +104,7 @@ class HostsSetup:
 
     inventory: Path
     vars: Mapping[str, Any] = field(default_factory=dict)
-    timeout_s: float = DEFAULT_TIMEOUT_S
+    timeout_s: float | None = None  # None: each playbook's own limit
 
 
 @dataclass(frozen=True)
@@ -346,7 +346,7 @@ async def run_playbook(
     """Run a shipped playbook; on timeout or cancellation ansible-playbook is stopped before returning."""
     if not setup.inventory.is_file():
         raise RunbookFailed("hosts.inventory_missing", path=str(setup.inventory))
-    timeout = timeout_s or setup.timeout_s
+    timeout = timeout_s or setup.timeout_s or DEFAULT_TIMEOUT_S
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[TaskEvent | None] = asyncio.Queue()
 

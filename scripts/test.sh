@@ -18,6 +18,9 @@ if ! command -v pg_dump >/dev/null 2>&1 || ! command -v pgbench >/dev/null 2>&1;
   (apt-get update -qq && apt-get install -y -qq postgresql-client postgresql-contrib) >/dev/null 2>&1 || true
 fi
 
+# git for the hosts tests' sample Garden DX (Ansible, ansible-runner and supervisor come with .[dev]).
+command -v git >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq git) >/dev/null 2>&1 || true
+
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   echo "starting PostgreSQL"
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start

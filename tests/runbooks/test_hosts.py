@@ -22,7 +22,7 @@ import pytest
 
 from core.errors import UsageError
 from runbooks import hosts
-from runbooks.playbook_runner import HostsSetup, TaskEvent, run_playbook
+from runbooks.playbook_runner import HostsSetup, TaskEvent, _Collector, run_playbook
 from runbooks.sample_hosts import SampleHosts, running_sample_hosts, tool_path
 from tests.support.runtime import REPO_ROOT
 
@@ -52,7 +52,10 @@ def serving_version(sample: SampleHosts) -> str:
 
 def checkout_describe(sample: SampleHosts) -> str:
     out = subprocess.run(
-        ["git", "-C", str(sample.garden_root), "describe", "--tags"], capture_output=True, text=True, check=True
+        ["git", "-C", str(sample.garden_root), "describe", "--tags"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout.strip()
 
@@ -358,3 +361,26 @@ def test_every_playbook_file_ships_as_package_data() -> None:
     shipped = {p for pattern in patterns for p in base.glob(pattern)}
     assert files
     assert sorted(str(p.relative_to(base)) for p in files - shipped) == []
+
+
+def test_failure_text_in_progress_events_and_host_outcomes_is_masked() -> None:
+    seen: list[TaskEvent] = []
+    collector = _Collector(seen.append)
+    leak = "could not connect to postgresql://garden:s3cret-pw@db/garden_dx; token xoxb-123-abc"
+    collector({"event": "runner_on_start", "event_data": {"host": "web1", "task": "Run migrations"}})
+    collector(
+        {
+            "event": "runner_on_failed",
+            "event_data": {"host": "web1", "task": "Run migrations", "res": {"msg": leak, "stdout": leak}},
+        }
+    )
+    collector(
+        {"event": "playbook_on_stats", "event_data": {"failures": {"web1": 1}, "processed": {"web1": 1}}}
+    )
+
+    outcome = collector.outcomes()[0]
+    assert (outcome.status, outcome.failed_task) == ("failed", "Run migrations")
+    assert [(e.task, e.status) for e in seen] == [("Run migrations", "started"), ("Run migrations", "failed")]
+    for text in (seen[-1].message, outcome.message):
+        assert "postgresql://garden:***@db/garden_dx" in text
+        assert "s3cret-pw" not in text and "xoxb-123-abc" not in text

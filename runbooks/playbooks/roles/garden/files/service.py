@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 NAME = re.compile(r"^[A-Za-z0-9@_][A-Za-z0-9@._-]{0,127}$")
 UPTIME = re.compile(r"uptime (?:(\d+) days?, )?(\d+):(\d\d):(\d\d)")
@@ -52,15 +53,26 @@ def iso(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds") if moment else ""
 
 
+def boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def systemd_state(name: str) -> dict[str, object]:
-    props = ["ActiveState", "SubState", "ActiveEnterTimestamp", "NRestarts"]
-    out = run(["systemctl", "show", "--timestamp=unix", name, *[f"--property={p}" for p in props]])
+    # The monotonic stamp (microseconds since boot) reads the same in every systemd version.
+    props = ["ActiveState", "SubState", "ActiveEnterTimestampMonotonic", "NRestarts"]
+    out = run(["systemctl", "show", name, *[f"--property={p}" for p in props]])
     values = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
-    stamp = values.get("ActiveEnterTimestamp", "").lstrip("@")
-    since = datetime.fromtimestamp(int(stamp), timezone.utc) if stamp.isdigit() else None
+    active = values.get("ActiveState") == "active"
+    stamp = values.get("ActiveEnterTimestampMonotonic", "")
+    since = None
+    if active and stamp.isdigit() and int(stamp) > 0:
+        since = datetime.fromtimestamp(boot_time() + int(stamp) / 1e6, timezone.utc)
     restarts = values.get("NRestarts", "")
     return {
-        "active": values.get("ActiveState") == "active",
+        "active": active,
         "state": f"{values.get('ActiveState', 'unknown')}/{values.get('SubState', 'unknown')}",
         "since": iso(since),
         "restarts": int(restarts) if restarts.isdigit() else None,
