@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,7 +35,14 @@ from runbooks.sample_hosts import SampleHosts, running_sample_hosts
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "runbooks" / "playbooks"
 
 
-def by_hand(sample: SampleHosts, playbook: str, vars_file: Path) -> float:
+def cpu_s() -> float:
+    """CPU seconds of this process and its waited-for children (ansible-playbook and its workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def by_hand(sample: SampleHosts, playbook: str, vars_file: Path) -> tuple[float, float]:
+    cpu = cpu_s()
     started = time.perf_counter()
     ansible_playbook = str(Path(sys.executable).parent / "ansible-playbook")
     subprocess.run(
@@ -43,22 +51,24 @@ def by_hand(sample: SampleHosts, playbook: str, vars_file: Path) -> float:
         stdout=subprocess.DEVNULL,
         check=True,
     )
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_s() - cpu
 
 
-async def through_runner(setup: HostsSetup, playbook: str) -> float:
+async def through_runner(setup: HostsSetup, playbook: str) -> tuple[float, float]:
+    cpu = cpu_s()
     started = time.perf_counter()
     run = await run_playbook(playbook, setup=setup)
     if not run.ok:
         raise SystemExit(f"{playbook} failed: {run}")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_s() - cpu
 
 
 async def compare(
     sample: SampleHosts, setup: HostsSetup, playbook: str, rounds: int, vars_file: Path
 ) -> None:
-    hand: list[float] = []
-    runner: list[float] = []
+    """Wall and CPU seconds per round, by hand and through the runner, in alternating order."""
+    hand: list[tuple[float, float]] = []
+    runner: list[tuple[float, float]] = []
     for n in range(rounds):
         if n % 2 == 0:
             hand.append(await asyncio.to_thread(by_hand, sample, playbook, vars_file))
@@ -66,14 +76,22 @@ async def compare(
         else:
             runner.append(await through_runner(setup, playbook))
             hand.append(await asyncio.to_thread(by_hand, sample, playbook, vars_file))
-        print(f"  round {n + 1}: by hand {hand[-1]:.2f} s, runner {runner[-1]:.2f} s", flush=True)
-    diffs = [r - h for r, h in zip(runner, hand, strict=True)]
-    print(f"\n| {playbook} ({rounds} rounds) | median s |")
-    print("| --- | ---: |")
-    print(f"| ansible-playbook by hand | {statistics.median(hand):.2f} |")
-    print(f"| run_playbook (ansible-runner, asyncio) | {statistics.median(runner):.2f} |")
-    print(f"| overhead: median of paired differences | {statistics.median(diffs):+.2f} |")
-    print(f"| overhead: difference of medians | {statistics.median(runner) - statistics.median(hand):+.2f} |")
+        print(
+            f"  round {n + 1}: by hand {hand[-1][0]:.2f} s ({hand[-1][1]:.2f} s CPU), "
+            f"runner {runner[-1][0]:.2f} s ({runner[-1][1]:.2f} s CPU)",
+            flush=True,
+        )
+    print(f"\n| {playbook} ({rounds} rounds, medians) | wall s | CPU s |")
+    print("| --- | ---: | ---: |")
+    for label, rows in (
+        ("ansible-playbook by hand", hand),
+        ("run_playbook (ansible-runner, asyncio)", runner),
+    ):
+        wall_s, cpu_s_ = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+        print(f"| {label} | {wall_s:.2f} | {cpu_s_:.2f} |")
+    wall = statistics.median(r[0] - h[0] for r, h in zip(runner, hand, strict=True))
+    cpu = statistics.median(r[1] - h[1] for r, h in zip(runner, hand, strict=True))
+    print(f"| overhead: median of paired differences | {wall:+.2f} | {cpu:+.2f} |")
 
 
 async def one_release(setup: HostsSetup, version: str) -> tuple[float, float, float, int]:
