@@ -1,10 +1,11 @@
 # Garden DX Ops Bot: `gardenbot serve` behind Slack. Not built in CI (no Docker engine there).
 FROM python:3.11-slim-bookworm
 
+# openssh-client: the hosts playbooks reach the Garden DX servers over SSH (docs/hosts.md).
 # pg_dump / pg_restore must be at least the target server's major version (bookworm ships 15).
 # For a newer server, install that version's client and point GARDENBOT_PG_BIN_DIR at it.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends postgresql-client \
+    && apt-get install -y --no-install-recommends postgresql-client openssh-client \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 gardenbot \
     && mkdir -p /var/lib/gardenbot /var/backups/garden-dx \

@@ -18,14 +18,15 @@ if ! command -v pg_dump >/dev/null 2>&1 || ! command -v pgbench >/dev/null 2>&1;
   (apt-get update -qq && apt-get install -y -qq postgresql-client postgresql-contrib) >/dev/null 2>&1 || true
 fi
 
-# promtool and amtool for the monitoring configuration tests (tests/deploy/). Debian's packages;
+# promtool and amtool for the monitoring configuration tests (tests/deploy/), from Debian's packages;
 # with no init system (or a policy-rc.d that says 101) their services are not started.
 if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1; then
-  if apt-cache policy prometheus prometheus-alertmanager 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-    (apt-get update -qq && apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 \
-      prometheus prometheus-alertmanager) >/dev/null 2>&1 || echo "could not install promtool/amtool"
-  fi
+  echo "installing prometheus and prometheus-alertmanager (promtool, amtool)"
+  (apt-get update -qq && apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 \
+    prometheus prometheus-alertmanager) >/dev/null 2>&1 || echo "could not install promtool/amtool"
 fi
+# git for the hosts tests' sample Garden DX (Ansible, ansible-runner and supervisor come with .[dev]).
+command -v git >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq git) >/dev/null 2>&1 || true
 
 if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   echo "starting PostgreSQL"

@@ -30,6 +30,9 @@ MESSAGES: dict[str, str] = {
     "store.not_configured": "DATABASE_URL and REDIS_URL must both be set (or neither, for the demo).",
     "target.not_configured": "The target is not configured ({what}).",
     "target.cache_unreachable": "The Garden DX cache is unreachable ({detail}).",
+    "hosts.inventory_missing": "The hosts inventory {path} does not exist (hosts.inventory / GARDENBOT_INVENTORY).",
+    "hosts.bad_version": "`{version}` is not a version name: a tag, branch or commit (letters, digits, . _ / + -).",
+    "hosts.unknown_service": "Unknown service `{service}`; known: {known}.",
     # approvals
     "approval.header": "Approval needed: {command}",
     "approval.requested": "`{command}` needs a second person's approval (approval {approval_id}).",

@@ -30,6 +30,9 @@ MESSAGES: dict[str, str] = {
     "store.not_configured": "DATABASE_URL と REDIS_URL は両方設定してください(デモでは両方とも未設定)。",
     "target.not_configured": "対象システムが設定されていません({what})。",
     "target.cache_unreachable": "Garden DX のキャッシュに接続できません({detail})。",
+    "hosts.inventory_missing": "ホストのインベントリ {path} がありません(hosts.inventory / GARDENBOT_INVENTORY)。",
+    "hosts.bad_version": "`{version}` はバージョン名ではありません。タグ、ブランチ、コミット(英数字と . _ / + -)を指定してください。",
+    "hosts.unknown_service": "不明なサービス `{service}` です。指定できるもの: {known}。",
     # 承認
     "approval.header": "承認が必要です: {command}",
     "approval.requested": "`{command}` には別の担当者の承認が必要です(承認 {approval_id})。",
