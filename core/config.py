@@ -22,6 +22,7 @@ SLACK_API_DEFAULT = "https://slack.com/api/"
 USER_OR_GROUP_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?]+$")
+AUDIT_KEY_MIN_BYTES = 32
 
 # Environment variable -> dotted path in the settings.
 ENV_KEYS: dict[str, str] = {
@@ -30,6 +31,7 @@ ENV_KEYS: dict[str, str] = {
     "SLACK_APP_TOKEN": "slack.app_token",
     "SLACK_API_URL": "slack.api_url",
     "GARDENBOT_ALERT_TOKEN": "alert_token",
+    "GARDENBOT_AUDIT_KEY": "audit_key",
     "DATABASE_URL": "database_url",
     "REDIS_URL": "redis_url",
     "GARDEN_DATABASE_URL": "target.database_url",
@@ -157,6 +159,7 @@ class Settings(BaseSettings):
 
     slack: Slack = Slack()
     alert_token: SecretStr | None = None
+    audit_key: SecretStr | None = None  # keys the audit chain; never stored in the bot's database
     database_url: SecretStr | None = None
     redis_url: SecretStr | None = None
     redis_prefix: str = Field(default="gardenbot:", pattern=r"^[A-Za-z0-9:_\-]{1,64}$")
@@ -176,6 +179,13 @@ class Settings(BaseSettings):
     logs: Logs = Logs()
     tls_hosts: list[str] = Field(default_factory=list)
     health: Health = Health()
+
+    @field_validator("audit_key")
+    @classmethod
+    def _key_length(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().encode()) < AUDIT_KEY_MIN_BYTES:
+            raise ValueError(f"at least {AUDIT_KEY_MIN_BYTES} characters (e.g. `openssl rand -hex 32`)")
+        return v
 
     @field_validator("approvers")
     @classmethod

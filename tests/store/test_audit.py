@@ -17,13 +17,16 @@ import psycopg
 import pytest
 
 from store import audit as audit_module
-from store.audit import AuditEntry, AuditLog, AuditRecord, chain_hash
+from store.audit import CHAIN_UNKEYED, AuditEntry, AuditLog, AuditRecord, chain_hash, record_as_json
 from store.db import Store
+
+KEY = b"k" * 32
+OTHER_KEY = b"m" * 32
 
 
 @pytest.fixture
 def audit(store: Store, tmp_path: Path) -> AuditLog:
-    return AuditLog(store, tmp_path / "audit.spool")
+    return AuditLog(store, tmp_path / "audit.spool", key=KEY)
 
 
 def a_record(n: int = 0, **overrides: Any) -> AuditRecord:
@@ -101,7 +104,7 @@ async def test_hash_at_insert_matches_what_postgresql_gives_back(audit: AuditLog
     assert awkward_row.args["3"] == "int key"
     assert awkward_row.args["big"] == 1e20
     assert tokyo_row.at == moment
-    assert chain_hash(tokyo_row, tokyo_row.prev_hash) == tokyo_row.hash
+    assert chain_hash(tokyo_row, tokyo_row.prev_hash, KEY) == tokyo_row.hash
 
 
 async def test_entries_filter_by_actor_and_time(audit: AuditLog) -> None:
@@ -153,11 +156,12 @@ async def test_a_row_altered_behind_the_guard_is_named(audit: AuditLog, store: S
 
 
 async def test_an_altered_row_with_a_forged_hash_breaks_the_next_link(audit: AuditLog, store: Store) -> None:
+    # Even someone holding the key cannot alter a row without breaking the next row's link.
     await write(audit, 4)
     ids = await ids_in_order(store)
     [victim] = [e for e in await audit.entries() if e.id == ids[1]]
     forged = replace(victim, actor="mallory")
-    forged_hash = chain_hash(forged, forged.prev_hash)
+    forged_hash = chain_hash(forged, forged.prev_hash, KEY)
 
     await run_as_superuser(
         store,

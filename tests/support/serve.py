@@ -37,6 +37,7 @@ from tests.support.slack_api import SlackApiStandIn, SlackCall
 GARDENBOT = Path(sys.executable).with_name("gardenbot")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SIGNING_SECRET = "test-signing-secret"
+AUDIT_KEY = "test-audit-key-0123456789abcdef-0123456789abcdef"
 FORM = "application/x-www-form-urlencoded"
 
 # `cache flush` empties this whole Redis database: only these tests' keys may live there.
@@ -340,6 +341,7 @@ def start_server(
         "GARDEN_REDIS_URL": target_redis_url(),
         "GARDENBOT_STATE_DIR": str(state_dir),
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "GARDENBOT_AUDIT_KEY": AUDIT_KEY,
         "SLACK_BOT_TOKEN": "xoxb-test",
         "SLACK_API_URL": standin.url,
         **(extra_env or {}),
