@@ -7,7 +7,6 @@ import sys
 
 from core.secrets import mask_text
 
-
 _TRACEBACKS = logging.Formatter()
 
 

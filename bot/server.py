@@ -71,7 +71,9 @@ def create_app(settings: Settings) -> SlackFirst:
             background.append(asyncio.create_task(_learn_identity(client, identity)))
             background.append(asyncio.create_task(_announce_interrupted(runtime, client)))
             if settings.channels.ops is not None:
-                background.append(asyncio.create_task(_publish_audit_head(runtime, client, settings.channels.ops)))
+                background.append(
+                    asyncio.create_task(_publish_audit_head(runtime, client, settings.channels.ops))
+                )
             if settings.slack.app_token is not None:
                 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 

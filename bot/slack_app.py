@@ -113,20 +113,26 @@ def build_slack_app(
         else:
             await ack(text=busy)  # the queue is full: say so now, and nothing runs later
 
-    async def decide(ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any], work_item: Work) -> None:
+    async def decide(ack: AsyncAck, respond: AsyncRespond, work_item: Work) -> None:
         await ack()
         if not work.spawn(work_item):  # the click is not taken: tell the clicker, off the ack path
-            notice = asyncio.create_task(respond(text=busy, response_type="ephemeral", replace_original=False))
+            notice = asyncio.create_task(
+                respond(text=busy, response_type="ephemeral", replace_original=False)
+            )
             notices.add(notice)
             notice.add_done_callback(notices.discard)
 
     @app.action("approve")
-    async def approve(ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any], action: dict[str, Any]) -> None:
-        await decide(ack, respond, body, lambda: handlers.decision(body, action, "approved"))
+    async def approve(
+        ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any], action: dict[str, Any]
+    ) -> None:
+        await decide(ack, respond, lambda: handlers.decision(body, action, "approved"))
 
     @app.action("deny")
-    async def deny(ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any], action: dict[str, Any]) -> None:
-        await decide(ack, respond, body, lambda: handlers.decision(body, action, "denied"))
+    async def deny(
+        ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any], action: dict[str, Any]
+    ) -> None:
+        await decide(ack, respond, lambda: handlers.decision(body, action, "denied"))
 
     return app
 

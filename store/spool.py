@@ -208,7 +208,7 @@ def _replace(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(temp, path)
+    temp.replace(path)
     _fsync_dir(path.parent)
 
 

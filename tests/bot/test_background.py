@@ -38,7 +38,11 @@ def slash(text: str, channel: str) -> tuple[str, dict[str, str]]:
 async def test_a_full_queue_still_acks_says_busy_and_runs_nothing_later(bot_runtime: Runtime) -> None:
     runtime = Runtime(
         settings=bot_runtime.settings.model_copy(
-            update={"slack": bot_runtime.settings.slack.model_copy(update={"signing_secret": SecretStr(SIGNING_SECRET)})}
+            update={
+                "slack": bot_runtime.settings.slack.model_copy(
+                    update={"signing_secret": SecretStr(SIGNING_SECRET)}
+                )
+            }
         ),
         services=bot_runtime.services,
         pipeline=bot_runtime.pipeline,

@@ -354,12 +354,18 @@ async def test_verify_gives_the_head_the_newest_record_and_its_hash(audit: Audit
     head = await audit.head()
 
     assert result.ok and result.head is not None and head is not None
-    assert (result.head.id, result.head.hash) == (head.id, head.hash) == (newest, (await audit.entries())[0].hash)
+    assert (
+        (result.head.id, result.head.hash)
+        == (head.id, head.hash)
+        == (newest, (await audit.entries())[0].hash)
+    )
     assert (await audit.verify(head=str(head))).ok
     assert (await audit.verify(head=head.hash)).ok
 
 
-async def test_deleting_the_newest_records_is_caught_by_the_published_head(audit: AuditLog, store: Store) -> None:
+async def test_deleting_the_newest_records_is_caught_by_the_published_head(
+    audit: AuditLog, store: Store
+) -> None:
     await write(audit, 5)
     published = await audit.head()
     assert published is not None
@@ -390,7 +396,11 @@ async def test_rechaining_every_record_without_the_key_is_caught(audit: AuditLog
     await rechain(store, audit, key=OTHER_KEY, version=2)  # any key but ours
     result = await audit.verify()
 
-    assert (result.ok, result.first_bad_id, result.reason) == (False, (await ids_in_order(store))[0], "hash mismatch")
+    assert (result.ok, result.first_bad_id, result.reason) == (
+        False,
+        (await ids_in_order(store))[0],
+        "hash mismatch",
+    )
 
 
 async def test_rechaining_the_whole_log_as_unkeyed_is_caught_by_the_published_head(
@@ -423,13 +433,18 @@ async def test_an_unkeyed_record_after_keyed_ones_is_named(audit: AuditLog, stor
     await write(audit, 3)
     ids = await ids_in_order(store)
     [last] = [e for e in await audit.entries() if e.id == ids[2]]
+    unkeyed = chain_hash(last, last.prev_hash)
 
     await run_as_superuser(
         store,
         "SET session_replication_role = replica",
-        f"UPDATE audit_log SET chain_version = 1, hash = '{chain_hash(last, last.prev_hash)}' WHERE id = {ids[2]}",
+        f"UPDATE audit_log SET chain_version = 1, hash = '{unkeyed}' WHERE id = {ids[2]}",
         "SET session_replication_role = DEFAULT",
     )
     result = await audit.verify()
 
-    assert (result.ok, result.first_bad_id, result.reason) == (False, ids[2], "unkeyed record inside the keyed chain")
+    assert (result.ok, result.first_bad_id, result.reason) == (
+        False,
+        ids[2],
+        "unkeyed record inside the keyed chain",
+    )

@@ -245,7 +245,9 @@ async def test_two_drainers_at_once_write_each_record_once(
     spool = tmp_path / "audit.spool"
     records = await spool_while_down(down_store, spool, 5)
 
-    results = await asyncio.gather(AuditLog(store, spool, key=KEY).drain_spool(), AuditLog(store, spool, key=KEY).drain_spool())
+    results = await asyncio.gather(
+        AuditLog(store, spool, key=KEY).drain_spool(), AuditLog(store, spool, key=KEY).drain_spool()
+    )
 
     assert sorted(results) == [0, 5]
     assert await stored_record_ids(store) == [str(r.record_id) for r in records]

@@ -431,6 +431,7 @@ class PrivatePostgres:
     port: int
     as_postgres: bool
     frozen: list[int] | None = None
+    options: str = ""
 
     @property
     def data_dir(self) -> Path:
@@ -461,6 +462,18 @@ class PrivatePostgres:
                 stopped.append(child)
         self.frozen = stopped
         return stopped
+
+    def start(self) -> None:
+        log_file = str(self.root / "pg.log")
+        started = self.run(
+            "pg_ctl", "-D", str(self.data_dir), "-o", self.options, "-l", log_file, "-w", "start"
+        )
+        if started.returncode != 0:
+            raise PrivatePostgresUnavailable(f"pg_ctl start failed: {started.stderr.strip()[-300:]}")
+
+    def stop(self) -> None:
+        """Stop the server for real (every connection closed), as a crash or a restart would."""
+        self.run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
 
     def thaw(self) -> None:
         for pid in reversed(self.frozen or []):
@@ -502,9 +515,9 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         )
         if init.returncode != 0:
             raise PrivatePostgresUnavailable(f"initdb failed: {init.stderr.strip()[-500:]}")
-        options = f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        pg.options = f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
         start = pg.run(
-            "pg_ctl", "-D", str(pg.data_dir), "-o", options, "-l", str(root / "pg.log"), "-w", "start"
+            "pg_ctl", "-D", str(pg.data_dir), "-o", pg.options, "-l", str(root / "pg.log"), "-w", "start"
         )
         if start.returncode != 0:
             log = (root / "pg.log").read_text(errors="replace")[-500:] if (root / "pg.log").exists() else ""
