@@ -1,4 +1,9 @@
-"""Work started after Slack's ack. Acks come first: new work waits while acks are in flight."""
+"""Work started after Slack's ack. Acks come first: new work waits while acks are in flight.
+
+The queue is bounded (QUEUE_LIMIT): when it is full, `spawn` refuses and the listener's ack says
+"busy, try again" instead, so nothing runs later that the asker was told would not. Each item has a
+time bound (WORK_BOUND_S), so a stuck item frees its worker and the workers can never all be stuck.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger(__name__)
 
 WORKERS = 4  # work items in progress at once; the rest wait in order
+QUEUE_LIMIT = 200  # items waiting for a worker; beyond it the ack answers "busy"
+WORK_BOUND_S = 120.0  # longest one item may run (long jobs run in tasks of their own, not here)
 ACK_PRIORITY_WAIT_S = 0.5  # longest a queued item waits for a gap between acks under a burst
 QUIET_GAP_S = 0.02  # no ack for this long: the burst is over, background work may run
 
@@ -46,15 +53,31 @@ Work = Callable[[], Awaitable[None]]
 class BackgroundWork:
     """A bounded pool of coroutines that run what listeners hand over after their ack."""
 
-    def __init__(self, gate: AckGate, *, workers: int = WORKERS) -> None:
+    def __init__(
+        self,
+        gate: AckGate,
+        *,
+        workers: int = WORKERS,
+        queue_limit: int = QUEUE_LIMIT,
+        work_bound_s: float = WORK_BOUND_S,
+    ) -> None:
         self.gate = gate
-        self._queue: asyncio.Queue[Work] = asyncio.Queue()
+        self.work_bound_s = work_bound_s
+        self._queue: asyncio.Queue[Work] = asyncio.Queue(maxsize=queue_limit)
         self._unfinished = 0
+        self.refused = 0
         self._workers = [asyncio.create_task(self._work(), name=f"slack-work-{i}") for i in range(workers)]
 
-    def spawn(self, work: Work) -> None:
+    def spawn(self, work: Work) -> bool:
+        """Queue `work`; False (and nothing queued) when the queue is full."""
+        try:
+            self._queue.put_nowait(work)
+        except asyncio.QueueFull:
+            self.refused += 1
+            log.warning("background queue full (%d waiting): work refused", self._queue.qsize())
+            return False
         self._unfinished += 1
-        self._queue.put_nowait(work)
+        return True
 
     def pending(self) -> int:
         """Items handed over and not finished: queued or running."""
@@ -78,7 +101,10 @@ class BackgroundWork:
             work = await self._queue.get()
             try:
                 await self.gate.quiet(ACK_PRIORITY_WAIT_S)
-                await work()
+                async with asyncio.timeout(self.work_bound_s):
+                    await work()
+            except TimeoutError:
+                log.error("background work took over %.0f s and was stopped", self.work_bound_s)
             except Exception:
                 log.exception("background work failed")
             finally:

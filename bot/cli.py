@@ -12,13 +12,14 @@ from typing import Any
 
 from bot.console import Console, ConsoleAccess, render_text, reply_json
 from bot.logs import configure_logging
-from bot.runtime import Runtime, open_runtime, with_embedded_default
+from bot.runtime import Runtime, open_runtime, require_audit_key, with_embedded_default
 from commands.audit import parse_since
 from commands.base import ConsoleOrigin
 from commands.policy import Policy
 from core.config import Roles, Settings, load_settings
 from core.errors import ConfigError, GardenBotError, StoreUnavailable
 from core.i18n import Translator
+from store.audit import parse_head
 
 log = logging.getLogger("gardenbot")
 
@@ -45,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply the bot store's migrations")
     audit = sub.add_parser("audit", help="verify or export the audit log")
     audit_sub = audit.add_subparsers(dest="audit_action", required=True)
-    audit_sub.add_parser("verify", help="exit 0 when the chain is intact, 1 naming the first bad record")
+    verify = audit_sub.add_parser(
+        "verify", help="exit 0 when the chain is intact (prints its head), 1 naming the first bad record"
+    )
+    verify.add_argument("--head", help="a published head (ID:HASH or HASH) that must still be in the log")
     export = audit_sub.add_parser("export", help="write the audit log to stdout")
     export.add_argument("--since", help="7d, 24h or an ISO time")
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
@@ -73,6 +77,15 @@ def _main(argv: Sequence[str] | None) -> int:
     except Exception as exc:  # the embedded servers failed to start: say so in one line
         print(f"embedded default failed to start: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    try:
+        require_audit_key(settings)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        if embedded is not None:
+            from bot.embedded import stop_embedded
+
+            stop_embedded(embedded)
+        return EXIT_REFUSED
     # The demo: embedded servers and nobody configured. Only there may anyone act as anyone.
     demo = embedded is not None and not _names_anyone(settings)
     if demo:
@@ -168,12 +181,7 @@ async def _audit(runtime: Runtime, args: Any) -> int:
     t = Translator(runtime.settings.locale)
     try:
         if args.audit_action == "verify":
-            result = await audit.verify()
-            if result.ok:
-                print(t("audit.verify_ok", checked=result.checked))
-                return EXIT_OK
-            print(t("audit.verify_bad", id=result.first_bad_id, reason=result.reason))
-            return EXIT_FAILED
+            return await _verify(runtime, args.head)
         since = None
         if args.since:
             try:
@@ -187,6 +195,32 @@ async def _audit(runtime: Runtime, args: Any) -> int:
     except GardenBotError as exc:
         print(t(exc.message_key, **exc.params), file=sys.stderr)
         return EXIT_FAILED
+
+
+async def _verify(runtime: Runtime, head: str | None) -> int:
+    t = Translator(runtime.settings.locale)
+    if head is not None:
+        try:
+            parse_head(head)
+        except ValueError as exc:
+            print(f"--head: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+    result = await runtime.services.audit.verify(head=head)
+    if result.unkeyed:
+        if result.keyed_from is None:
+            print(t("audit.verify_unkeyed_only", count=result.unkeyed))
+        else:
+            print(t("audit.verify_unkeyed", count=result.unkeyed, id=result.keyed_from))
+    if not result.ok:
+        if result.reason == "head missing":
+            print(t("audit.verify_head_missing", head=head))
+        else:
+            print(t("audit.verify_bad", id=result.first_bad_id, reason=result.reason))
+        return EXIT_FAILED
+    print(t("audit.verify_ok", checked=result.checked))
+    if result.head is not None:
+        print(t("audit.verify_head", id=result.head.id, hash=result.head.hash))
+    return EXIT_OK
 
 
 def _quiet_broken_pipe() -> None:

@@ -7,13 +7,25 @@ import sys
 
 from core.secrets import mask_text
 
+_TRACEBACKS = logging.Formatter()
+
 
 class MaskSecrets(logging.Filter):
+    """Masks the message, and the traceback and stack text a formatter would add to it: an
+    exception's text (a DSN with its password, a token) is masked like any message."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         masked = mask_text(message)
         if masked != message:
             record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text when it is set: format the traceback once, masked.
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
         return True
 
 

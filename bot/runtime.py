@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -21,7 +23,7 @@ from core.config import Settings
 
 if TYPE_CHECKING:
     from bot.embedded import EmbeddedServers
-from core.errors import StoreUnavailable
+from core.errors import ConfigError, StoreUnavailable
 from core.secrets import mask_dsn
 from store.audit import AuditLog
 from store.db import Store
@@ -30,6 +32,8 @@ from store.pending import PendingEnds
 from store.redis import Coordination
 
 log = logging.getLogger(__name__)
+
+AUDIT_KEY_FILE = "audit.key"  # the embedded demo's key, in its state dir, mode 0600
 
 
 @dataclass
@@ -59,6 +63,7 @@ def with_embedded_default(settings: Settings) -> tuple[Settings, EmbeddedServers
     from bot.embedded import start_embedded
 
     servers = start_embedded(settings.state_dir / "embedded")
+    audit_key = settings.audit_key or SecretStr(demo_audit_key(settings.state_dir / AUDIT_KEY_FILE))
     target = settings.target.model_copy(
         update={
             "database_url": settings.target.database_url or SecretStr(servers.garden_database_url),
@@ -71,18 +76,45 @@ def with_embedded_default(settings: Settings) -> tuple[Settings, EmbeddedServers
             "redis_url": SecretStr(servers.redis_url),
             "target": target,
             "pg_bin_dir": settings.pg_bin_dir or Path(servers.pg_bin_dir),
+            "audit_key": audit_key,
         }
     )
     return updated, servers
 
 
+def demo_audit_key(path: Path) -> str:
+    """The embedded demo's audit key: made once (0600, only this user reads it), then reused."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(key + "\n")
+    log.info("embedded demo: audit key created in %s", path)
+    return key
+
+
+def require_audit_key(settings: Settings) -> bytes:
+    """A configured bot refuses to start without its audit key: an unkeyed chain proves nothing
+    against whoever holds the database credentials, and a warning is too easy to miss."""
+    if settings.audit_key is None:
+        raise ConfigError(
+            "GARDENBOT_AUDIT_KEY", "required: a secret of 32+ characters kept outside the database (README)"
+        )
+    return settings.audit_key.get_secret_value().encode()
+
+
 async def open_runtime(settings: Settings) -> Runtime:
     if settings.database_url is None or settings.redis_url is None:
         raise StoreUnavailable("store.not_configured")
+    key = require_audit_key(settings)
     store = Store(settings.database_url.get_secret_value())
     await store.open()
     coordination = Coordination(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
-    audit = AuditLog(store, settings.spool_path)
+    audit = AuditLog(store, settings.spool_path, key=key)
     services = Services(
         settings=settings,
         store=store,

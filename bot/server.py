@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import aiohttp
 import uvicorn
@@ -24,6 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from bot.audit_head import publish_daily
 from bot.background import AckGate, BackgroundWork
 from bot.metrics import Metrics
 from bot.runtime import Runtime, open_runtime
@@ -68,6 +70,10 @@ def create_app(settings: Settings) -> SlackFirst:
             handler = AsyncSlackRequestHandler(bolt)
             background.append(asyncio.create_task(learn_identity(client, identity)))
             background.append(asyncio.create_task(_announce_interrupted(runtime, client)))
+            if settings.channels.ops is not None:
+                background.append(
+                    asyncio.create_task(_publish_audit_head(runtime, client, settings.channels.ops))
+                )
             if settings.slack.app_token is not None:
                 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -226,6 +232,17 @@ async def learn_identity(client: AsyncWebClient, identity: BotIdentity) -> None:
         return
     log.error("auth.test never answered: unless SLACK_TEAM_ID is set, Slack requests are refused")
     identity.settled.set()
+
+
+async def _publish_audit_head(runtime: Runtime, client: AsyncWebClient, channel: str) -> None:
+    zone = runtime.settings.zone
+    await publish_daily(
+        runtime.services.audit,
+        client,
+        channel,
+        Translator(runtime.settings.locale),
+        today=lambda: datetime.now(zone).date(),
+    )
 
 
 async def _announce_interrupted(runtime: Runtime, client: AsyncWebClient) -> None:

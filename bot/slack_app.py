@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -24,13 +24,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.background import BackgroundWork
+from bot.background import BackgroundWork, Work
 from bot.membership import GroupDirectory
 from bot.metrics import Metrics
 from bot.runtime import Runtime
 from bot.slack_replies import SlackJobListener, SlackSurface
 from commands.base import Actor, Request
 from core.errors import NotAllowed, StoreUnavailable
+from core.i18n import Translator
 from store.approvals import remember_message as remember_approval_message
 from store.jobs import remember_message as remember_job_message
 
@@ -144,20 +145,36 @@ def build_slack_app(
     workspace = Workspace(identity, settings.slack.team_id, settings.slack.enterprise_id)
     handlers = SlackHandlers(runtime, client, directory, metrics, workspace)
 
+    busy = Translator(settings.locale)("slack.busy")
+    notices: set[asyncio.Task[Any]] = set()
+
     @app.command("/garden")
     async def garden(ack: AsyncAck, body: dict[str, Any]) -> None:
+        if work.spawn(lambda: handlers.slash_command(body)):
+            await ack()
+        else:
+            await ack(text=busy)  # the queue is full: say so now, and nothing runs later
+
+    async def decide(ack: AsyncAck, respond: AsyncRespond, work_item: Work) -> None:
         await ack()
-        work.spawn(lambda: handlers.slash_command(body))
+        if not work.spawn(work_item):  # the click is not taken: tell the clicker, off the ack path
+            notice = asyncio.create_task(
+                respond(text=busy, response_type="ephemeral", replace_original=False)
+            )
+            notices.add(notice)
+            notice.add_done_callback(notices.discard)
 
     @app.action("approve")
-    async def approve(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
-        await ack()
-        work.spawn(lambda: handlers.decision(body, action, "approved"))
+    async def approve(
+        ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any], action: dict[str, Any]
+    ) -> None:
+        await decide(ack, respond, lambda: handlers.decision(body, action, "approved"))
 
     @app.action("deny")
-    async def deny(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
-        await ack()
-        work.spawn(lambda: handlers.decision(body, action, "denied"))
+    async def deny(
+        ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any], action: dict[str, Any]
+    ) -> None:
+        await decide(ack, respond, lambda: handlers.decision(body, action, "denied"))
 
     return app
 

@@ -34,6 +34,7 @@ TEAM_ID = re.compile(r"^T[A-Z0-9]{2,}$")
 ENTERPRISE_ID = re.compile(r"^E[A-Z0-9]{2,}$")
 OS_LOGIN = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@\-]{0,63}\$?$")  # POSIX-ish user names
 CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?]+$")
+AUDIT_KEY_MIN_BYTES = 32
 
 # Environment variable -> dotted path in the settings.
 ENV_KEYS: dict[str, str] = {
@@ -44,6 +45,7 @@ ENV_KEYS: dict[str, str] = {
     "SLACK_TEAM_ID": "slack.team_id",
     "SLACK_ENTERPRISE_ID": "slack.enterprise_id",
     "GARDENBOT_ALERT_TOKEN": "alert_token",
+    "GARDENBOT_AUDIT_KEY": "audit_key",
     "DATABASE_URL": "database_url",
     "REDIS_URL": "redis_url",
     "GARDEN_DATABASE_URL": "target.database_url",
@@ -264,6 +266,7 @@ class Settings(BaseSettings):
 
     slack: Slack = Slack()
     alert_token: SecretStr | None = None
+    audit_key: SecretStr | None = None  # keys the audit chain; never stored in the bot's database
     database_url: SecretStr | None = None
     redis_url: SecretStr | None = None
     redis_prefix: str = Field(default="gardenbot:", pattern=r"^[A-Za-z0-9:_\-]{1,64}$")
@@ -287,6 +290,13 @@ class Settings(BaseSettings):
     jobs: Jobs = Jobs()
     console: ConsoleAccounts = ConsoleAccounts()
     server: ServerAddress = ServerAddress()
+
+    @field_validator("audit_key")
+    @classmethod
+    def _key_length(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value().encode()) < AUDIT_KEY_MIN_BYTES:
+            raise ValueError(f"at least {AUDIT_KEY_MIN_BYTES} characters (e.g. `openssl rand -hex 32`)")
+        return v
 
     @field_validator("approvers")
     @classmethod

@@ -1,7 +1,11 @@
 """The audit log: every action, who asked and who approved, append-only and hash-chained.
 
-Each row's `hash` is the SHA-256 of a canonical JSON of its fields plus the previous row's hash,
-so altering or removing a row breaks the chain at that point and `verify()` names it. Appends are
+Each row's `hash` is the HMAC-SHA256, keyed with GARDENBOT_AUDIT_KEY (kept outside the database),
+of a canonical JSON of its fields plus the previous row's hash: altering or removing a row breaks
+the chain at that point and `verify()` names it, and without the key nobody can re-chain the rows.
+Rows written before the chain was keyed (chain_version 1) carry a plain SHA-256 and may only come
+before the keyed ones. Deleting the newest rows leaves a shorter chain that is still whole: the
+published head (`head()`, checked with `verify(head=...)`) is what catches that. Appends are
 serialised across processes by an advisory lock held in the insert transaction. When the store is
 down, records go to a local spool (store/spool.py) and are written, in order, once it is back.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import hmac
 import json
 import logging
 import math
@@ -37,10 +42,12 @@ DRAIN_CHUNK = 200  # spooled records written per transaction
 WRITE_TIMEOUT_S = 3.0  # longest a request waits on an audit write before the record is spooled
 RETRY_AFTER_S = 5.0  # after a failure, spool at once for this long rather than wait on the pool
 MAX_DURATION_MS = 2**31 - 1  # the column is a PostgreSQL integer
+CHAIN_UNKEYED, CHAIN_KEYED = 1, 2  # chain_version: plain SHA-256 (before keying), HMAC-SHA256
+MIN_KEY_BYTES = 32
 
 COLUMNS = (
     "id, record_id, at, correlation_id, source, actor, approver, channel, command, args,"
-    " event, outcome, duration_ms, detail, prev_hash, hash"
+    " event, outcome, duration_ms, detail, prev_hash, hash, chain_version"
 )
 CSV_FIELDS = [c.strip() for c in COLUMNS.split(",")]
 TEXT_FIELDS = ("correlation_id", "source", "actor", "approver", "channel", "command", "event")
@@ -110,6 +117,18 @@ class AuditEntry(AuditRecord):
     id: int = field(kw_only=True)
     prev_hash: str = field(kw_only=True)
     hash: str = field(kw_only=True)
+    chain_version: int = field(default=CHAIN_KEYED, kw_only=True)
+
+
+@dataclass(frozen=True)
+class Head:
+    """The newest record: what is published, and what `verify(head=...)` checks later."""
+
+    id: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.id}:{self.hash}"
 
 
 @dataclass(frozen=True)
@@ -117,14 +136,33 @@ class VerifyResult:
     ok: bool
     checked: int  # rows read, the bad one included
     first_bad_id: int | None
-    reason: str  # "intact", "hash mismatch", "chain broken (prev_hash)"
+    reason: str  # "intact", "hash mismatch", "chain broken (prev_hash)", "unkeyed record ...", "head ..."
+    head: Head | None = None  # the newest record read (when intact)
+    keyed_from: int | None = None  # id of the first keyed record; rows before it are unkeyed
+    unkeyed: int = 0  # rows from before the chain was keyed
+
+
+def parse_head(text: str) -> tuple[int | None, str]:
+    """`HASH` or `ID:HASH` (as published) -> (id or None, lower-case hex hash); ValueError if neither."""
+    ident, _, digest = text.strip().rpartition(":")
+    digest = digest.lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError("a head is a 64-digit hex hash, or ID:HASH as published")
+    if ident and not ident.isdigit():
+        raise ValueError("a head is a 64-digit hex hash, or ID:HASH as published")
+    return (int(ident) if ident else None), digest
 
 
 class AuditLog:
     """Writes, checks, lists and exports the audit log of the bot's store."""
 
-    def __init__(self, store: Store, spool_path: Path, *, retry_after_s: float = RETRY_AFTER_S) -> None:
+    def __init__(
+        self, store: Store, spool_path: Path, *, key: bytes, retry_after_s: float = RETRY_AFTER_S
+    ) -> None:
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"the audit key must be at least {MIN_KEY_BYTES} bytes")
         self.store = store
+        self._key = key
         self.spool = AuditSpool(spool_path)
         self.retry_after_s = retry_after_s
         self._store_down_until = 0.0
@@ -155,6 +193,9 @@ class AuditLog:
     async def _write(self, rec: AuditRecord) -> None:
         if self.spool.has_lines():
             await self.drain_spool()  # older records first, so the chain keeps their order
+            if self.spool.has_lines():  # another drainer is at it: queue behind the older ones
+                await self._spool(rec)
+                return
         await self._append([rec])
 
     def _forget_write(self, write: asyncio.Future[None]) -> None:
@@ -167,6 +208,8 @@ class AuditLog:
     async def drain_spool(self) -> int:
         """Write spooled records in order, skipping any already stored; then empty the spool."""
         async with self.spool.taken() as batch:
+            if batch.busy:
+                return 0  # another drainer (here or in another process) writes them
             records: list[AuditRecord] = []
             for line in batch.lines:
                 try:
@@ -185,20 +228,33 @@ class AuditLog:
     def spooled(self) -> int:
         return self.spool.count()
 
-    async def verify(self) -> VerifyResult:
-        """Recompute every hash and link in id order; stop at the first row that does not match."""
-        expected_prev = GENESIS_HASH
-        checked = 0
+    async def head(self) -> Head | None:
+        """The newest record's id and hash, or None for an empty log."""
+        async with self.store.connection() as conn:
+            cur = await conn.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+            row = await cur.fetchone()
+        return None if row is None else Head(int(row["id"]), str(row["hash"]))
+
+    async def verify(self, *, head: str | None = None) -> VerifyResult:
+        """Recompute every hash and link in id order; stop at the first row that does not match.
+
+        `head` (`HASH` or `ID:HASH`, as published) must name a record that is still there, unchanged.
+        """
+        want_id, want_hash = parse_head(head) if head is not None else (None, "")
+        check = _ChainCheck(self._key)
         # aclosing: stopping at a bad row gives the connection back at once
         async with aclosing(self._rows_in_order(since=None)) as rows:
             async for entry in rows:
-                checked += 1
-                if chain_hash(entry, entry.prev_hash) != entry.hash:
-                    return VerifyResult(False, checked, entry.id, "hash mismatch")
-                if entry.prev_hash != expected_prev:
-                    return VerifyResult(False, checked, entry.id, "chain broken (prev_hash)")
-                expected_prev = entry.hash
-        return VerifyResult(True, checked, None, "intact")
+                bad = check.step(entry)
+                if bad is not None:
+                    return check.result(entry.id, bad)
+                if want_hash and want_id == entry.id and entry.hash != want_hash:
+                    return check.result(entry.id, "head differs")
+                if want_hash and entry.hash == want_hash and want_id in (None, entry.id):
+                    want_hash = ""  # found, intact so far
+        if want_hash:
+            return check.result(want_id, "head missing")
+        return check.result(None, "intact")
 
     async def export(
         self,
@@ -256,12 +312,12 @@ class AuditLog:
                 last = await cur.fetchone()
                 prev = str(last["hash"]) if last else GENESIS_HASH
                 for rec in stored:
-                    digest = chain_hash(rec, prev)
+                    digest = chain_hash(rec, prev, self._key)
                     cur = await conn.execute(
                         "INSERT INTO audit_log (record_id, at, correlation_id, source, actor,"
                         " approver, channel, command, args, event, outcome, duration_ms, detail,"
-                        " prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb,"
-                        " %s, %s, %s, %s::jsonb, %s, %s)"
+                        " prev_hash, hash, chain_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
+                        " %s::jsonb, %s, %s, %s, %s::jsonb, %s, %s, %s)"
                         " ON CONFLICT (record_id) DO NOTHING RETURNING id",
                         (
                             rec.record_id,
@@ -279,6 +335,7 @@ class AuditLog:
                             canonical_json(rec.detail),
                             prev,
                             digest,
+                            CHAIN_KEYED,
                         ),
                     )
                     if await cur.fetchone() is not None:  # None: already stored (a replayed spool)
@@ -287,21 +344,69 @@ class AuditLog:
             return inserted
 
     async def _rows_in_order(self, *, since: datetime | None) -> AsyncGenerator[AuditEntry, None]:
-        """Every row in id order, read in batches so a long log is never held in memory."""
+        """Every row in id order, read in batches so a long log is never held in memory.
+
+        Each batch is its own bounded use of a connection: a long log takes as long as it takes,
+        a store that stops answering fails the read within the store's bound.
+        """
         after = 0
-        async with self.store.connection() as conn:
-            while True:
+        while True:
+            async with self.store.connection() as conn:
                 cur = await conn.execute(
                     f"SELECT {COLUMNS} FROM audit_log WHERE id > %s"
                     " AND (%s::timestamptz IS NULL OR at >= %s) ORDER BY id LIMIT %s",
                     (after, since, since, BATCH_SIZE),
                 )
                 rows = await cur.fetchall()
-                for row in rows:
-                    yield entry_from_row(row)
-                if len(rows) < BATCH_SIZE:
-                    return
-                after = int(str(rows[-1]["id"]))
+            for row in rows:
+                yield entry_from_row(row)
+            if len(rows) < BATCH_SIZE:
+                return
+            after = int(str(rows[-1]["id"]))
+
+
+class _ChainCheck:
+    """Walks the chain row by row: unkeyed rows first (if any), then the keyed chain."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self.expected_prev = GENESIS_HASH
+        self.checked = 0
+        self.unkeyed = 0
+        self.keyed_from: int | None = None
+        self.last: Head | None = None
+
+    def step(self, entry: AuditEntry) -> str | None:
+        """None when the row is sound, else why not."""
+        self.checked += 1
+        if entry.chain_version == CHAIN_KEYED:
+            if self.keyed_from is None:
+                self.keyed_from = entry.id
+            digest = chain_hash(entry, entry.prev_hash, self.key)
+        elif entry.chain_version == CHAIN_UNKEYED and self.keyed_from is None:
+            self.unkeyed += 1
+            digest = chain_hash(entry, entry.prev_hash)
+        else:
+            return "unkeyed record inside the keyed chain"
+        if not hmac.compare_digest(digest, entry.hash):
+            return "hash mismatch"
+        if entry.prev_hash != self.expected_prev:
+            return "chain broken (prev_hash)"
+        self.expected_prev = entry.hash
+        self.last = Head(entry.id, entry.hash)
+        return None
+
+    def result(self, bad_id: int | None, reason: str) -> VerifyResult:
+        ok = reason == "intact"
+        return VerifyResult(
+            ok=ok,
+            checked=self.checked,
+            first_bad_id=bad_id,
+            reason=reason,
+            head=self.last if ok else None,
+            keyed_from=self.keyed_from,
+            unkeyed=self.unkeyed,
+        )
 
 
 async def _as_stored(conn: Conn, rec: AuditRecord) -> AuditRecord:
@@ -326,11 +431,15 @@ def prepared(rec: AuditRecord) -> AuditRecord:
     return replace(rec, **changes)
 
 
-def chain_hash(rec: AuditRecord, prev_hash: str) -> str:
-    """SHA-256 hex of the canonical JSON of every record field plus the previous hash."""
+def chain_hash(rec: AuditRecord, prev_hash: str, key: bytes | None = None) -> str:
+    """Hex HMAC-SHA256 (with `key`) of the canonical JSON of every record field, the previous hash
+    and the chain version; without a key, the plain SHA-256 of rows from before keying."""
     body = record_as_json(rec)
     body["prev_hash"] = prev_hash
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+    if key is None:
+        return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+    body["chain_version"] = CHAIN_KEYED
+    return hmac.new(key, canonical_json(body).encode(), hashlib.sha256).hexdigest()
 
 
 def canonical_json(value: Any) -> str:
@@ -381,6 +490,7 @@ def entry_as_json(entry: AuditEntry) -> dict[str, Any]:
         **record_as_json(entry),
         "prev_hash": entry.prev_hash,
         "hash": entry.hash,
+        "chain_version": entry.chain_version,
     }
 
 
@@ -404,6 +514,7 @@ def entry_from_row(row: Mapping[str, Any]) -> AuditEntry:
         detail=_as_dict(row["detail"]),
         prev_hash=str(row["prev_hash"]),
         hash=str(row["hash"]),
+        chain_version=int(row["chain_version"]),
     )
 
 

@@ -2,16 +2,24 @@
 
 Every query of the bot's store goes through `Store.connection()`; a store that cannot be reached
 raises StoreUnavailable quickly (connect timeout, pool timeout) instead of hanging the caller.
+
+A store that accepts connections and then never answers (a frozen server, a dead link) would make
+a query wait for ever: the server-side statement_timeout never fires on a server that does not
+run. So every use of a connection has a client-side bound too: when it passes, the connection's
+socket is shut down under the query, which then fails at once (no cancel request to a server that
+cannot answer it), the pool discards the broken connection, and the caller gets StoreUnavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg.rows import dict_row
@@ -26,7 +34,10 @@ CONNECT_TIMEOUT_S = 3
 POOL_TIMEOUT_S = 4.0
 DOWN_POOL_TIMEOUT_S = 0.5  # once the store is known down, callers wait this long, not POOL_TIMEOUT_S
 STATEMENT_TIMEOUT_MS = 15_000
-REACHABLE_TIMEOUT_S = 3.0
+REACHABLE_TIMEOUT_S = 1.5  # below /readyz's own 2 s, so readiness never waits on a cancellation
+QUERY_BOUND_S = 3.0  # longest a use of a connection may take, acquiring it included
+DOWN_QUERY_BOUND_S = 0.5  # once a bound was hit, until a use succeeds again
+MIGRATE_BOUND_S = 300.0  # migrations may rewrite tables: long maintenance gets a long bound
 MIGRATION_LOCK = 0x6761_7264_656E  # "garden": one migrator at a time across processes
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
@@ -70,24 +81,51 @@ class Store:
         await self._pool.close()
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Conn]:
-        timeout = DOWN_POOL_TIMEOUT_S if self._known_down else POOL_TIMEOUT_S
+    async def connection(self, *, bound: float | None = None) -> AsyncIterator[Conn]:
+        """A pooled connection for at most `bound` seconds (default QUERY_BOUND_S), acquiring included.
+
+        Past the bound the connection is severed: the query in flight fails, the pool drops the
+        connection, and StoreUnavailable is raised. Long maintenance (migrate) passes a longer bound.
+        """
+        limit = self._bound(bound)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        severed: list[Conn] = []
+        watchdog: asyncio.TimerHandle | None = None
+        pool_timeout = DOWN_POOL_TIMEOUT_S if self._known_down else POOL_TIMEOUT_S
         try:
-            async with self._pool.connection(timeout=timeout) as conn:
-                self._known_down = False
+            async with self._pool.connection(timeout=min(pool_timeout, limit)) as conn:
+                watchdog = loop.call_at(deadline, _sever, conn, severed)
                 yield conn
+            self._known_down = False
         except (PoolTimeout, psycopg.OperationalError) as exc:
-            self._known_down = True
-            log.warning("bot store unreachable: %s", type(exc).__name__)
-            raise StoreUnavailable("store.unavailable") from None
+            self._unavailable(type(exc).__name__)
+        except psycopg.Error as exc:
+            if not severed:
+                raise
+            self._unavailable(type(exc).__name__)
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        if severed:  # the body swallowed the failure: still, the store did not answer in time
+            self._unavailable("bound")
+
+    def _bound(self, bound: float | None) -> float:
+        if bound is not None:
+            return bound
+        return DOWN_QUERY_BOUND_S if self._known_down else QUERY_BOUND_S
+
+    def _unavailable(self, why: str) -> NoReturn:
+        self._known_down = True
+        log.warning("bot store unreachable: %s", why)
+        raise StoreUnavailable("store.unavailable") from None
 
     async def is_reachable(self) -> bool:
         """Answers within REACHABLE_TIMEOUT_S even when the server is frozen."""
         try:
-            async with asyncio.timeout(REACHABLE_TIMEOUT_S), self.connection() as conn:
+            async with self.connection(bound=REACHABLE_TIMEOUT_S) as conn:
                 await conn.execute("SELECT 1")
-        except (StoreUnavailable, TimeoutError):
-            self._known_down = True
+        except StoreUnavailable:
             return False
         return True
 
@@ -105,7 +143,7 @@ class Store:
     async def migrate(self) -> list[str]:
         """Apply the migrations not yet applied; safe to run twice and from two processes at once."""
         applied: list[str] = []
-        async with self.connection() as conn, conn.transaction():
+        async with self.connection(bound=MIGRATE_BOUND_S) as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -133,3 +171,19 @@ def migration_files() -> list[tuple[str, str]]:
         key=lambda entry: entry.name,
     )
     return [(entry.name.removesuffix(".sql"), entry.read_text(encoding="utf-8")) for entry in files]
+
+
+def _sever(conn: Conn, severed: list[Conn]) -> None:
+    """Shut the connection's socket down: a query waiting on it fails now, with no server reply."""
+    severed.append(conn)
+    log.warning("bot store did not answer in time: dropping the connection")
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.OperationalError:
+        return  # already closed
+    try:
+        # A duplicate of libpq's socket: shutting it down ends the connection, closing it does not.
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

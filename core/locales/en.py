@@ -22,6 +22,7 @@ MESSAGES: dict[str, str] = {
     "error.unexpected": "Something went wrong on our side. Reference: {ref}",
     # stores and targets
     "store.unavailable": "The bot's store is unreachable.",
+    "slack.busy": "The bot is busy right now: nothing was run. Please try again in a minute.",
     "store.unavailable_for_changes": (
         "The bot's store is unreachable, so actions that change something are refused until it is "
         "back. Read-only commands still work."
@@ -148,6 +149,14 @@ MESSAGES: dict[str, str] = {
     "audit.col.approver": "approver",
     "audit.verify_ok": "Audit log intact: {checked} records verified.",
     "audit.verify_bad": "Audit log ALTERED: first bad record is #{id} ({reason}).",
+    "audit.verify_head": "Head: id {id}, hash {hash}",
+    "audit.verify_head_missing": "Audit log ALTERED: the head {head} is no longer in the log.",
+    "audit.verify_unkeyed": (
+        "{count} records from before the chain was keyed were checked without the key; "
+        "the keyed chain starts at #{id}."
+    ),
+    "audit.verify_unkeyed_only": "{count} records were written before the chain was keyed; none is keyed yet.",
+    "audit.head_published": "audit head: id {id}, hash {hash}",
     "audit.exported": "{count} records exported.",
     # cache
     "cache.stats_help": "keys, memory and hit rate of the Garden DX cache",

@@ -22,6 +22,7 @@ MESSAGES: dict[str, str] = {
     "error.unexpected": "内部エラーが発生しました。参照番号: {ref}",
     # ストアと対象システム
     "store.unavailable": "ボットのストアに接続できません。",
+    "slack.busy": "ただいま混み合っているため、何も実行していません。少し待ってからもう一度お試しください。",
     "store.unavailable_for_changes": (
         "ボットのストアに接続できないため、変更を伴う操作は復旧まで受け付けません。"
         "参照系のコマンドは使えます。"
@@ -148,6 +149,13 @@ MESSAGES: dict[str, str] = {
     "audit.col.approver": "承認者",
     "audit.verify_ok": "監査ログは改ざんされていません: {checked} 件を検証しました。",
     "audit.verify_bad": "監査ログが改ざんされています: 最初の不正レコードは #{id}({reason})。",
+    "audit.verify_head": "先頭: id {id}、ハッシュ {hash}",
+    "audit.verify_head_missing": "監査ログが改ざんされています: 先頭 {head} がログにありません。",
+    "audit.verify_unkeyed": (
+        "鍵付きになる前の {count} 件は鍵なしで検証しました。鍵付きのチェーンは #{id} から始まります。"
+    ),
+    "audit.verify_unkeyed_only": "{count} 件は鍵付きになる前に書かれたもので、鍵付きのレコードはまだありません。",
+    "audit.head_published": "監査ログの先頭: id {id}、ハッシュ {hash}",
     "audit.exported": "{count} 件を出力しました。",
     # キャッシュ
     "cache.stats_help": "Garden DX キャッシュのキー数・メモリ・ヒット率",

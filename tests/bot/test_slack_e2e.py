@@ -7,6 +7,7 @@ others' on the module's server. The Web API is the local stand-in (tests/support
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from core.i18n import Translator
+from store.audit import AuditRecord, record_as_json
 from tests.support.serve import (
     BotServer,
     PrivatePostgres,
@@ -33,6 +35,7 @@ MAX_BLOCKS = 50
 JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 FROZEN_COMMANDS = 20
 FROZEN_ACK_TIMEOUT_S = 3.0
+FROZEN_ANSWER_S = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -196,23 +199,68 @@ def private_pg() -> Iterator[PrivatePostgres]:
         pytest.skip(f"cannot run a private PostgreSQL here: {exc}")
 
 
-async def test_acks_stay_fast_and_answers_still_come_while_the_bots_postgres_is_frozen(
+async def test_acks_stay_fast_and_store_reading_commands_answer_in_5_s_with_a_spool_while_postgres_is_frozen(
     tmp_path_factory: pytest.TempPathFactory, private_pg: PrivatePostgres
 ) -> None:
     with serving(tmp_path_factory.mktemp("serve-frozen"), database_url=private_pg.url) as server:
         await _acks_while_frozen(server, private_pg)
 
 
+def spool_lines(server: BotServer, count: int) -> list[str]:
+    """Audit lines waiting in the running bot's spool, as a store outage leaves them; their record ids."""
+    spool = server.log_path.parent / "state" / "audit-spool.jsonl"
+    records = [
+        AuditRecord.new(
+            correlation_id=f"spooled-{n}",
+            source="slack",
+            actor="U0OPS",
+            command="help",
+            event="request",
+            outcome="succeeded",
+        )
+        for n in range(count)
+    ]
+    spool.parent.mkdir(parents=True, exist_ok=True)
+    with spool.open("a", encoding="utf-8") as out:
+        for rec in records:
+            out.write(json.dumps(record_as_json(rec)) + "\n")
+    spool.chmod(0o600)
+    return [str(rec.record_id) for rec in records]
+
+
+async def answered_within(server: BotServer, text: str, seconds: float) -> str:
+    """Send `/garden TEXT` in a channel of its own; the answer (or refusal) must come within `seconds`."""
+    channel = new_channel()
+    started = time.perf_counter()
+    await ack(server, text, user="U0OPS", channel=channel)
+
+    def answer() -> list[SlackCall]:
+        calls = server.calls("chat.postMessage", channel=channel) + server.calls(
+            "chat.postEphemeral", channel=channel
+        )
+        return [c for c in calls if c.status == 200]
+
+    [reply, *_] = await server.wait_for(answer, timeout=seconds, what=f"the answer to {text!r}")
+    print(f"\n{text!r} answered in {(time.perf_counter() - started) * 1000:.0f} ms with the store frozen")
+    return call_text(reply)
+
+
 async def _acks_while_frozen(server: BotServer, pg: PrivatePostgres) -> None:
     warm = new_channel()
     await ack(server, "jobs", user="U0OPS", channel=warm)  # the pool holds live connections now
     await server.wait_calls("chat.postMessage", channel=warm)
+    waiting = spool_lines(server, 2)  # lines an earlier outage left in the spool
 
     channel = new_channel()
     stopped = pg.freeze()
     assert len(stopped) > 1  # the postmaster and its backends
     latencies: list[float] = []
     try:
+        # Store-reading commands with lines in the spool: each answers, or refuses clearly, in 5 s.
+        for text in ("help", "health", "jobs", "backup list"):
+            shown = await answered_within(server, text, FROZEN_ANSWER_S)
+            if text in ("jobs", "backup list"):
+                assert "store is unreachable" in shown or "No " in shown or "#" in shown, shown
         for i in range(FROZEN_COMMANDS):
             started = time.perf_counter()
             # A timeout here (httpx.TimeoutException) is the failure this test exists to catch.
@@ -245,6 +293,26 @@ async def _acks_while_frozen(server: BotServer, pg: PrivatePostgres) -> None:
         pg.thaw()
     assert len(server.calls("chat.postMessage", channel=channel)) == FROZEN_COMMANDS // 2
     assert len(server.calls("chat.postEphemeral", channel=channel)) == FROZEN_COMMANDS // 2
+    await _spool_drains_once(server, waiting)
+
+
+async def _spool_drains_once(server: BotServer, waiting: list[str]) -> None:
+    """Store back: the next commands write the spool into the log, every line exactly once."""
+    spool = server.log_path.parent / "state" / "audit-spool.jsonl"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while spool.exists() and spool.stat().st_size > 0:
+        assert loop.time() < deadline, f"the spool never drained:\n{server.log_tail()}"
+        await ack(server, "help", user="U0OPS", channel=new_channel())
+        await asyncio.sleep(1.0)
+    rows = await server.query("SELECT record_id::text AS r FROM audit_log")
+    stored = [str(row["r"]) for row in rows]
+    assert len(stored) == len(set(stored))  # nothing written twice
+    assert set(waiting) <= set(stored)
+    frozen = await server.query(
+        "SELECT count(*) AS n FROM audit_log WHERE command IN ('health', 'help', 'jobs')"
+    )
+    assert int(frozen[0]["n"]) >= 4 + FROZEN_COMMANDS  # what was asked while frozen is in the log too
 
 
 # --- the configured locale -------------------------------------------------------------------

@@ -1,11 +1,17 @@
-"""The bot's store down: read-only commands answer and spool their audit; changes are refused;
+"""The bot's store down (at start-up, or stopping while the process runs): read-only commands
+answer and spool their audit; changes are refused;
 when the store is back, the next command writes the spool into the log, once and in order."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterator
 
-from tests.support.runtime import BotWorld, closed_port, target_redis
+import pytest
+
+from tests.support.runtime import BotWorld, closed_port, request, target_redis
+from tests.support.serve import PrivatePostgres, PrivatePostgresUnavailable, private_postgres
 
 
 def spooled(world: BotWorld) -> list[dict[str, object]]:
@@ -52,21 +58,41 @@ def test_read_only_answers_changes_are_refused_and_the_spool_drains_later(
     assert "3 records verified" in verify.stdout
 
 
-def test_a_store_that_stops_after_start_up_spools_too(bot_world: BotWorld) -> None:
-    first = bot_world.cli("run", "--user", "U0OPS", "jobs")
-    assert first.returncode == 0, first.stderr
-    real_database = bot_world.database_url
-    bot_world.database_url = f"postgresql://postgres@127.0.0.1:{closed_port()}/gardenbot"
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL of this test's own, to stop and start again: never the shared one."""
+    try:
+        with private_postgres() as pg:
+            yield pg
+    except PrivatePostgresUnavailable as exc:
+        pytest.skip(f"cannot run a private PostgreSQL here: {exc}")
 
-    down = bot_world.cli("run", "--user", "U0OPS", "help")
-    bot_world.database_url = real_database
-    spool = spooled(bot_world)
-    back = bot_world.cli("run", "--user", "U0OPS", "help")
 
-    assert down.returncode == 0
+async def test_a_store_that_stops_after_start_up_spools_too(
+    bot_world: BotWorld, private_pg: PrivatePostgres
+) -> None:
+    bot_world.database_url = private_pg.url
+    async with bot_world.runtime() as runtime:  # start-up with the store up: migrated, pool filled
+        first = await runtime.pipeline.handle(request("U0OPS", "jobs"))
+        assert runtime.startup.migrations  # the store was there at start-up
+        private_pg.stop()  # ...and stops while the process runs
+
+        down = await asyncio.wait_for(runtime.pipeline.handle(request("U0OPS", "help")), timeout=10)
+        spool = spooled(bot_world)
+        private_pg.start()
+        for _ in range(30):  # the next commands write the spool once the store answers again
+            back = await runtime.pipeline.handle(request("U0OPS", "help"))
+            if not spooled(bot_world):
+                break
+            await asyncio.sleep(1)
+        verify = await runtime.services.audit.verify()
+
+    assert first.status == "succeeded"
+    assert down.status == "succeeded"
     assert [r["command"] for r in spool] == ["help"]
-    assert back.returncode == 0
+    assert back.status == "succeeded"
     rows = bot_world.query("SELECT record_id::text, command FROM audit_log ORDER BY id")
-    assert [c for _, c in rows] == ["jobs", "help", "help"]
+    assert [c for _, c in rows[:2]] == ["jobs", "help"]
     assert rows[1][0] == spool[0]["record_id"]
-    assert bot_world.cli("audit", "verify").returncode == 0
+    assert len({r for r, _ in rows}) == len(rows)
+    assert verify.ok, verify

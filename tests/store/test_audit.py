@@ -17,13 +17,16 @@ import psycopg
 import pytest
 
 from store import audit as audit_module
-from store.audit import AuditEntry, AuditLog, AuditRecord, chain_hash
+from store.audit import CHAIN_UNKEYED, AuditEntry, AuditLog, AuditRecord, chain_hash, record_as_json
 from store.db import Store
+
+KEY = b"k" * 32
+OTHER_KEY = b"m" * 32
 
 
 @pytest.fixture
 def audit(store: Store, tmp_path: Path) -> AuditLog:
-    return AuditLog(store, tmp_path / "audit.spool")
+    return AuditLog(store, tmp_path / "audit.spool", key=KEY)
 
 
 def a_record(n: int = 0, **overrides: Any) -> AuditRecord:
@@ -101,7 +104,7 @@ async def test_hash_at_insert_matches_what_postgresql_gives_back(audit: AuditLog
     assert awkward_row.args["3"] == "int key"
     assert awkward_row.args["big"] == 1e20
     assert tokyo_row.at == moment
-    assert chain_hash(tokyo_row, tokyo_row.prev_hash) == tokyo_row.hash
+    assert chain_hash(tokyo_row, tokyo_row.prev_hash, KEY) == tokyo_row.hash
 
 
 async def test_entries_filter_by_actor_and_time(audit: AuditLog) -> None:
@@ -153,11 +156,12 @@ async def test_a_row_altered_behind_the_guard_is_named(audit: AuditLog, store: S
 
 
 async def test_an_altered_row_with_a_forged_hash_breaks_the_next_link(audit: AuditLog, store: Store) -> None:
+    # Even someone holding the key cannot alter a row without breaking the next row's link.
     await write(audit, 4)
     ids = await ids_in_order(store)
     [victim] = [e for e in await audit.entries() if e.id == ids[1]]
     forged = replace(victim, actor="mallory")
-    forged_hash = chain_hash(forged, forged.prev_hash)
+    forged_hash = chain_hash(forged, forged.prev_hash, KEY)
 
     await run_as_superuser(
         store,
@@ -288,3 +292,159 @@ def test_a_record_needs_a_timezone_aware_time() -> None:
             event="requested",
             outcome="ok",
         )
+
+
+# --- the keyed chain and its published head ---
+
+
+async def rechain(store: Store, audit: AuditLog, *, key: bytes | None, version: int) -> None:
+    """What someone with the database credentials but not the key can do: rewrite every hash."""
+    entries = sorted(await audit.entries(limit=1000), key=lambda e: e.id)
+    prev = "0" * 64
+    async with store.connection() as conn:
+        await conn.execute("SET session_replication_role = replica")
+        for entry in entries:
+            digest = chain_hash(entry, prev, key)
+            await conn.execute(
+                "UPDATE audit_log SET prev_hash = %s, hash = %s, chain_version = %s WHERE id = %s",
+                (prev, digest, version, entry.id),
+            )
+            prev = digest
+        await conn.execute("SET session_replication_role = DEFAULT")
+
+
+async def insert_unkeyed(store: Store, records: list[AuditRecord]) -> None:
+    """Rows as the bot wrote them before the chain was keyed (chain_version 1, plain SHA-256)."""
+    async with store.connection() as conn:
+        prev = "0" * 64
+        for rec in records:
+            digest = chain_hash(rec, prev)
+            body = record_as_json(rec)
+            await conn.execute(
+                "INSERT INTO audit_log (record_id, at, correlation_id, source, actor, approver, channel,"
+                " command, args, event, outcome, duration_ms, detail, prev_hash, hash, chain_version)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s::jsonb, %s, %s, %s)",
+                (
+                    rec.record_id,
+                    rec.at,
+                    rec.correlation_id,
+                    rec.source,
+                    rec.actor,
+                    rec.approver,
+                    rec.channel,
+                    rec.command,
+                    json.dumps(body["args"]),
+                    rec.event,
+                    rec.outcome,
+                    rec.duration_ms,
+                    json.dumps(body["detail"]),
+                    prev,
+                    digest,
+                    CHAIN_UNKEYED,
+                ),
+            )
+            prev = digest
+
+
+async def test_verify_gives_the_head_the_newest_record_and_its_hash(audit: AuditLog, store: Store) -> None:
+    await write(audit, 3)
+    newest = (await ids_in_order(store))[-1]
+
+    result = await audit.verify()
+    head = await audit.head()
+
+    assert result.ok and result.head is not None and head is not None
+    assert (
+        (result.head.id, result.head.hash)
+        == (head.id, head.hash)
+        == (newest, (await audit.entries())[0].hash)
+    )
+    assert (await audit.verify(head=str(head))).ok
+    assert (await audit.verify(head=head.hash)).ok
+
+
+async def test_deleting_the_newest_records_is_caught_by_the_published_head(
+    audit: AuditLog, store: Store
+) -> None:
+    await write(audit, 5)
+    published = await audit.head()
+    assert published is not None
+    ids = await ids_in_order(store)
+
+    await run_as_superuser(
+        store,
+        "SET session_replication_role = replica",
+        f"DELETE FROM audit_log WHERE id >= {ids[3]}",
+        "SET session_replication_role = DEFAULT",
+    )
+    without_head = await audit.verify()
+    with_head = await audit.verify(head=str(published))
+
+    assert without_head.ok  # a shorter chain is still a whole chain: only the anchor catches it
+    assert (with_head.ok, with_head.first_bad_id, with_head.reason) == (False, ids[4], "head missing")
+
+
+async def test_rechaining_every_record_without_the_key_is_caught(audit: AuditLog, store: Store) -> None:
+    await write(audit, 4)
+    await run_as_superuser(
+        store,
+        "ALTER TABLE audit_log DISABLE TRIGGER USER",
+        "UPDATE audit_log SET actor = 'mallory'",
+        "ALTER TABLE audit_log ENABLE TRIGGER USER",
+    )
+
+    await rechain(store, audit, key=OTHER_KEY, version=2)  # any key but ours
+    result = await audit.verify()
+
+    assert (result.ok, result.first_bad_id, result.reason) == (
+        False,
+        (await ids_in_order(store))[0],
+        "hash mismatch",
+    )
+
+
+async def test_rechaining_the_whole_log_as_unkeyed_is_caught_by_the_published_head(
+    audit: AuditLog, store: Store
+) -> None:
+    await write(audit, 4)
+    published = await audit.head()
+    assert published is not None
+
+    await rechain(store, audit, key=None, version=CHAIN_UNKEYED)
+    result = await audit.verify(head=str(published))
+
+    assert (result.ok, result.first_bad_id, result.reason) == (False, published.id, "head differs")
+    assert (await audit.verify()).keyed_from is None  # and verify says no record is keyed
+
+
+async def test_records_from_before_keying_verify_and_the_keyed_chain_starts_after_them(
+    audit: AuditLog, store: Store
+) -> None:
+    await insert_unkeyed(store, [a_record(n) for n in range(2)])
+    await write(audit, 2)
+    ids = await ids_in_order(store)
+
+    result = await audit.verify()
+
+    assert (result.ok, result.checked, result.unkeyed, result.keyed_from) == (True, 4, 2, ids[2])
+
+
+async def test_an_unkeyed_record_after_keyed_ones_is_named(audit: AuditLog, store: Store) -> None:
+    await write(audit, 3)
+    ids = await ids_in_order(store)
+    [last] = [e for e in await audit.entries() if e.id == ids[2]]
+    unkeyed = chain_hash(last, last.prev_hash)
+
+    await run_as_superuser(
+        store,
+        "SET session_replication_role = replica",
+        f"UPDATE audit_log SET chain_version = 1, hash = '{unkeyed}' WHERE id = {ids[2]}",
+        "SET session_replication_role = DEFAULT",
+    )
+    result = await audit.verify()
+
+    assert (result.ok, result.first_bad_id, result.reason) == (
+        False,
+        ids[2],
+        "unkeyed record inside the keyed chain",
+    )

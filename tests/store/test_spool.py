@@ -16,6 +16,7 @@ from store.audit import AuditLog, AuditRecord
 from store.db import Conn, Store
 from store.spool import AuditSpool
 
+KEY = b"k" * 32
 CLOSED_PORT_URL = "postgresql://postgres@127.0.0.1:1/x"
 
 
@@ -25,9 +26,9 @@ class CountingStore(Store):
     attempts = 0
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Conn]:
+    async def connection(self, *, bound: float | None = None) -> AsyncIterator[Conn]:
         self.attempts += 1
-        async with super().connection() as conn:
+        async with super().connection(bound=bound) as conn:
             yield conn
 
 
@@ -59,7 +60,7 @@ def a_record(n: int, **overrides: Any) -> AuditRecord:
 async def spool_while_down(
     down_store: Store, spool: Path, count: int, *, retry_after_s: float = 3600
 ) -> list[AuditRecord]:
-    log = AuditLog(down_store, spool, retry_after_s=retry_after_s)
+    log = AuditLog(down_store, spool, key=KEY, retry_after_s=retry_after_s)
     records = [a_record(n) for n in range(count)]
     for rec in records:
         await log.record(rec)
@@ -97,20 +98,45 @@ async def test_taking_a_missing_spool_creates_nothing(tmp_path: Path) -> None:
     assert spool.count() == 0
 
 
-async def test_an_append_waits_for_a_drain_and_survives_its_clear(tmp_path: Path) -> None:
+async def test_an_append_during_a_drain_does_not_wait_for_it_and_survives_its_clear(tmp_path: Path) -> None:
+    # A drain may sit on a hanging store for as long as the store's bound: appends never wait on it.
     spool = AuditSpool(tmp_path / "audit.spool")
     await spool.append({"n": 1})
 
     async with spool.taken() as batch:
-        late = asyncio.create_task(spool.append({"n": 2}))
-        await asyncio.sleep(0.05)
-        assert not late.done()  # blocked on the lock, whatever the timing
+        await asyncio.wait_for(spool.append({"n": 2}), timeout=5)
         assert batch.lines == [{"n": 1}]
         batch.clear()
-    await late
 
     async with spool.taken() as batch:
         assert batch.lines == [{"n": 2}]
+
+
+async def test_a_second_drainer_finds_the_spool_busy_and_takes_nothing(tmp_path: Path) -> None:
+    spool = AuditSpool(tmp_path / "audit.spool")
+    await spool.append({"n": 1})
+
+    async with spool.taken() as first:
+        async with AuditSpool(spool.path).taken() as second:
+            assert (second.busy, second.lines) == (True, [])
+            second.clear()
+        first.clear()
+
+    assert spool.count() == 0
+
+
+async def test_a_record_while_a_drain_hangs_on_the_store_is_spooled_within_five_seconds(
+    down_store: Store, tmp_path: Path
+) -> None:
+    spool = tmp_path / "audit.spool"
+    await spool_while_down(down_store, spool, 2)
+    log = AuditLog(down_store, spool, key=KEY, retry_after_s=0)
+
+    async with log.spool.taken() as stuck:  # a drain that holds the spool, stuck on its store
+        assert len(stuck.lines) == 2
+        await asyncio.wait_for(log.record(a_record(3)), timeout=5)
+
+    assert log.spooled() == 3
 
 
 async def test_half_a_line_from_a_crash_is_kept_aside(tmp_path: Path) -> None:
@@ -135,14 +161,14 @@ async def test_store_down_records_go_to_the_spool(down_store: Store, tmp_path: P
 
     await spool_while_down(down_store, spool, 3, retry_after_s=0)  # every one tries the store
 
-    assert AuditLog(down_store, spool).spooled() == 3
+    assert AuditLog(down_store, spool, key=KEY).spooled() == 3
     assert len(spool.read_text(encoding="utf-8").splitlines()) == 3
 
 
 async def test_after_a_failure_records_spool_without_waiting_on_the_store(
     down_store: CountingStore, tmp_path: Path
 ) -> None:
-    log = AuditLog(down_store, tmp_path / "audit.spool", retry_after_s=3600)
+    log = AuditLog(down_store, tmp_path / "audit.spool", key=KEY, retry_after_s=3600)
 
     await log.record(a_record(1))
     await log.record(a_record(2))
@@ -153,7 +179,7 @@ async def test_after_a_failure_records_spool_without_waiting_on_the_store(
 
 async def test_spooled_secrets_are_masked(down_store: Store, tmp_path: Path) -> None:
     spool = tmp_path / "audit.spool"
-    log = AuditLog(down_store, spool, retry_after_s=0)
+    log = AuditLog(down_store, spool, key=KEY, retry_after_s=0)
 
     await log.record(
         a_record(1, args={"password": "hunter2", "target": "postgresql://u:s3cret@db/garden_dx"})
@@ -169,7 +195,7 @@ async def test_drain_writes_spooled_records_once_in_order(
 ) -> None:
     spool = tmp_path / "audit.spool"
     records = await spool_while_down(down_store, spool, 4)
-    log = AuditLog(store, spool)
+    log = AuditLog(store, spool, key=KEY)
 
     written = await log.drain_spool()
     again = await log.drain_spool()
@@ -185,7 +211,7 @@ async def test_record_drains_older_spooled_records_first(
 ) -> None:
     spool = tmp_path / "audit.spool"
     spooled = await spool_while_down(down_store, spool, 2)
-    log = AuditLog(store, spool)
+    log = AuditLog(store, spool, key=KEY)
     fresh = a_record(99)
 
     await log.record(fresh)
@@ -201,10 +227,10 @@ async def test_redrain_after_a_crash_halfway_writes_no_duplicates(
     spool = tmp_path / "audit.spool"
     records = await spool_while_down(down_store, spool, 4)
     # the crashed drain had stored the first half but not yet emptied the spool
-    first_drain = AuditLog(store, tmp_path / "other.spool")
+    first_drain = AuditLog(store, tmp_path / "other.spool", key=KEY)
     for rec in records[:2]:
         await first_drain.record(rec)
-    log = AuditLog(store, spool)
+    log = AuditLog(store, spool, key=KEY)
 
     written = await log.drain_spool()
 
@@ -219,7 +245,9 @@ async def test_two_drainers_at_once_write_each_record_once(
     spool = tmp_path / "audit.spool"
     records = await spool_while_down(down_store, spool, 5)
 
-    results = await asyncio.gather(AuditLog(store, spool).drain_spool(), AuditLog(store, spool).drain_spool())
+    results = await asyncio.gather(
+        AuditLog(store, spool, key=KEY).drain_spool(), AuditLog(store, spool, key=KEY).drain_spool()
+    )
 
     assert sorted(results) == [0, 5]
     assert await stored_record_ids(store) == [str(r.record_id) for r in records]

@@ -37,6 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # `cache flush` empties this whole Redis database: nobody else's tests may use it (another run beside
 # this one picks another with TEST_TARGET_REDIS_DB).
 TARGET_REDIS_DB = int(os.environ.get("TEST_TARGET_REDIS_DB", "13"))
+AUDIT_KEY = "test-audit-key-0123456789abcdef-0123456789abcdef"
 
 # The OS account running the tests (root in CI): the console acts as the admin it is mapped to,
 # and an admin's console may act as anyone else (--user), audited as impersonation.
@@ -112,6 +113,7 @@ class BotWorld:
             "GARDEN_DATABASE_URL": self.target_database_url,
             "GARDEN_REDIS_URL": target_redis_url(),
             "GARDEN_API_URL": self.api_url,
+            "GARDENBOT_AUDIT_KEY": AUDIT_KEY,
             **self.extra_env,
         }
 

@@ -37,6 +37,7 @@ from tests.support.slack_api import TEAM_ID, SlackApiStandIn, SlackCall
 GARDENBOT = Path(sys.executable).with_name("gardenbot")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SIGNING_SECRET = "test-signing-secret"
+AUDIT_KEY = "test-audit-key-0123456789abcdef-0123456789abcdef"
 FORM = "application/x-www-form-urlencoded"
 AddressFrom = Literal["flags", "env", "yaml", "port-only"]
 
@@ -372,6 +373,7 @@ def start_server(
         "GARDEN_REDIS_URL": target_redis_url(),
         "GARDENBOT_STATE_DIR": str(state_dir),
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "GARDENBOT_AUDIT_KEY": AUDIT_KEY,
         "SLACK_BOT_TOKEN": "xoxb-test",
         "SLACK_API_URL": standin.url,
         **address_env,
@@ -466,6 +468,7 @@ class PrivatePostgres:
     port: int
     as_postgres: bool
     frozen: list[int] | None = None
+    options: str = ""
 
     @property
     def data_dir(self) -> Path:
@@ -496,6 +499,18 @@ class PrivatePostgres:
                 stopped.append(child)
         self.frozen = stopped
         return stopped
+
+    def start(self) -> None:
+        log_file = str(self.root / "pg.log")
+        started = self.run(
+            "pg_ctl", "-D", str(self.data_dir), "-o", self.options, "-l", log_file, "-w", "start"
+        )
+        if started.returncode != 0:
+            raise PrivatePostgresUnavailable(f"pg_ctl start failed: {started.stderr.strip()[-300:]}")
+
+    def stop(self) -> None:
+        """Stop the server for real (every connection closed), as a crash or a restart would."""
+        self.run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
 
     def thaw(self) -> None:
         for pid in reversed(self.frozen or []):
@@ -537,9 +552,9 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         )
         if init.returncode != 0:
             raise PrivatePostgresUnavailable(f"initdb failed: {init.stderr.strip()[-500:]}")
-        options = f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        pg.options = f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
         start = pg.run(
-            "pg_ctl", "-D", str(pg.data_dir), "-o", options, "-l", str(root / "pg.log"), "-w", "start"
+            "pg_ctl", "-D", str(pg.data_dir), "-o", pg.options, "-l", str(root / "pg.log"), "-w", "start"
         )
         if start.returncode != 0:
             log = (root / "pg.log").read_text(errors="replace")[-500:] if (root / "pg.log").exists() else ""
