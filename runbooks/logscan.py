@@ -25,7 +25,8 @@ from core.errors import RunbookFailed, UsageError
 
 Kind = Literal["auth", "api", "error"]
 CHUNK_SIZE = 8 * 1024 * 1024
-PROBE_SIZE = 64 * 1024  # the search stops when the interval is this small; a probe reads this much
+PROBE_SIZE = 64 * 1024  # the search stops when the interval is this small; a probe reads at most this
+PEEK_SIZE = 4096  # a probe reads this much at a time until it has a whole timed line
 DEFAULT_TOLERANCE_S = 60.0
 HOURS_MAX = 24 * 31
 LineTime = Callable[[bytes], float | None]
@@ -106,15 +107,20 @@ def time_reader(kind: Kind, zone: tzinfo = UTC) -> LineTime:
 
 
 def _first_timed_line(f: BinaryIO, offset: int, line_time: LineTime, stats: ScanStats) -> float | None:
-    """Time of the first line that starts after `offset` and has one, within one probe's reading."""
+    """Time of the first line that starts after `offset` and has one, reading at most one probe."""
     f.seek(offset)
-    block = f.read(PROBE_SIZE)
-    stats.bytes_read += len(block)
-    lines = block.split(b"\n")
-    for line in lines[1:-1] if offset else lines[:-1]:  # skip the partial first and last lines
-        moment = line_time(line)
-        if moment is not None:
-            return moment
+    block = b""
+    while len(block) < PROBE_SIZE:
+        more = f.read(PEEK_SIZE)
+        stats.bytes_read += len(more)
+        block += more
+        lines = block.split(b"\n")
+        for line in lines[1:-1] if offset else lines[:-1]:  # skip the partial first and last lines
+            moment = line_time(line)
+            if moment is not None:
+                return moment
+        if not more:
+            return None
     return None
 
 
