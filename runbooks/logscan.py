@@ -24,9 +24,11 @@ from typing import Any, BinaryIO, Literal
 from core.errors import RunbookFailed, UsageError
 
 Kind = Literal["auth", "api", "error"]
-CHUNK_SIZE = 8 * 1024 * 1024
+CHUNK_SIZE = 2 * 1024 * 1024
 PROBE_SIZE = 64 * 1024  # the search stops when the interval is this small; a probe reads at most this
 PEEK_SIZE = 4096  # a probe reads this much at a time until it has a whole timed line
+PEEK_LINES = 50  # lines looked at for a time before a spot counts as untimed
+BISECT_STOP = 512  # bytes: within a chunk, the edges are found to this precision
 DEFAULT_TOLERANCE_S = 60.0
 HOURS_MAX = 24 * 31
 LineTime = Callable[[bytes], float | None]
@@ -142,23 +144,77 @@ def find_window_start(f: BinaryIO, size: int, target: float, line_time: LineTime
     return lo - 1 + len(skipped)
 
 
-def _edges(lines: list[bytes], line_time: LineTime) -> tuple[float | None, float | None]:
-    first = next((t for t in map(line_time, lines[:50]) if t is not None), None)
-    last = next((t for t in map(line_time, reversed(lines[-50:])) if t is not None), None)
-    return first, last
+def _time_at(chunk: bytes, at: int, line_time: LineTime) -> float | None:
+    """Time of the first timed line starting at or after line start `at` (looking a few lines on)."""
+    for _ in range(PEEK_LINES):
+        if at >= len(chunk):
+            return None
+        stop = chunk.find(b"\n", at)
+        moment = line_time(chunk[at:stop])
+        if moment is not None:
+            return moment
+        at = stop + 1
+    return None
 
 
-def _inside(lines: list[bytes], line_time: LineTime, start: float, end: float) -> bytes:
-    """The lines of an edge chunk that are in the window; untimed lines follow the line before."""
+def _line_start(chunk: bytes, at: int) -> int:
+    """The first line start at or after byte `at` of a chunk of whole lines."""
+    return 0 if at <= 0 else chunk.find(b"\n", at - 1) + 1 or len(chunk)
+
+
+def _bisect(chunk: bytes, moment: float, line_time: LineTime) -> tuple[int, int]:
+    """Line starts (lo, hi), a few hundred bytes apart: lines before lo are older than `moment`,
+    lines from hi on are not (for lines in time order; the caller's tolerance covers the rest)."""
+    lo, hi = 0, len(chunk)
+    while hi - lo > BISECT_STOP:
+        mid = _line_start(chunk, (lo + hi) // 2)
+        if mid >= hi:  # one long line spans the rest
+            break
+        found = _time_at(chunk, mid, line_time)
+        if found is None or found >= moment:
+            hi = mid
+        else:
+            lo = mid
+    return _line_start(chunk, lo), _line_start(chunk, hi)
+
+
+def split_offset(chunk: bytes, moment: float, line_time: LineTime) -> int:
+    """Where lines timed `moment` or later begin in a chunk of lines in time order: the first line,
+    near the bisection point, whose own time is not older (untimed lines stay with the line before)."""
+    at, hi = _bisect(chunk, moment, line_time)
+    while at < hi:
+        found = _time_at(chunk, at, line_time)
+        if found is None or found >= moment:
+            break
+        at = chunk.find(b"\n", at) + 1
+    return at
+
+
+def _by_own_time(part: bytes, line_time: LineTime, start: float, end: float) -> bytes:
+    """The lines of `part` timed in [start, end]; an untimed line goes with the line before it."""
     kept: list[bytes] = []
     keep = False
-    for line in lines:
+    for line in part.split(b"\n")[:-1]:
         moment = line_time(line)
         if moment is not None:
             keep = start <= moment <= end
         if keep:
             kept.append(line)
     return b"\n".join(kept) + b"\n" if kept else b""
+
+
+def _window_part(chunk: bytes, line_time: LineTime, start: float, end: float, tolerance: float) -> bytes:
+    """The chunk's lines in the window: the middle passes whole, only the lines near an edge
+    (within `tolerance` of it, where out-of-order lines may be) are judged one by one."""
+    a, _ = _bisect(chunk, start - tolerance, line_time)
+    _, b = _bisect(chunk, start + tolerance, line_time)
+    c, _ = _bisect(chunk, end - tolerance, line_time)
+    _, d = _bisect(chunk, end + tolerance, line_time)
+    if b >= c:  # the window is narrower than the tolerance here: judge it all
+        return _by_own_time(chunk[a:d], line_time, start, end)
+    head = _by_own_time(chunk[a:b], line_time, start, end) if a < b else b""
+    tail = _by_own_time(chunk[c:d], line_time, start, end) if c < d else b""
+    return head + chunk[b:c] + tail
 
 
 def _whole_lines(f: BinaryIO, offset: int, chunk_size: int, stats: ScanStats) -> Iterator[bytes]:
@@ -192,14 +248,10 @@ def window_chunks(
     offset = find_window_start(f, stats.size, start - tolerance, line_time, stats)
     stats.window_offset = offset
     for chunk in _whole_lines(f, offset, chunk_size, stats):
-        lines = chunk.split(b"\n")[:-1]
-        first, last = _edges(lines, line_time)
+        first = _time_at(chunk, 0, line_time)
         if first is not None and first > end + tolerance:
             return
-        inside = (
-            first is not None and last is not None and first >= start + tolerance and last <= end - tolerance
-        )
-        kept = chunk if inside else _inside(lines, line_time, start, end)
+        kept = _window_part(chunk, line_time, start, end, tolerance)
         if kept:
             stats.lines += kept.count(b"\n")
             yield kept

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from runbooks.logscan import (
     DEFAULT_TOLERANCE_S,
+    LineTime,
     ScanStats,
     check_hours,
     json_fields,
@@ -23,13 +24,14 @@ from runbooks.logscan import (
     json_time,
     open_log,
     parse_time,
+    split_offset,
     time_reader,
     window_chunks,
 )
 
 FAILED = b"authentication failed"
 AUTH_LINE = re.compile(rb"\n\S+ \d{4}-\d\d-\d\dT")
-API_ADDRESS_SECOND = re.compile(rb"\n(\S+) - - (\d+)(?:\.\d*)? \"")
+API_ADDRESS = re.compile(rb"\n(\S+) - - \d+(?:\.\d*)? \"")
 TOP = 10
 
 
@@ -133,51 +135,76 @@ def scan_auth_log(
     return windows, stats
 
 
-def _api_requests(chunk: bytes, zone: tzinfo) -> tuple[Counter[tuple[bytes, bytes]], int]:
-    """Requests per (address, epoch second) in the chunk, and how many lines had a known shape."""
-    pairs = API_ADDRESS_SECOND.findall(b"\n" + chunk)
-    counts: Counter[tuple[bytes, bytes]] = Counter(pairs)
-    shaped = len(pairs)
+@dataclass
+class _MinuteCounts:
+    """Requests per address, one minute at a time (a minute may span two chunks)."""
+
+    limit: int
+    minute: int | None = None
+    counts: Counter[bytes] = field(default_factory=Counter)
+    bursts: list[RequestBurst] = field(default_factory=list)
+
+    def add(self, minute: int, counts: Counter[bytes]) -> None:
+        if minute != self.minute:
+            self.close()
+            self.minute = minute
+        self.counts.update(counts)
+
+    def close(self) -> None:
+        if self.minute is not None and self.counts and max(self.counts.values()) > self.limit:
+            at = datetime.fromtimestamp(self.minute * 60, UTC)
+            self.bursts += [
+                RequestBurst(address.decode("ascii", "replace"), at, n)
+                for address, n in self.counts.items()
+                if n > self.limit
+            ]
+        self.counts = Counter()
+
+
+def _api_chunk(chunk: bytes, reader: LineTime, minutes: _MinuteCounts, zone: tzinfo) -> int:
+    """Count the chunk's requests per address and minute; returns how many lines had a known shape.
+
+    The chunk is cut at each minute's first line by the lines' own times, then each slice's
+    addresses are counted in C (no per-line Python): the log is in time order, give or take
+    a few seconds at a minute's edge."""
+    first, last = reader(chunk[: chunk.find(b"\n")]), reader(chunk[chunk.rfind(b"\n", 0, -1) + 1 : -1])
+    shaped = 0
+    if first is not None and last is not None:
+        at = 0
+        for minute in range(int(first // 60), int(last // 60) + 1):
+            stop = split_offset(chunk, (minute + 1) * 60, reader) if minute < last // 60 else len(chunk)
+            addresses = API_ADDRESS.findall(b"\n" + chunk[at:stop])
+            shaped += len(addresses)
+            minutes.add(minute, Counter(addresses))
+            at = max(at, stop)
+    else:  # no time at the edges: every line judged alone
+        for line in chunk.split(b"\n")[:-1]:
+            moment = None if line.startswith(b"{") else reader(line)
+            if moment is not None:
+                shaped += 1
+                minutes.add(int(moment // 60), Counter([line.split(b" ", 1)[0]]))
     for line in json_lines(chunk):
         fields = json_fields(line)
         moment = json_time(fields, zone) if fields else None
-        if fields is None or moment is None or "ip" not in fields:
-            continue
-        shaped += 1
-        counts[(str(fields["ip"]).encode(), str(int(moment)).encode())] += 1
-    return counts, shaped
+        if fields is not None and moment is not None and "ip" in fields:
+            shaped += 1
+            minutes.add(int(moment // 60), Counter([str(fields["ip"]).encode()]))
+    return shaped
 
 
 def scan_api_log(
     path: Path, *, start: float, end: float, thresholds: SecurityThresholds, zone: tzinfo, tolerance: float
 ) -> tuple[list[RequestBurst], ScanStats]:
-    per_minute: Counter[tuple[bytes, int]] = Counter()
-    bursts: list[RequestBurst] = []
+    minutes = _MinuteCounts(thresholds.requests_per_minute)
     stats = ScanStats(str(path))
-    settle = int(tolerance // 60) + 2  # minutes after which no late line can still arrive
-
-    def flush(before: int) -> None:
-        for key in [k for k in per_minute if k[1] < before]:
-            count = per_minute.pop(key)
-            if count > thresholds.requests_per_minute:
-                minute = datetime.fromtimestamp(key[1] * 60, UTC)
-                bursts.append(RequestBurst(key[0].decode("ascii", "replace"), minute, count))
-
+    reader = time_reader("api", zone)
     with open_log(path) as f:
-        reader = time_reader("api", zone)
         for chunk in window_chunks(
             f, start=start, end=end, line_time=reader, stats=stats, tolerance=tolerance
         ):
-            counts, shaped = _api_requests(chunk, zone)
-            stats.skipped += chunk.count(b"\n") - shaped
-            newest = 0
-            for (address, second), n in counts.items():
-                minute = int(second) // 60
-                per_minute[(address, minute)] += n
-                newest = max(newest, minute)
-            flush(newest - settle)
-    flush(2**62)
-    return bursts, stats
+            stats.skipped += chunk.count(b"\n") - _api_chunk(chunk, reader, minutes, zone)
+    minutes.close()
+    return minutes.bursts, stats
 
 
 def scan_security(
