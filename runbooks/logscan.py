@@ -240,14 +240,14 @@ def window_chunks(
     line_time: LineTime,
     stats: ScanStats,
     tolerance: float = DEFAULT_TOLERANCE_S,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> Iterator[bytes]:
     """Chunks of whole lines (each ending in a newline) holding the lines timed in [start, end]."""
     f.seek(0, 2)
     stats.size = f.tell()
     offset = find_window_start(f, stats.size, start - tolerance, line_time, stats)
     stats.window_offset = offset
-    for chunk in _whole_lines(f, offset, chunk_size, stats):
+    for chunk in _whole_lines(f, offset, chunk_size or CHUNK_SIZE, stats):
         first = _time_at(chunk, 0, line_time)
         if first is not None and first > end + tolerance:
             return

@@ -176,3 +176,14 @@ def test_a_missing_log_is_one_clear_error(tmp_path: Path) -> None:
 def test_hours_out_of_range_are_refused(hours: int) -> None:
     with pytest.raises(UsageError):
         check_hours(hours)
+
+
+def test_lines_longer_than_the_bisection_step_are_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "api.log"
+    long_path = "/api/search?q=" + "x" * 3000
+    path.write_text("".join(api_line("203.0.113.1", T0 + i, f"GET {long_path}", 200, 5) for i in range(200)))
+
+    lines, _ = read_window(path, "api", T0 + 50, T0 + 150, chunk_size=16 * 1024)
+
+    assert lines == expected_lines(path, "api", T0 + 50, T0 + 150)
+    assert len(lines) == 101

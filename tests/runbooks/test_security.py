@@ -6,6 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from runbooks import logscan
 from runbooks.security import SecurityThresholds, scan_security
 from tests.support.applogs import api_line, auth_line
 
@@ -120,3 +123,28 @@ def test_a_burst_in_a_log_much_longer_than_the_window_is_found_reading_little(tm
     assert [(b.address, b.failures) for b in report.failed_login_bursts] == [("198.51.100.7", 8)]
     [stats] = report.sources
     assert stats.bytes_read < stats.size / 10
+
+
+def test_request_bursts_are_found_when_a_chunk_starts_and_ends_with_junk(tmp_path: Path) -> None:
+    minute = (T - 1800) // 60 * 60
+    lines = [(minute - 5, "### rotated ###\n")]
+    lines += requests("203.0.113.5", minute, 101, spacing=0.5)
+    lines += [(minute + 59, "<<junk>>\n")]
+    log = write(tmp_path / "api.log", lines)
+
+    report = scan_security(auth_log=None, api_log=log, now=NOW)
+
+    assert [(b.address, b.requests) for b in report.request_bursts] == [("203.0.113.5", 101)]
+    assert report.sources[0].skipped == 1  # the rotation mark is before the window's first line
+
+
+def test_a_minute_split_between_two_chunks_is_counted_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    minute = (T - 1800) // 60 * 60
+    log = write(tmp_path / "api.log", requests("203.0.113.5", minute, 110, spacing=0.5))
+    monkeypatch.setattr(logscan, "CHUNK_SIZE", 2048)  # about 30 lines a chunk: the minute spans four
+
+    report = scan_security(auth_log=None, api_log=log, now=NOW)
+
+    assert [(b.address, b.requests) for b in report.request_bursts] == [("203.0.113.5", 110)]
