@@ -30,9 +30,8 @@ MESSAGES_KEPT = 5000  # distinct error messages held at once; the rarest go firs
 ERROR_LINE = re.compile(
     rb"\n\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S* (DEBUG|INFO|WARNING|ERROR|CRITICAL) ([^\n]*)"
 )
-API_LINE = re.compile(
-    rb"\n\S+ - - \d+(?:\.\d*)? \"([A-Z]+ [^ ?\"]*)[^\"\n]*\" (\d{3}) (\d+)(?:\.\d*)?[ \t\r]*$", re.M
-)
+# No end-of-line anchor: it costs a third of the time, and what follows the milliseconds is ignored.
+API_LINE = re.compile(rb"\n\S+ - - \d+(?:\.\d*)? \"([A-Z]+ [^ ?\"]*)[^\"\n]*\" (\d{3}) (\d+)")
 NUMBER = re.compile(r"\d+")
 ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
 
