@@ -51,6 +51,8 @@ ENV_KEYS: dict[str, str] = {
     "GARDEN_DATABASE_URL": "target.database_url",
     "GARDEN_REDIS_URL": "target.redis_url",
     "GARDEN_API_URL": "target.api_url",
+    "GARDEN_MONITOR_DATABASE_URL": "target.monitor_database_url",
+    "GARDENBOT_SMTP_URL": "mail.url",
     "GARDENBOT_BACKUP_DIR": "backup.dir",
     "GARDENBOT_PG_BIN_DIR": "pg_bin_dir",
     "GARDENBOT_LOCALE": "locale",
@@ -100,6 +102,7 @@ class Channels(_Section):
 
 class Target(_Section):
     database_url: SecretStr | None = None
+    monitor_database_url: SecretStr | None = None  # a pg_monitor login for `db stats` and health reads
     redis_url: SecretStr | None = None
     api_url: str | None = None
 
@@ -191,6 +194,24 @@ class Escalation(_Section):
 class Logs(_Section):
     auth: Path | None = None
     api: Path | None = None
+    error: Path | None = None
+    # `security`: the manual's thresholds (more than 5 failures in 5 minutes, more than 100 a minute)
+    failed_logins_max: int = Field(default=5, ge=1)
+    failed_logins_minutes: int = Field(default=5, ge=1, le=1440)
+    requests_per_minute_max: int = Field(default=100, ge=1)
+    error_rate_target_percent: float = Field(default=0.1, gt=0, le=100)  # `logs`: the 5xx KPI
+
+
+class Mail(_Section):
+    url: SecretStr | None = None  # smtp://[user:password@]host:port or smtps://…
+    sender: str | None = Field(default=None, alias="from")
+
+    @field_validator("url")
+    @classmethod
+    def _smtp(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not re.match(r"^smtps?://[^/\s]+", v.get_secret_value()):
+            raise ValueError("an smtp:// or smtps:// URL")
+        return v
 
 
 class Thresholds(_Section):
@@ -284,6 +305,7 @@ class Settings(BaseSettings):
     escalation: Escalation = Escalation()
     schedules: dict[str, str] = Field(default_factory=dict)
     logs: Logs = Logs()
+    mail: Mail = Mail()
     tls_hosts: list[str] = Field(default_factory=list)
     health: Health = Health()
     thresholds: Thresholds = Thresholds()

@@ -243,3 +243,34 @@ def test_the_shipped_example_loads() -> None:
     assert settings.approvers
     assert Policy(settings).approvers_without_role() == []  # approver is a flag on operator or admin
     assert settings.console.users
+
+
+def test_log_thresholds_mail_and_the_monitor_login_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "gardenbot.yml"
+    path.write_text(
+        "logs: {error: /var/log/garden-dx/error.log, requests_per_minute_max: 300}\n"
+        "mail: {url: 'smtp://bot:s3cret@mail.example.com:587', from: gardenbot@example.com}\n"
+        "target: {monitor_database_url: 'postgresql://monitor:pw@db/garden_dx'}\n"
+    )
+
+    settings = load_settings({"GARDENBOT_SMTP_URL": "smtps://mail2.example.com"}, path)
+
+    assert settings.logs.error == Path("/var/log/garden-dx/error.log")
+    assert (settings.logs.requests_per_minute_max, settings.logs.failed_logins_max) == (300, 5)
+    assert settings.logs.failed_logins_minutes == 5 and settings.logs.error_rate_target_percent == 0.1
+    assert (
+        settings.mail.url is not None and settings.mail.url.get_secret_value() == "smtps://mail2.example.com"
+    )
+    assert settings.mail.sender == "gardenbot@example.com"
+    assert settings.target.monitor_database_url is not None
+    assert "s3cret" not in repr(settings) and "pw@" not in repr(settings)
+
+
+def test_a_mail_url_that_is_not_smtp_names_its_key(tmp_path: Path) -> None:
+    path = tmp_path / "gardenbot.yml"
+    path.write_text("mail: {url: 'http://mail.example.com'}\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, path)
+
+    assert caught.value.key == "mail.url"

@@ -29,7 +29,7 @@ ERROR_CLASSES = {
 }
 # Keys built with an f-string: the prefix and the values the placeholder takes.
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "interrupted")  # jobs.status CHECK
-CHECK_NAMES = ("api", "database", "cache", "disk", "memory", "backup")  # runbooks/health.py; tls:* apart
+CHECK_NAMES = ("api", "database", "cache", "disk", "memory", "backup", "wal")  # health, db_admin; tls:* apart
 BACKUP_STATUSES = ("running", "good", "failed", "interrupted", "pruned")  # backups.status CHECK
 VERIFY_STATUSES = ("passed", "failed", "never")  # backups.verify_status CHECK, or never verified
 # runbooks/verify_backup.py VerifyOutcome.problem

@@ -520,8 +520,10 @@ class PrivatePostgres:
 
 
 @contextlib.contextmanager
-def private_postgres() -> Iterator[PrivatePostgres]:
+def private_postgres(settings: Sequence[str] = ()) -> Iterator[PrivatePostgres]:
     """initdb + pg_ctl start in a temporary directory (as the postgres OS user when we are root).
+
+    `settings` are extra server settings, `name=value` each (e.g. shared_preload_libraries=…).
 
     Raises PrivatePostgresUnavailable when that cannot be done here.
     """
@@ -553,6 +555,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         if init.returncode != 0:
             raise PrivatePostgresUnavailable(f"initdb failed: {init.stderr.strip()[-500:]}")
         pg.options = f"-p {pg.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        pg.options += "".join(f" -c {setting}" for setting in settings)
         start = pg.run(
             "pg_ctl", "-D", str(pg.data_dir), "-o", pg.options, "-l", str(root / "pg.log"), "-w", "start"
         )

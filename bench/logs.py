@@ -1,0 +1,171 @@
+"""`security` and `logs` over generated API access and auth logs: throughput, memory, old-log cost.
+
+    .venv/bin/python -m bench.logs [--window-mb 50] [--days 20] [--rounds 3] [--dir DIR] [--keep]
+
+Writes one day of API traffic (about --window-mb MB) and of logins, and the same day at the end of
+a log --days days long (byte-identical last day). Each measurement runs in a fresh process, so its
+peak RSS (VmHWM) is its own:
+- the 24-hour window of the one-day log and of the long log (the binary search should make the
+  long log cost the same: the older days are never read);
+- every day of the long log at once (hours = 24 x days): the whole file read, to show memory flat;
+- `grep -c ''` over the window's bytes, the floor of reading them at all.
+Prints a markdown table; throughput is the window's bytes (as the runbook reports them) / time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from runbooks.log_report import summarize_logs
+from runbooks.security import scan_security
+from tests.support.applogs import write_api_log, write_auth_log
+
+DAY = 86_400
+END = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
+API_LINE_BYTES = 76  # about, for sizing the traffic
+
+
+def vm_hwm_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def child(report: str, api: Path, auth: Path, hours: int) -> None:
+    """Run one report in this (fresh) process and print what it cost as JSON."""
+    started = time.perf_counter()
+    if report == "security":
+        result = scan_security(auth_log=auth, api_log=api, hours=hours, now=END)
+        sources, found = result.sources, len(result.request_bursts) + len(result.failed_login_bursts)
+    else:
+        summary = summarize_logs(error_log=None, api_log=api, hours=hours, now=END)
+        sources, found = summary.sources, summary.requests
+    seconds = time.perf_counter() - started
+    window = sum(s.size - s.window_offset for s in sources)
+    read = sum(s.bytes_read for s in sources)
+    lines = sum(s.lines for s in sources)
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "window": window,
+                "read": read,
+                "lines": lines,
+                "found": found,
+                "rss_kib": vm_hwm_kib(),
+            }
+        )
+    )
+
+
+def measure(report: str, api: Path, auth: Path, hours: int, rounds: int) -> dict[str, float]:
+    runs = []
+    for _ in range(rounds):
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.logs", "--child", report, str(api), str(auth), str(hours)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        runs.append(json.loads(out.stdout))
+    best = min(runs, key=lambda r: r["seconds"])
+    best["seconds_median"] = statistics.median(r["seconds"] for r in runs)
+    best["rss_kib"] = max(r["rss_kib"] for r in runs)
+    return best
+
+
+def grep_floor(paths: list[Path], rounds: int) -> tuple[float, int]:
+    size = sum(p.stat().st_size for p in paths)
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for path in paths:
+            subprocess.run(["grep", "-c", "", str(path)], capture_output=True, check=True)
+        times.append(time.perf_counter() - started)
+    return min(times), size
+
+
+def generate(root: Path, window_mb: int, days: int) -> dict[str, Path]:
+    per_second = max(1, round(window_mb * 1e6 / DAY / API_LINE_BYTES))
+    start = END.timestamp() - days * DAY
+    paths = {k: root / f"{k}.log" for k in ("api-day", "auth-day", "api-long", "auth-long")}
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+    write_api_log(paths["api-long"], start=start, seconds=(days - 1) * DAY, per_second=per_second, seed=3)
+    write_auth_log(paths["auth-long"], start=start, seconds=(days - 1) * DAY, every=2, seed=4)
+    write_api_log(paths["api-day"], start=END.timestamp() - DAY, seconds=DAY, per_second=per_second, seed=5)
+    write_auth_log(paths["auth-day"], start=END.timestamp() - DAY, seconds=DAY, every=2, seed=6)
+    for kind in ("api", "auth"):
+        with paths[f"{kind}-long"].open("ab") as long, paths[f"{kind}-day"].open("rb") as day:
+            shutil.copyfileobj(day, long, 8 << 20)
+    return paths
+
+
+def row(name: str, m: dict[str, float], floor_mb_s: float) -> str:
+    mb_s = m["window"] / m["seconds"] / 1e6
+    return (
+        f"| {name} | {m['window'] / 1e6:.0f} | {m['read'] / 1e6:.1f} | {m['seconds']:.2f} "
+        f"({m['seconds_median']:.2f}) | {mb_s:.0f} | {mb_s / floor_mb_s:.2f} | {m['rss_kib'] / 1024:.0f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--window-mb", type=int, default=50)
+    parser.add_argument("--days", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dir", type=Path)
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--child", nargs=4, metavar=("REPORT", "API", "AUTH", "HOURS"))
+    args = parser.parse_args()
+    if args.child:
+        report, api, auth, hours = args.child
+        child(report, Path(api), Path(auth), int(hours))
+        return
+    root = args.dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        started = time.perf_counter()
+        paths = generate(root, args.window_mb, args.days)
+        print(
+            f"generated in {time.perf_counter() - started:.0f} s: "
+            + ", ".join(f"{k} {p.stat().st_size / 1e6:.0f} MB" for k, p in paths.items()),
+            file=sys.stderr,
+        )
+        grep_s, grep_bytes = grep_floor([paths["api-day"], paths["auth-day"]], args.rounds)
+        grep_api_s, grep_api_bytes = grep_floor([paths["api-day"]], args.rounds)
+        floors = {"security": grep_bytes / grep_s / 1e6, "logs": grep_api_bytes / grep_api_s / 1e6}
+        print(
+            f"grep -c '' over the day's bytes: {floors['security']:.0f} MB/s (api+auth), "
+            f"{floors['logs']:.0f} MB/s (api)"
+        )
+        print("\n| run | window MB | read MB | seconds best (median) | MB/s | x grep | peak RSS MB |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for report in ("security", "logs"):
+            day = measure(report, paths["api-day"], paths["auth-day"], 24, args.rounds)
+            long = measure(report, paths["api-long"], paths["auth-long"], 24, args.rounds)
+            whole = measure(report, paths["api-long"], paths["auth-long"], 24 * args.days, 1)
+            print(row(f"{report} 24 h, 1-day log", day, floors[report]))
+            print(row(f"{report} 24 h, {args.days}-day log", long, floors[report]))
+            print(row(f"{report} {24 * args.days} h, {args.days}-day log", whole, floors[report]))
+            print(
+                f"| {report}: {args.days}-day log / 1-day log, 24 h | | "
+                f"{long['read'] / day['read']:.3f} | {long['seconds'] / day['seconds']:.2f} | | | |"
+            )
+    finally:
+        if not args.keep and args.dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

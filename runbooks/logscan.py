@@ -1,0 +1,274 @@
+"""Read the part of an application log that falls in a time window, by each line's own time.
+
+Logs are appended in time order, so the window's start is found by a binary search on byte offsets
+(each probe resyncs to the next line start and reads that line's time) and only the window is read,
+in fixed-size chunks of whole lines: a 1 GB log costs the window and a few probes, in flat memory.
+Lines may be slightly out of order (several writers): the search aims `tolerance` seconds early and
+the chunks near either edge are filtered line by line; chunks well inside the window pass whole.
+
+Shapes (SPEC, "The app's logs"), and JSON lines with the same facts for each:
+    auth   <client address> <ISO 8601 time> …            (failed: contains "authentication failed")
+    api    <client address> - - <epoch seconds> "<METHOD> <path>" <status> <milliseconds>
+    error  <ISO 8601 time> <LEVEL> <message>
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from core.errors import RunbookFailed, UsageError
+
+Kind = Literal["auth", "api", "error"]
+CHUNK_SIZE = 2 * 1024 * 1024
+PROBE_SIZE = 64 * 1024  # the search stops when the interval is this small; a probe reads at most this
+PEEK_SIZE = 4096  # a probe reads this much at a time until it has a whole timed line
+PEEK_LINES = 50  # lines looked at for a time before a spot counts as untimed
+BISECT_STOP = 512  # bytes: within a chunk, the edges are found to this precision
+DEFAULT_TOLERANCE_S = 60.0
+HOURS_MAX = 24 * 31
+LineTime = Callable[[bytes], float | None]
+
+
+@dataclass
+class ScanStats:
+    """What reading one log cost and found."""
+
+    path: str
+    size: int = 0
+    window_offset: int = 0  # where the window starts in the file
+    bytes_read: int = 0  # probes included
+    lines: int = 0  # lines in the window
+    skipped: int = 0  # lines in the window in no known shape
+
+    @property
+    def parsed(self) -> int:
+        return self.lines - self.skipped
+
+
+def check_hours(hours: int) -> int:
+    if not 1 <= hours <= HOURS_MAX:
+        raise UsageError("logs.bad_hours", limit=HOURS_MAX)
+    return hours
+
+
+def parse_time(text: str | bytes, zone: tzinfo = UTC) -> float | None:
+    """ISO 8601 (naive times are in `zone`) or epoch seconds, as epoch seconds; None if neither."""
+    raw = text.decode("ascii", "replace") if isinstance(text, bytes) else text
+    if raw[:1].isdigit() and "-" not in raw[:5]:
+        try:
+            return float(raw)
+        except ValueError:
+            return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.timestamp()
+
+
+def json_fields(line: bytes) -> dict[str, Any] | None:
+    """The object on a JSON line, or None when the line is not one."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def json_time(fields: dict[str, Any], zone: tzinfo) -> float | None:
+    value = fields.get("time")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return parse_time(value, zone) if isinstance(value, str) and value else None
+
+
+def time_reader(kind: Kind, zone: tzinfo = UTC) -> LineTime:
+    """The function that reads a line's own time for this kind of log."""
+
+    def read(line: bytes) -> float | None:
+        if line.startswith(b"{"):
+            fields = json_fields(line)
+            return json_time(fields, zone) if fields else None
+        words = line.split(b" ", 4)
+        if kind == "auth":
+            return parse_time(words[1], zone) if len(words) > 2 else None
+        if kind == "api":
+            return parse_time(words[3], zone) if len(words) > 4 else None
+        if len(words) > 2 and words[1][:1].isdigit():  # Python logging's "2026-11-28 10:00:00,123"
+            return parse_time(words[0] + b" " + words[1].replace(b",", b"."), zone)
+        return parse_time(words[0], zone) if len(words) > 1 else None
+
+    return read
+
+
+def _first_timed_line(f: BinaryIO, offset: int, line_time: LineTime, stats: ScanStats) -> float | None:
+    """Time of the first line that starts after `offset` and has one, reading at most one probe."""
+    f.seek(offset)
+    block = b""
+    while len(block) < PROBE_SIZE:
+        more = f.read(PEEK_SIZE)
+        stats.bytes_read += len(more)
+        block += more
+        lines = block.split(b"\n")
+        for line in lines[1:-1] if offset else lines[:-1]:  # skip the partial first and last lines
+            moment = line_time(line)
+            if moment is not None:
+                return moment
+        if not more:
+            return None
+    return None
+
+
+def find_window_start(f: BinaryIO, size: int, target: float, line_time: LineTime, stats: ScanStats) -> int:
+    """A line-start offset before which every line is older than `target` (give or take a probe)."""
+    lo, hi = 0, size
+    while hi - lo > PROBE_SIZE:
+        mid = (lo + hi) // 2
+        moment = _first_timed_line(f, mid, line_time, stats)
+        if moment is None or moment >= target:
+            hi = mid
+        else:
+            lo = mid
+    if lo == 0:
+        return 0
+    f.seek(lo - 1)
+    skipped = f.readline()  # the rest of the line that straddles lo
+    stats.bytes_read += len(skipped)
+    return lo - 1 + len(skipped)
+
+
+def _time_at(chunk: bytes, at: int, line_time: LineTime) -> float | None:
+    """Time of the first timed line starting at or after line start `at` (looking a few lines on)."""
+    for _ in range(PEEK_LINES):
+        if at >= len(chunk):
+            return None
+        stop = chunk.find(b"\n", at)
+        moment = line_time(chunk[at:stop])
+        if moment is not None:
+            return moment
+        at = stop + 1
+    return None
+
+
+def _line_start(chunk: bytes, at: int) -> int:
+    """The first line start at or after byte `at` of a chunk of whole lines."""
+    return 0 if at <= 0 else chunk.find(b"\n", at - 1) + 1 or len(chunk)
+
+
+def _bisect(chunk: bytes, moment: float, line_time: LineTime) -> tuple[int, int]:
+    """Line starts (lo, hi), a few hundred bytes apart: lines before lo are older than `moment`,
+    lines from hi on are not (for lines in time order; the caller's tolerance covers the rest)."""
+    lo, hi = 0, len(chunk)
+    while hi - lo > BISECT_STOP:
+        mid = _line_start(chunk, (lo + hi) // 2)
+        if mid >= hi:  # one long line spans the rest
+            break
+        found = _time_at(chunk, mid, line_time)
+        if found is None or found >= moment:
+            hi = mid
+        else:
+            lo = mid
+    return _line_start(chunk, lo), _line_start(chunk, hi)
+
+
+def split_offset(chunk: bytes, moment: float, line_time: LineTime) -> int:
+    """Where lines timed `moment` or later begin in a chunk of lines in time order: the first line,
+    near the bisection point, whose own time is not older (untimed lines stay with the line before)."""
+    at, hi = _bisect(chunk, moment, line_time)
+    while at < hi:
+        found = _time_at(chunk, at, line_time)
+        if found is None or found >= moment:
+            break
+        at = chunk.find(b"\n", at) + 1
+    return at
+
+
+def _by_own_time(part: bytes, line_time: LineTime, start: float, end: float) -> bytes:
+    """The lines of `part` timed in [start, end]; an untimed line goes with the line before it."""
+    kept: list[bytes] = []
+    keep = False
+    for line in part.split(b"\n")[:-1]:
+        moment = line_time(line)
+        if moment is not None:
+            keep = start <= moment <= end
+        if keep:
+            kept.append(line)
+    return b"\n".join(kept) + b"\n" if kept else b""
+
+
+def _window_part(chunk: bytes, line_time: LineTime, start: float, end: float, tolerance: float) -> bytes:
+    """The chunk's lines in the window: the middle passes whole, only the lines near an edge
+    (within `tolerance` of it, where out-of-order lines may be) are judged one by one."""
+    a, _ = _bisect(chunk, start - tolerance, line_time)
+    _, b = _bisect(chunk, start + tolerance, line_time)
+    c, _ = _bisect(chunk, end - tolerance, line_time)
+    _, d = _bisect(chunk, end + tolerance, line_time)
+    if b >= c:  # the window is narrower than the tolerance here: judge it all
+        return _by_own_time(chunk[a:d], line_time, start, end)
+    head = _by_own_time(chunk[a:b], line_time, start, end) if a < b else b""
+    tail = _by_own_time(chunk[c:d], line_time, start, end) if c < d else b""
+    return head + chunk[b:c] + tail
+
+
+def _whole_lines(f: BinaryIO, offset: int, chunk_size: int, stats: ScanStats) -> Iterator[bytes]:
+    f.seek(offset)
+    rest = b""
+    while block := f.read(chunk_size):
+        stats.bytes_read += len(block)
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            rest += block
+            continue
+        yield rest + block[: cut + 1]
+        rest = block[cut + 1 :]
+    if rest:
+        yield rest + b"\n"  # a last line still being written
+
+
+def window_chunks(
+    f: BinaryIO,
+    *,
+    start: float,
+    end: float,
+    line_time: LineTime,
+    stats: ScanStats,
+    tolerance: float = DEFAULT_TOLERANCE_S,
+    chunk_size: int | None = None,
+) -> Iterator[bytes]:
+    """Chunks of whole lines (each ending in a newline) holding the lines timed in [start, end]."""
+    f.seek(0, 2)
+    stats.size = f.tell()
+    offset = find_window_start(f, stats.size, start - tolerance, line_time, stats)
+    stats.window_offset = offset
+    for chunk in _whole_lines(f, offset, chunk_size or CHUNK_SIZE, stats):
+        first = _time_at(chunk, 0, line_time)
+        if first is not None and first > end + tolerance:
+            return
+        kept = _window_part(chunk, line_time, start, end, tolerance)
+        if kept:
+            stats.lines += kept.count(b"\n")
+            yield kept
+
+
+def open_log(path: Path) -> BinaryIO:
+    """The log opened for reading, or one clear error naming it."""
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise RunbookFailed(
+            "logs.unreadable", path=str(path), detail=exc.strerror or type(exc).__name__
+        ) from None
+
+
+def json_lines(chunk: bytes) -> list[bytes]:
+    """The JSON-object lines of a chunk (cheap to rule out: most chunks have none)."""
+    if not chunk.startswith(b"{") and b"\n{" not in chunk:
+        return []
+    return [line for line in chunk.split(b"\n") if line.startswith(b"{")]
