@@ -10,7 +10,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from bot.console import Console, render_text, reply_json
+from bot.console import Console, reply_json
+from bot.console_render import print_reply
 from bot.logs import configure_logging
 from bot.runtime import Runtime, open_runtime, with_embedded_default
 from commands.audit import parse_since
@@ -128,7 +129,10 @@ async def _run(runtime: Runtime, args: Any, demo: bool) -> int:
         return EXIT_REFUSED
     console = Console(runtime.pipeline, user)
     reply = await console.run_once(args.text)
-    print(reply_json(reply) if args.json else render_text(reply))
+    if args.json:
+        print(reply_json(reply))
+    else:
+        print_reply(reply, sys.stdout)  # colours on a terminal, the plain text on a pipe
     return reply.exit_code
 
 
