@@ -18,6 +18,8 @@ from prompt_toolkit.output import DummyOutput
 from bot.console import Console
 from bot.runtime import Runtime
 from bot.shell import ShellCompleter, history_file, prompt_reader, shell_session, store_ids
+from commands.base import Args, Command, Context, Registry, Role
+from core.reply import Reply
 from store.db import Store
 from tests.support.runtime import BotWorld, closed_port
 
@@ -77,6 +79,35 @@ async def test_backup_verify_and_restore_complete_good_backup_ids(
     assert await completions(completer, "backup verify ") == [str(ids["good"])]
     assert await completions(completer, "restore ") == [str(ids["good"])]
     assert await completions(completer, "backup list ") == []
+
+
+class JobIdArgs(Args):
+    job_id: str
+
+
+async def never_run(ctx: Context, args: JobIdArgs) -> Reply:
+    raise AssertionError("completion never runs a command")
+
+
+async def test_a_command_taking_a_job_id_completes_recent_job_ids(
+    bot_runtime: Runtime, bot_world: BotWorld
+) -> None:
+    (job_id,) = bot_world.query(
+        "INSERT INTO jobs (command, requested_by, source, correlation_id)"
+        " VALUES ('backup', 'U0OPS', 'console', 'c-1') RETURNING id"
+    )[0]
+    job_show = Command(
+        name="job show",
+        usage="job show <id>",
+        help_key="jobs.help",
+        role=Role.VIEWER,
+        run=never_run,
+        args=JobIdArgs,
+    )
+    completer = ShellCompleter(Registry([job_show]), store_ids(bot_runtime.services.store))
+
+    assert await completions(completer, "job ") == ["show"]
+    assert await completions(completer, "job show ") == [str(job_id)]
 
 
 async def test_with_the_store_down_ids_do_not_complete_and_nothing_raises(bot_runtime: Runtime) -> None:
