@@ -10,7 +10,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from bot.console import Console, ConsoleAccess, render_text, reply_json
+from bot.console import Console, ConsoleAccess, reply_json
+from bot.console_render import print_reply
 from bot.logs import configure_logging
 from bot.runtime import Runtime, open_runtime, require_audit_key, with_embedded_default
 from commands.audit import parse_since
@@ -145,7 +146,10 @@ def _console_action(args: Any, settings: Settings, demo: bool) -> int:
         if args.action == "shell":
             return await console.shell()
         reply = await console.run_once(args.text)
-        print(reply_json(reply) if args.json else render_text(reply))
+        if args.json:
+            print(reply_json(reply))
+        else:
+            print_reply(reply, sys.stdout)  # colours on a terminal, the plain text on a pipe
         return reply.exit_code
 
     return asyncio.run(_with_runtime(settings, body))

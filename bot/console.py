@@ -1,76 +1,31 @@
-"""The text backend: the same pipeline in a terminal. Replies as text, buttons as numbered choices."""
+"""The text backend: the same pipeline in a terminal. Replies as text, buttons as numbered choices.
+
+How a reply looks is bot/console_render.py; how a line is read (editing, history, completion) is
+bot/shell.py.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import pwd
 import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TextIO
 
+from bot.console_render import print_reply, render_text, reply_json
+from bot.shell import LineReader, line_reader
 from commands.base import Actor, ConsoleOrigin, Request, Role
 from commands.pipeline import Pipeline
 from commands.policy import Policy
 from commands.runner import JobListener
 from core.errors import GardenBotError, NotAllowed
-from core.formatting import display_width, pad, text_table
+from core.formatting import progress_bar
 from core.i18n import Translator
-from core.reply import MENTION_PATTERN, Actions, Button, Fields, Header, Note, Progress, Reply, Table, Text
+from core.reply import Actions, Button, Reply
 
-LEVEL_MARK = {"ok": "✓", "warn": "!", "fail": "✗", "info": "·"}
-
-
-def progress_bar(percent: int, width: int = 20) -> str:
-    filled = max(0, min(width, round(percent * width / 100)))
-    return "[" + "#" * filled + "-" * (width - filled) + f"] {percent:3d}%"
-
-
-def render_text(reply: Reply) -> str:
-    lines: list[str] = []
-    for element in reply.elements:
-        if isinstance(element, Header):
-            lines.append(f"== {element.text} ==")
-        elif isinstance(element, Text):
-            lines.append(element.text.replace("*", ""))
-        elif isinstance(element, Note):
-            lines.append(f"({element.text})")
-        elif isinstance(element, Fields):
-            width = max((display_width(label) for label, _ in element.pairs), default=0)
-            lines.extend(f"{pad(label, width)} : {value}" for label, value in element.pairs)
-        elif isinstance(element, Table):
-            lines.append(_table(element))
-        elif isinstance(element, Progress):
-            lines.append(f"{progress_bar(element.percent)} {element.text}")
-        elif isinstance(element, Actions):
-            lines.append(_choices(element.buttons))
-    if not lines:
-        lines.append(reply.summary)
-    return MENTION_PATTERN.sub(r"@\1", "\n".join(lines))
-
-
-def _table(table: Table) -> str:
-    if not table.levels:
-        return text_table(table.columns, table.rows)
-    rows = tuple((LEVEL_MARK[level], *row) for level, row in zip(table.levels, table.rows, strict=False))
-    return text_table(("", *table.columns), rows)
-
-
-def _choices(buttons: tuple[Button, ...]) -> str:
-    return "  ".join(f"[{i}] {b.label} ({b.action_id} {b.value})" for i, b in enumerate(buttons, 1))
-
-
-def reply_json(reply: Reply) -> str:
-    payload: dict[str, Any] = {
-        "status": reply.status,
-        "text": render_text(reply),
-        "summary": reply.summary,
-    }
-    payload.update(reply.ids)
-    return json.dumps(payload, ensure_ascii=False)
+__all__ = ["Console", "ConsoleProgress", "render_text", "reply_json"]
 
 
 class ConsoleProgress(JobListener):
@@ -165,16 +120,17 @@ class Console:
             return await self.pipeline.runner.wait(job_id)
         return reply
 
-    async def shell(self, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+    async def shell(
+        self, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, *, reader: LineReader | None = None
+    ) -> int:
+        """Line editing, history and completion at a terminal (bot/shell.py); plain lines otherwise."""
         t = Translator(self.locale or "en")
         stdout.write(t("console.banner", user=self.user) + "\n")
+        read = reader or line_reader(self.pipeline, stdin, stdout)
         choices: tuple[Button, ...] = ()
         while True:
-            stdout.write(f"garden[{self.user}]> ")
-            stdout.flush()
-            line = await asyncio.to_thread(stdin.readline)
-            if not line:
-                stdout.write("\n")
+            line = await read(f"garden[{self.user}]> ")
+            if line is None:
                 return 0
             text = line.strip()
             if text in ("quit", "exit"):
@@ -190,7 +146,7 @@ class Console:
                 chosen = choices[int(text) - 1]
                 text = f"{chosen.action_id} {chosen.value}"
             reply = await self.run_once(text)
-            stdout.write(render_text(reply) + "\n")
+            print_reply(reply, stdout)
             choices = next((e.buttons for e in reply.elements if isinstance(e, Actions)), ())
             if choices:
                 stdout.write(t("console.choice_hint") + "\n")

@@ -1,4 +1,4 @@
-"""Sizes, durations, ages and times, formatted in one place."""
+"""Sizes, durations, ages, times, text widths and the progress bar, formatted in one place."""
 
 from __future__ import annotations
 
@@ -52,8 +52,23 @@ def format_time(moment: datetime | None, zone: zoneinfo.ZoneInfo) -> str:
 
 
 def display_width(text: str) -> int:
-    """Columns a string takes in a monospace font: 全角 characters take two."""
-    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+    """Columns a monospace font gives the text: 全角 (wide) characters take two, combining marks none."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
+
+
+PROGRESS_CELLS = 10
+
+
+def progress_bar(percent: int, cells: int = PROGRESS_CELLS) -> str:
+    """`▓▓▓▓▓░░░░░ 50%`, the one text bar of Slack and the console: full only at 100 %."""
+    percent = min(max(percent, 0), 100)
+    filled = percent * cells // 100
+    return "▓" * filled + "░" * (cells - filled) + f" {percent}%"
 
 
 def pad(text: str, width: int) -> str:

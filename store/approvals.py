@@ -94,6 +94,18 @@ async def get_approval(store: Store, approval_id: int) -> Approval:
     return _approval(row)
 
 
+async def pending_approvals(store: Store, *, limit: int = 20) -> list[Approval]:
+    """Approvals still waiting for a decision (not expired), newest first."""
+    async with store.connection() as conn:
+        cur = await conn.execute(
+            f"SELECT {_COLUMNS} FROM approvals WHERE status = 'pending' AND expires_at > now()"
+            " ORDER BY id DESC LIMIT %s",
+            (limit,),
+        )
+        rows = await cur.fetchall()
+    return [_approval(row) for row in rows]
+
+
 async def decide_approval(
     store: Store,
     approval_id: int,

@@ -8,13 +8,8 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import Block
 
-from bot.blocks import (
-    display_width,
-    escape,
-    progress_bar,
-    render_blocks,
-    render_message,
-)
+from bot.blocks import escape, render_blocks, render_message
+from core.formatting import display_width, progress_bar
 from core.reply import (
     Actions,
     Button,
