@@ -6,7 +6,6 @@ limit first, so that validation never raises. Long output is cut with a note, ne
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from core.formatting import display_width, progress_bar
 from core.reply import (
     MENTION_PATTERN,
     Actions,
@@ -57,7 +57,6 @@ FALLBACK_MAX = 40000
 
 # Table cells wider than this are cut so one long value cannot swallow the message.
 CELL_WIDTH_MAX = 60
-PROGRESS_CELLS = 10
 ELLIPSIS = "…"
 CODE_FENCE = "```"
 
@@ -90,16 +89,6 @@ def cut(text: str, limit: int) -> str:
     return head + ELLIPSIS
 
 
-def display_width(text: str) -> int:
-    """Columns a monospace font gives the text: wide (CJK) characters take two, combining none."""
-    width = 0
-    for char in text:
-        if unicodedata.combining(char):
-            continue
-        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
-    return width
-
-
 def fit_width(text: str, width: int) -> str:
     """Cut to `width` columns (ellipsis included) and pad with spaces to exactly `width`."""
     if display_width(text) > width:
@@ -110,13 +99,6 @@ def fit_width(text: str, width: int) -> str:
             kept += char
         text = kept + ELLIPSIS
     return text + " " * (width - display_width(text))
-
-
-def progress_bar(percent: int) -> str:
-    """`▓▓▓▓▓░░░░░ 50%`: a full bar only at 100 %."""
-    percent = min(max(percent, 0), 100)
-    filled = percent * PROGRESS_CELLS // 100
-    return "▓" * filled + "░" * (PROGRESS_CELLS - filled) + f" {percent}%"
 
 
 def cut_note(count: int, what: str) -> str:

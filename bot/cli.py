@@ -13,12 +13,12 @@ from typing import Any
 from bot.console import Console, ConsoleAccess, render_text, reply_json
 from bot.logs import configure_logging
 from bot.runtime import Runtime, open_runtime, with_embedded_default
-from commands.audit import parse_since
 from commands.base import ConsoleOrigin
 from commands.policy import Policy
 from core.config import Roles, Settings, load_settings
 from core.errors import ConfigError, GardenBotError, StoreUnavailable
 from core.i18n import Translator
+from core.timespan import parse_since
 
 log = logging.getLogger("gardenbot")
 

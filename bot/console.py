@@ -17,16 +17,11 @@ from commands.pipeline import Pipeline
 from commands.policy import Policy
 from commands.runner import JobListener
 from core.errors import GardenBotError, NotAllowed
-from core.formatting import display_width, pad, text_table
+from core.formatting import display_width, pad, progress_bar, text_table
 from core.i18n import Translator
 from core.reply import MENTION_PATTERN, Actions, Button, Fields, Header, Note, Progress, Reply, Table, Text
 
 LEVEL_MARK = {"ok": "✓", "warn": "!", "fail": "✗", "info": "·"}
-
-
-def progress_bar(percent: int, width: int = 20) -> str:
-    filled = max(0, min(width, round(percent * width / 100)))
-    return "[" + "#" * filled + "-" * (width - filled) + f"] {percent:3d}%"
 
 
 def render_text(reply: Reply) -> str:

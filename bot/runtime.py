@@ -12,10 +12,10 @@ import httpx
 from pydantic import SecretStr
 
 from commands.backup import recover_interrupted
-from commands.catalog import build_registry
 from commands.locks import lock_held_by_job
 from commands.pipeline import Pipeline
 from commands.policy import Policy
+from commands.registry import build_registry
 from commands.services import Services
 from core.config import Settings
 
@@ -24,10 +24,10 @@ if TYPE_CHECKING:
 from core.errors import StoreUnavailable
 from core.secrets import mask_dsn
 from store.audit import AuditLog
+from store.coordination import Coordination
 from store.db import Store
 from store.jobs import Job, interrupt_orphans
 from store.pending import PendingEnds
-from store.redis import Coordination
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from bot.background import BackgroundWork
 from bot.membership import GroupDirectory
 from bot.metrics import Metrics
 from bot.runtime import Runtime
-from bot.slack_replies import SlackJobListener, SlackSurface
+from bot.slack_surface import SlackJobListener, SlackSurface
 from commands.base import Actor, Request
 from core.errors import NotAllowed, StoreUnavailable
 from store.approvals import remember_message as remember_approval_message

@@ -25,7 +25,7 @@ from commands.base import (
     parse_args,
     split_words,
 )
-from commands.replies import error_reply, unexpected_reply
+from commands.boundary import error_reply, unexpected_reply
 from commands.runner import JobListener, JobRunner
 from commands.services import Services
 from core.errors import Conflict, GardenBotError, NotAllowed, StoreUnavailable, UsageError

@@ -17,15 +17,15 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from commands.base import Args, Command, Context, ProgressCallback
+from commands.boundary import error_reply, unexpected_reply
 from commands.locks import release_lock, renew_lock, take_lock
-from commands.replies import error_reply, unexpected_reply
 from commands.services import Services, utc_now
 from core.errors import Conflict, GardenBotError, StoreUnavailable
 from core.reply import Note, Reply
 from store import jobs as job_store
 from store.audit import AuditRecord
+from store.coordination import Lock
 from store.pending import PendingEnds
-from store.redis import Lock
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from core.config import Settings
 from core.errors import RunbookFailed
 from runbooks.health import BotHost
 from store.audit import AuditLog
+from store.coordination import Coordination
 from store.db import Store
 from store.jobs import Instance
-from store.redis import Coordination
 
 
 def utc_now() -> datetime:

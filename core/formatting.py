@@ -52,8 +52,23 @@ def format_time(moment: datetime | None, zone: zoneinfo.ZoneInfo) -> str:
 
 
 def display_width(text: str) -> int:
-    """Columns a string takes in a monospace font: 全角 characters take two."""
-    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+    """Columns a monospace font gives the text: wide (CJK) characters take two, combining none."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
+
+
+PROGRESS_CELLS = 10
+
+
+def progress_bar(percent: int) -> str:
+    """`▓▓▓▓▓░░░░░ 50%`: a full bar only at 100 %."""
+    percent = min(max(percent, 0), 100)
+    filled = percent * PROGRESS_CELLS // 100
+    return "▓" * filled + "░" * (PROGRESS_CELLS - filled) + f" {percent}%"
 
 
 def pad(text: str, width: int) -> str:
