@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING
 import httpx
 from pydantic import SecretStr
 
-from commands.backup import recover_interrupted
 from commands.locks import lock_held_by_job
 from commands.pipeline import Pipeline
 from commands.policy import Policy
-from commands.registry import build_registry
+from commands.registry import Registry, build_registry
 from commands.services import Services
 from core.config import Settings
 
@@ -93,7 +92,7 @@ async def open_runtime(settings: Settings) -> Runtime:
     )
     pipeline = Pipeline(services, build_registry())
     warn_about_roleless_approvers(services.policy)
-    startup = await prepare_store(services)
+    startup = await prepare_store(services, pipeline.registry)
     return Runtime(settings=settings, services=services, pipeline=pipeline, startup=startup)
 
 
@@ -108,7 +107,7 @@ def warn_about_roleless_approvers(policy: Policy) -> None:
         )
 
 
-async def prepare_store(services: Services) -> StartupReport:
+async def prepare_store(services: Services, registry: Registry) -> StartupReport:
     """Migrate, write the spooled audit records and job ends, and mark jobs of dead processes
     interrupted (silent past the stale limit and not holding their lock)."""
     report = StartupReport()
@@ -122,7 +121,8 @@ async def prepare_store(services: Services) -> StartupReport:
             stale_after_seconds=services.settings.jobs.stale_after_seconds,
             lock_held=partial(lock_held_by_job, services),
         )
-        await recover_interrupted(services, report.interrupted)
+        await registry.recover(services, report.interrupted)
+        await registry.start(services)
     except StoreUnavailable:
         log.warning(
             "bot store %s unreachable: read-only commands only, audit goes to %s",

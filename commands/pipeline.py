@@ -13,22 +13,13 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal
 
-from commands.base import (
-    Actor,
-    Args,
-    Command,
-    Context,
-    Registry,
-    Request,
-    Role,
-    no_progress,
-    parse_args,
-    split_words,
-)
+from commands.base import Actor, Args, Context, Request, no_progress, parse_args, split_words
 from commands.boundary import error_reply, unexpected_reply
+from commands.command import Command
+from commands.registry import Registry
 from commands.runner import JobListener, JobRunner
 from commands.services import Services
-from core.errors import Conflict, GardenBotError, NotAllowed, StoreUnavailable, UsageError
+from core.errors import Conflict, GardenBotError, StoreUnavailable, UsageError
 from core.formatting import format_time
 from core.i18n import Translator
 from core.reply import Actions, Button, Confirm, Fields, Header, Progress, Reply, Text, mention
@@ -70,9 +61,9 @@ class Pipeline:
             if words[0].lower() in DECISION_WORDS:
                 return await self._decide_from_words(request, words, listener=listener)
             command, rest = self.registry.find(words)
-            self._authorise(request.actor, command)
+            self.services.access.require_run(request.actor, command)
             args = parse_args(command.args, rest, usage=command.usage)
-            if command.mutates or command.risky:
+            if command.needs_store:
                 await self._require_store()
             ctx = self._context(request, t)
             if command.preflight is not None:
@@ -129,13 +120,8 @@ class Pipeline:
             approval = await approval_store.get_approval(self.services.store, approval_id)
             command_name = approval.command
             detail["requested_by"] = approval.requester
-            if actor.user_id == approval.requester:
-                raise NotAllowed("approval.own_request", approval_id=approval_id)
+            self.services.access.may_decide(request, approval).require()
             login = request.console.os_login if request.console is not None else None
-            if login is not None and login == approval.requester_os_login:
-                raise NotAllowed("approval.same_os_login", approval_id=approval_id, login=login)
-            if not self.services.policy.is_approver(actor):
-                raise NotAllowed("approval.not_an_approver", approval_id=approval_id)
             approval = await approval_store.decide_approval(
                 self.services.store,
                 approval_id,
@@ -242,18 +228,6 @@ class Pipeline:
         decision: Literal["approved", "denied"] = "approved" if words[0].lower() == "approve" else "denied"
         return await self.decide(request, int(words[1]), decision, listener=listener)
 
-    def _authorise(self, actor: Actor, command: Command) -> None:
-        role = self.services.policy.role_of(actor)
-        if role == Role.NONE:
-            raise NotAllowed("role.unknown_user", user=actor.user_id)
-        if role < command.role:
-            raise NotAllowed(
-                "role.too_low",
-                command=command.name,
-                needed=command.role.name.lower(),
-                have=role.name.lower(),
-            )
-
     async def _require_store(self) -> None:
         if not await self.services.store.ready():
             raise StoreUnavailable("store.unavailable_for_changes")
@@ -264,7 +238,6 @@ class Pipeline:
             services=self.services,
             t=t,
             progress=no_progress,
-            registry=self.registry,
         )
 
     async def _open_approval(self, command: Command, ctx: Context, args: Args) -> Reply:

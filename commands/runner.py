@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
-from commands.base import Args, Command, Context, ProgressCallback
+from commands.base import Args, Context, ProgressCallback
 from commands.boundary import error_reply, unexpected_reply
+from commands.command import Command
 from commands.locks import release_lock, renew_lock, take_lock
 from commands.services import Services, utc_now
 from core.errors import Conflict, GardenBotError, StoreUnavailable
