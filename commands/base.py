@@ -57,6 +57,28 @@ class ConsoleOrigin:
         return detail
 
 
+DECISION_WORDS = {"approve": "approved", "deny": "denied"}
+Verdict = Literal["approved", "denied"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A typed intent: an approver's answer to one approval (a click, or `approve 12` typed)."""
+
+    approval_id: int
+    verdict: Verdict
+
+    @classmethod
+    def from_words(cls, words: Sequence[str]) -> Decision | None:
+        """`approve 12` / `deny 12` as a Decision; None for any other line; UsageError if malformed."""
+        if not words or words[0].lower() not in DECISION_WORDS:
+            return None
+        if len(words) != 2 or not words[1].isdigit() or len(words[1]) > 18:
+            raise UsageError("usage.approval_id", usage=f"{words[0].lower()} <approval-id>")
+        verdict: Verdict = "approved" if words[0].lower() == "approve" else "denied"
+        return cls(int(words[1]), verdict)
+
+
 @dataclass(frozen=True)
 class Request:
     actor: Actor
@@ -66,6 +88,7 @@ class Request:
     correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     locale: str | None = None
     console: ConsoleOrigin | None = None  # set by a console outside the demo
+    decision: Decision | None = None  # a typed decision; else `text` is a command line
 
 
 class Args(BaseModel):
