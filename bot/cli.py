@@ -14,12 +14,12 @@ from bot.console import Console, ConsoleAccess, reply_json
 from bot.console_render import print_reply
 from bot.logs import configure_logging
 from bot.runtime import Runtime, open_runtime, require_audit_key, with_embedded_default
-from commands.audit import parse_since
 from commands.base import ConsoleOrigin
 from commands.policy import Policy
 from core.config import Roles, Settings, load_settings
 from core.errors import ConfigError, GardenBotError, StoreUnavailable
 from core.i18n import Translator
+from core.timespan import parse_since
 from store.audit import parse_head
 
 log = logging.getLogger("gardenbot")

@@ -11,37 +11,35 @@ import pwd
 import socket
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TextIO
 
+from bot.clicks import request_from_click
 from bot.console_render import print_reply, render_text, reply_json
 from bot.shell import LineReader, line_reader
 from commands.base import Actor, ConsoleOrigin, Request, Role
 from commands.pipeline import Pipeline
 from commands.policy import Policy
-from commands.runner import JobListener
 from core.errors import GardenBotError, NotAllowed
 from core.formatting import progress_bar
 from core.i18n import Translator
 from core.reply import Actions, Button, Reply
 
-__all__ = ["Console", "ConsoleProgress", "render_text", "reply_json"]
+__all__ = ["Console", "render_text", "reply_json", "watch_job"]
 
 
-class ConsoleProgress(JobListener):
-    """Shows a job's progress on stderr so stdout keeps only the result."""
-
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
-
-    async def job_progress(self, job_id: int, percent: int, text: str) -> None:
-        end = "\r" if self.stream.isatty() else "\n"
-        self.stream.write(f"job {job_id} {progress_bar(percent)} {text}{end}")
-        self.stream.flush()
-
-    async def job_finished(self, job_id: int, reply: Reply) -> None:
-        if self.stream.isatty():
-            self.stream.write("\n")
+async def watch_job(pipeline: Pipeline, job_id: int, stream: TextIO = sys.stderr) -> Reply:
+    """Show a job's progress on stderr (stdout keeps only the result) and return its result."""
+    end = "\r" if stream.isatty() else "\n"
+    async for event in pipeline.jobs.watch(job_id):
+        if event.reply is not None:
+            if stream.isatty():
+                stream.write("\n")
+            return event.reply
+        if event.text:
+            stream.write(f"job {job_id} {progress_bar(event.percent)} {event.text}{end}")
+            stream.flush()
+    raise GardenBotError("job.not_running_here", job_id=job_id)  # pragma: no cover
 
 
 def os_login() -> str:
@@ -113,12 +111,23 @@ class Console:
         return None
 
     async def run_once(self, text: str, *, wait: bool = True) -> Reply:
-        """One command; when it starts a job, wait for the job's result."""
-        reply = await self.pipeline.handle(self.request(text), listener=ConsoleProgress())
+        """One command; when it starts a job, wait for the job's result by watching it."""
+        return await self.run_request(self.request(text), wait=wait)
+
+    async def run_request(self, request: Request, *, wait: bool = True) -> Reply:
+        reply = await self.pipeline.handle(request)
         job_id = reply.ids.get("job_id")
         if wait and reply.status == "running" and isinstance(job_id, int):
-            return await self.pipeline.runner.wait(job_id)
+            return await watch_job(self.pipeline, job_id)
         return reply
+
+    def choice(self, button: Button) -> Request:
+        """A numbered choice, turned into a request exactly as the same Slack button would be."""
+        try:
+            clicked = request_from_click(button.action_id, button.value, Actor(user_id=self.user), None)
+        except GardenBotError:
+            return self.request(f"{button.action_id} {button.value}")  # refused like the typed words
+        return replace(clicked, source="console", locale=self.locale, console=self.origin)
 
     async def shell(
         self, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, *, reader: LineReader | None = None
@@ -143,9 +152,9 @@ class Console:
                     stdout.write(said + "\n")
                 continue
             if text.isdigit() and 1 <= int(text) <= len(choices):
-                chosen = choices[int(text) - 1]
-                text = f"{chosen.action_id} {chosen.value}"
-            reply = await self.run_once(text)
+                reply = await self.run_request(self.choice(choices[int(text) - 1]))
+            else:
+                reply = await self.run_once(text)
             print_reply(reply, stdout)
             choices = next((e.buttons for e in reply.elements if isinstance(e, Actions)), ())
             if choices:

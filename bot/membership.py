@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from store.redis import Coordination
+from store.coordination import Coordination
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING
 import httpx
 from pydantic import SecretStr
 
-from commands.backup import recover_interrupted
-from commands.catalog import build_registry
 from commands.locks import lock_held_by_job
 from commands.pipeline import Pipeline
 from commands.policy import Policy
+from commands.registry import Registry, build_registry
 from commands.services import Services
 from core.config import Settings
 
@@ -26,10 +25,10 @@ if TYPE_CHECKING:
 from core.errors import ConfigError, StoreUnavailable
 from core.secrets import mask_dsn
 from store.audit import AuditLog
+from store.coordination import Coordination
 from store.db import Store
 from store.jobs import Job, interrupt_orphans
 from store.pending import PendingEnds
-from store.redis import Coordination
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +124,7 @@ async def open_runtime(settings: Settings) -> Runtime:
     )
     pipeline = Pipeline(services, build_registry())
     warn_about_roleless_approvers(services.policy)
-    startup = await prepare_store(services)
+    startup = await prepare_store(services, pipeline.registry)
     return Runtime(settings=settings, services=services, pipeline=pipeline, startup=startup)
 
 
@@ -140,7 +139,7 @@ def warn_about_roleless_approvers(policy: Policy) -> None:
         )
 
 
-async def prepare_store(services: Services) -> StartupReport:
+async def prepare_store(services: Services, registry: Registry) -> StartupReport:
     """Migrate, write the spooled audit records and job ends, and mark jobs of dead processes
     interrupted (silent past the stale limit and not holding their lock)."""
     report = StartupReport()
@@ -154,7 +153,8 @@ async def prepare_store(services: Services) -> StartupReport:
             stale_after_seconds=services.settings.jobs.stale_after_seconds,
             lock_held=partial(lock_held_by_job, services),
         )
-        await recover_interrupted(services, report.interrupted)
+        await registry.recover(services, report.interrupted)
+        await registry.start(services)
     except StoreUnavailable:
         log.warning(
             "bot store %s unreachable: read-only commands only, audit goes to %s",

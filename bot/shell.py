@@ -22,8 +22,9 @@ from prompt_toolkit.history import FileHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.output import Output
 
-from commands.base import Registry
-from commands.pipeline import DECISION_WORDS, Pipeline
+from commands.base import DECISION_WORDS
+from commands.pipeline import Pipeline
+from commands.registry import Registry
 from store import approvals as approval_store
 from store import backups as backup_store
 from store import jobs as job_store

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -25,13 +25,15 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.background import BackgroundWork, Work
+from bot.clicks import click_ids, request_from_click
 from bot.membership import GroupDirectory
 from bot.metrics import Metrics
 from bot.runtime import Runtime
-from bot.slack_replies import SlackJobListener, SlackSurface
+from bot.slack_surface import SlackSurface, watch_job
 from commands.base import Actor, Request
 from core.errors import NotAllowed, StoreUnavailable
 from core.i18n import Translator
+from core.reply import Reply
 from store.approvals import remember_message as remember_approval_message
 from store.jobs import remember_message as remember_job_message
 
@@ -164,17 +166,13 @@ def build_slack_app(
             notices.add(notice)
             notice.add_done_callback(notices.discard)
 
-    @app.action("approve")
-    async def approve(
+    async def click(
         ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any], action: dict[str, Any]
     ) -> None:
-        await decide(ack, respond, lambda: handlers.decision(body, action, "approved"))
+        await decide(ack, respond, lambda: handlers.click(body, action))
 
-    @app.action("deny")
-    async def deny(
-        ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any], action: dict[str, Any]
-    ) -> None:
-        await decide(ack, respond, lambda: handlers.decision(body, action, "denied"))
+    for action_id in click_ids():  # approve, deny, and every button bot/clicks.py maps
+        app.action(action_id)(click)
 
     return app
 
@@ -200,6 +198,7 @@ class SlackHandlers:
         self.directory = directory
         self.metrics = metrics
         self.workspace = workspace
+        self._watching: set[asyncio.Task[None]] = set()
 
     async def slash_command(self, body: dict[str, Any]) -> None:
         user = str(body.get("user_id", ""))
@@ -216,14 +215,14 @@ class SlackHandlers:
             source="slack",
             channel=channel,
         )
-        reply = await self.runtime.pipeline.handle(request, listener=SlackJobListener(surface))
+        reply = await self.runtime.pipeline.handle(request)
         self.metrics.count_command(self.runtime.pipeline.command_name(request.text), reply.status)
         await surface.show(reply)
         await self._remember(reply.ids, surface)
+        self._watch(reply, surface)
 
-    async def decision(
-        self, body: dict[str, Any], action: dict[str, Any], decision: Literal["approved", "denied"]
-    ) -> None:
+    async def click(self, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """A button: the request bot/clicks.py makes of it, through the pipeline like typed text."""
         user = str((body.get("user") or {}).get("id", ""))
         container = body.get("container") or {}
         channel = str((body.get("channel") or {}).get("id") or container.get("channel_id") or "")
@@ -235,30 +234,35 @@ class SlackHandlers:
             response_url=body.get("response_url"),
             message_ts=str(message_ts) if message_ts else None,
         )
-        value = str(action.get("value", ""))
-        text = f"{'approve' if decision == 'approved' else 'deny'} {value}"
-        if await self._from_elsewhere(body, user, channel, text, surface):
+        action_id, value = str(action.get("action_id", "")), str(action.get("value", ""))
+        if await self._from_elsewhere(body, user, channel, f"{action_id} {value}", surface):
             return
-        request = Request(
-            actor=Actor(user_id=user, group_ids=await self.directory.groups_of(user)),
-            text=text,
-            source="slack",
-            channel=channel,
-        )
-        # The approved job starts inside handle(); its progress must not overtake the decision.
-        surface.hold()
-        try:
-            # The same words as the console, so a malformed value is refused the same way.
-            reply = await self.runtime.pipeline.handle(request, listener=SlackJobListener(surface))
-            self.metrics.count_command("approval", reply.status)
-            if reply.status in ("refused", "failed") and "job_id" not in reply.ids:
-                await surface.tell_asker(reply)  # expired, already decided, not an approver: clicker only
-                return
-            surface.title = reply.summary
-            await surface.update(reply)
-        finally:
-            surface.release()
+        actor = Actor(user_id=user, group_ids=await self.directory.groups_of(user))
+        request = request_from_click(action_id, value, actor, channel)
+        reply = await self.runtime.pipeline.handle(request)
+        self.metrics.count_command(self.runtime.pipeline.command_name(request.text), reply.status)
+        if reply.status in ("refused", "failed") and "job_id" not in reply.ids:
+            await surface.tell_asker(reply)  # expired, already decided, not an approver: clicker only
+            return
+        surface.title = reply.summary
+        await surface.update(reply)  # the decision is shown first; only then is its job watched
         await self._remember(reply.ids, surface)
+        self._watch(reply, surface)
+
+    def _watch(self, reply: Reply, surface: SlackSurface) -> None:
+        """A started job's progress and result go to the message just shown, in order."""
+        job_id = reply.ids.get("job_id")
+        if reply.status != "running" or not isinstance(job_id, int):
+            return
+        task = asyncio.create_task(self._watch_job(surface, job_id), name=f"slack-watch-{job_id}")
+        self._watching.add(task)
+        task.add_done_callback(self._watching.discard)
+
+    async def _watch_job(self, surface: SlackSurface, job_id: int) -> None:
+        try:
+            await watch_job(surface, self.runtime.pipeline.jobs, job_id)
+        except Exception:
+            log.exception("showing job %s in Slack failed", job_id)  # Slack down must not fail the job
 
     async def _from_elsewhere(
         self, body: dict[str, Any], user: str, channel: str, text: str, surface: SlackSurface

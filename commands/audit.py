@@ -3,37 +3,23 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
 
 from pydantic import field_validator
 
-from commands.base import Args, Command, Context, Role
-from core.errors import NotAllowed
+from commands.base import Args, Context, Role
+from commands.command import Command
 from core.formatting import format_time
 from core.reply import Header, Reply, Table, Text
+from core.timespan import parse_since
 
 MENTION = re.compile(r"^@([UW][A-Z0-9]{2,})$")
 USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
-RELATIVE = re.compile(r"^(\d{1,4})([mhdw])$")
-UNIT = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_since(value: str, *, now: datetime | None = None) -> datetime:
-    """`7d`, `24h`, `30m`, `2w`, or an ISO time (naive means UTC)."""
-    now = now or datetime.now(UTC)
-    match = RELATIVE.match(value.strip().lower())
-    if match:
-        return now - timedelta(**{UNIT[match.group(2)]: int(match.group(1))})
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError("a span like 7d, 24h, 30m or an ISO time like 2026-11-01T09:00") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class AuditArgs(Args):
     user: str | None = None
     since: str = "7d"
+    options = ("since",)
 
     @field_validator("user")
     @classmethod
@@ -56,12 +42,12 @@ class AuditArgs(Args):
 
 async def show_audit(ctx: Context, args: AuditArgs) -> Reply:
     t = ctx.t
-    is_admin = ctx.services.policy.role_of(ctx.actor) >= Role.ADMIN
     who = args.user
-    if not is_admin:
-        if who not in (None, ctx.actor.user_id):
-            raise NotAllowed("audit.only_own")
-        who = ctx.actor.user_id
+    verdict = ctx.services.access.may_read_audit_of(ctx.actor, who)
+    if who is not None:
+        verdict.require()
+    elif not verdict.allowed:
+        who = ctx.actor.user_id  # everyone's trail is for admins; others see their own
     since = parse_since(args.since)
     entries = await ctx.services.audit.entries(actor=who, since=since, limit=30)
     zone = ctx.services.settings.zone
@@ -110,7 +96,6 @@ COMMANDS = (
     Command(
         name="audit",
         usage="audit [@user] [--since 7d]",
-        help_key="audit.help",
         role=Role.VIEWER,
         args=AuditArgs,
         run=show_audit,

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
-from commands.base import Args, Command, Context, Role
+from commands.base import Args, Context, Role
+from commands.command import Command
 from commands.locks import break_dead_holders, release_lock, take_lock
 from commands.services import Services
 from core.errors import Conflict, GardenBotError, NotFound, StoreUnavailable
@@ -44,7 +45,7 @@ LIST_LIMIT = 30  # rows shown by `backup list`
 
 
 class BackupIdArgs(Args):
-    backup_id: str
+    backup_id: str = Field(title="id")
 
     @field_validator("backup_id")
     @classmethod
@@ -306,28 +307,28 @@ async def recover_interrupted(services: Services, interrupted: Sequence[Job]) ->
     return removed
 
 
+async def recover_backups(services: Services, interrupted: Sequence[Job]) -> None:
+    """The backup commands' crash-recovery hook (see recover_interrupted)."""
+    await recover_interrupted(services, interrupted)
+
+
 COMMANDS = (
     Command(
         name="backup",
-        usage="backup",
-        help_key="backup.help",
         role=Role.OPERATOR,
         run=run_backup,
         mutates=True,
         background=True,
         lock=BACKUP_LOCK,
+        recover=recover_backups,
     ),
     Command(
         name="backup list",
-        usage="backup list",
-        help_key="backup.list_help",
         role=Role.VIEWER,
         run=list_backups,
     ),
     Command(
         name="backup verify",
-        usage="backup verify <id>",
-        help_key="backup.verify_help",
         role=Role.OPERATOR,
         args=BackupIdArgs,
         run=run_verify,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.errors import UsageError
 from core.i18n import Translator
-from core.reply import Reply
 
 if TYPE_CHECKING:
     from commands.services import Services
@@ -58,6 +57,28 @@ class ConsoleOrigin:
         return detail
 
 
+DECISION_WORDS = {"approve": "approved", "deny": "denied"}
+Verdict = Literal["approved", "denied"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A typed intent: an approver's answer to one approval (a click, or `approve 12` typed)."""
+
+    approval_id: int
+    verdict: Verdict
+
+    @classmethod
+    def from_words(cls, words: Sequence[str]) -> Decision | None:
+        """`approve 12` / `deny 12` as a Decision; None for any other line; UsageError if malformed."""
+        if not words or words[0].lower() not in DECISION_WORDS:
+            return None
+        if len(words) != 2 or not words[1].isdigit() or len(words[1]) > 18:
+            raise UsageError("usage.approval_id", usage=f"{words[0].lower()} <approval-id>")
+        verdict: Verdict = "approved" if words[0].lower() == "approve" else "denied"
+        return cls(int(words[1]), verdict)
+
+
 @dataclass(frozen=True)
 class Request:
     actor: Actor
@@ -67,6 +88,7 @@ class Request:
     correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     locale: str | None = None
     console: ConsoleOrigin | None = None  # set by a console outside the demo
+    decision: Decision | None = None  # a typed decision; else `text` is a command line
 
 
 class Args(BaseModel):
@@ -76,15 +98,12 @@ class Args(BaseModel):
 
     # Field names filled from the rest of the line (e.g. an incident title with spaces).
     rest_field: ClassVar[str | None] = None
+    # Field names shown as `--name <value>` in the usage line (any field may be given that way).
+    options: ClassVar[tuple[str, ...]] = ()
 
 
 class NoArgs(Args):
     pass
-
-
-Handler = Callable[["Context", Any], Awaitable[Reply]]
-Describer = Callable[["Context", Any], Awaitable["ApprovalText"]]
-Preflight = Callable[["Context", Any], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -95,28 +114,6 @@ class ApprovalText:
     binding: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Command:
-    """A sub-command's declaration: name, arguments, role, risk, help, and what runs it."""
-
-    name: str  # "health", "cache flush", "backup verify"
-    usage: str  # "cache flush", "backup verify <id>"
-    help_key: str  # i18n key of the one-line help
-    role: Role
-    run: Handler
-    args: type[Args] = NoArgs
-    risky: bool = False  # needs a second person's approval
-    mutates: bool = False  # changes something: refused while the bot's store is down
-    background: bool = False  # runs as a stored job with progress
-    describe: Describer | None = None  # the approval text of a risky command
-    lock: str | None = None  # one at a time across replicas (e.g. "backup")
-    preflight: Preflight | None = None  # refuse before anything starts (unknown id, unusable backup)
-
-    def __post_init__(self) -> None:
-        if self.risky and self.describe is None:
-            raise ValueError(f"risky command {self.name} needs describe()")
-
-
 @dataclass
 class Context:
     """Everything a command's handler may use while it runs."""
@@ -125,7 +122,6 @@ class Context:
     services: Services
     t: Translator
     progress: ProgressCallback
-    registry: Registry | None = None
     job_id: int | None = None
     approved_by: str | None = None
     binding: dict[str, Any] = field(default_factory=dict)
@@ -201,31 +197,3 @@ def parse_args(model: type[Args], words: Sequence[str], *, usage: str) -> Args:
             raise UsageError("usage.missing_argument", usage=usage, argument=loc) from None
         message = str(error["msg"]).removeprefix("Value error, ")
         raise UsageError("usage.bad_argument", usage=usage, argument=loc, problem=message[:200]) from None
-
-
-class Registry:
-    """The sub-commands by name; the longest name that starts the request wins."""
-
-    def __init__(self, commands: Sequence[Command]) -> None:
-        self._by_name: dict[str, Command] = {}
-        for command in commands:
-            if command.name in self._by_name:
-                raise ValueError(f"command {command.name!r} declared twice")
-            self._by_name[command.name] = command
-
-    def __iter__(self) -> Iterator[Command]:
-        return iter(self._by_name.values())
-
-    def get(self, name: str) -> Command | None:
-        return self._by_name.get(name)
-
-    def find(self, words: Sequence[str]) -> tuple[Command, list[str]]:
-        for size in (3, 2, 1):
-            name = " ".join(words[:size]).lower()
-            if len(words) >= size and name in self._by_name:
-                return self._by_name[name], list(words[size:])
-        raise UsageError("usage.unknown_command", usage="help", word=words[0][:40])
-
-    def family(self, word: str) -> list[Command]:
-        """Every command whose name starts with this word (help for 'backup' shows all three)."""
-        return [c for c in self._by_name.values() if c.name.split()[0] == word.lower()]

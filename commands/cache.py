@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from commands.base import ApprovalText, Command, Context, NoArgs, Role
+from commands.base import ApprovalText, Context, NoArgs, Role
+from commands.command import Command
 from core.formatting import format_bytes
 from core.reply import Fields, Header, Reply, Table, Text
 from core.secrets import mask_dsn
@@ -79,15 +80,11 @@ async def run_flush(ctx: Context, args: NoArgs) -> Reply:
 COMMANDS = (
     Command(
         name="cache stats",
-        usage="cache stats",
-        help_key="cache.stats_help",
         role=Role.VIEWER,
         run=show_cache_stats,
     ),
     Command(
         name="cache flush",
-        usage="cache flush",
-        help_key="cache.flush_help",
         role=Role.ADMIN,
         run=run_flush,
         risky=True,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from commands.base import Command, Context, NoArgs, Role
+from commands.base import Context, NoArgs, Role
+from commands.command import Command
 from core.errors import StoreUnavailable
 from core.formatting import format_time
 from core.reply import Header, Note, Reply, Table
@@ -154,4 +155,4 @@ def _check_name(ctx: Context, check: CheckResult) -> str:
     return ctx.t(f"health.check.{check.name}", host=check.host)
 
 
-COMMANDS = (Command(name="health", usage="health", help_key="health.help", role=Role.VIEWER, run=run_health),)
+COMMANDS = (Command(name="health", role=Role.VIEWER, run=run_health),)

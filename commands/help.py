@@ -1,10 +1,17 @@
-"""`help [sub-command]`: what the asker may run, and how."""
+"""`help [sub-command]`: what the asker may run, and how (a dry run of the access rule)."""
 
 from __future__ import annotations
 
-from commands.base import Args, Command, Context, Role
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from commands.base import Args, Context, Role
+from commands.command import Command
 from core.errors import UsageError
 from core.reply import Header, Reply, Table, Text
+
+if TYPE_CHECKING:
+    from commands.registry import Registry
 
 
 class HelpArgs(Args):
@@ -12,27 +19,31 @@ class HelpArgs(Args):
     rest_field = "topic"
 
 
-async def show_help(ctx: Context, args: HelpArgs) -> Reply:
+def help_command(registry: Registry) -> Command:
+    """`help`, answering from this registry."""
+
+    async def show_help(ctx: Context, args: HelpArgs) -> Reply:
+        access = ctx.services.access
+        allowed = [c for c in registry if access.may_run(ctx.actor, c).allowed]
+        if args.topic:
+            word = args.topic.split()[0].lower()
+            allowed = [c for c in registry.family(word) if c in allowed]
+            if not allowed:
+                raise UsageError("usage.unknown_command", usage="help", word=word[:40])
+        return help_reply(ctx, allowed)
+
+    return Command(name="help", usage="help [sub-command]", role=Role.VIEWER, args=HelpArgs, run=show_help)
+
+
+def help_reply(ctx: Context, commands: Iterable[Command]) -> Reply:
     t = ctx.t
-    assert ctx.registry is not None
-    role = ctx.services.policy.role_of(ctx.actor)
-    allowed = [c for c in ctx.registry if c.role <= role]
-    if args.topic:
-        word = args.topic.split()[0].lower()
-        family = [c for c in ctx.registry.family(word) if c.role <= role]
-        if not family:
-            raise UsageError("usage.unknown_command", usage="help", word=word[:40])
-        allowed = family
     rows = tuple(
-        (
-            f"/garden {c.usage}",
-            t(c.help_key) + (f" ({t('help.needs_approval')})" if c.risky else ""),
-        )
-        for c in allowed
+        (f"/garden {c.usage}", t(c.help_key) + (f" ({t('help.needs_approval')})" if c.risky else ""))
+        for c in commands
     )
     elements: list[Header | Text | Table] = [Header(t("help.header"))]
     elements.append(Table(columns=(t("help.command"), t("help.what")), rows=rows))
-    if ctx.services.policy.is_approver(ctx.actor):
+    if ctx.services.access.is_approver(ctx.actor):
         elements.append(Text(t("help.approver_note")))
     return Reply(
         status="succeeded",
@@ -40,15 +51,3 @@ async def show_help(ctx: Context, args: HelpArgs) -> Reply:
         elements=tuple(elements),
         visibility="asker",
     )
-
-
-COMMANDS = (
-    Command(
-        name="help",
-        usage="help [sub-command]",
-        help_key="help.help",
-        role=Role.VIEWER,
-        args=HelpArgs,
-        run=show_help,
-    ),
-)

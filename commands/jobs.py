@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from commands.base import Command, Context, NoArgs, Role
+from commands.base import Context, NoArgs, Role
+from commands.command import Command
 from core.formatting import format_duration, format_time
 from core.reply import Header, Reply, Table, Text
 from store import jobs as job_store
@@ -57,4 +58,4 @@ async def list_jobs(ctx: Context, args: NoArgs) -> Reply:
     )
 
 
-COMMANDS = (Command(name="jobs", usage="jobs", help_key="jobs.help", role=Role.VIEWER, run=list_jobs),)
+COMMANDS = (Command(name="jobs", role=Role.VIEWER, run=list_jobs),)

@@ -1,4 +1,4 @@
-"""A job's lock: the Redis key (store/redis.py) and its fence row in PostgreSQL (store/locks.py).
+"""A job's lock: the Redis key (store/coordination.py) and its fence row in PostgreSQL (store/locks.py).
 
 Taking it needs both free, so a Redis that restarted empty cannot let a second backup start beside
 a running one. Renewing says `held`, `lost` (the key or the row is gone or someone else's: stop at
@@ -15,7 +15,7 @@ from typing import Any, Literal
 from commands.services import Services
 from core.errors import Conflict, GardenBotError, StoreUnavailable
 from store import locks as lock_rows
-from store.redis import Lock
+from store.coordination import Lock
 
 log = logging.getLogger(__name__)
 

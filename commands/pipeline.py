@@ -9,35 +9,42 @@ from __future__ import annotations
 import logging
 import time
 import zoneinfo
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 from commands.base import (
+    DECISION_WORDS,
     Actor,
     Args,
-    Command,
     Context,
-    Registry,
+    Decision,
     Request,
-    Role,
+    Verdict,
     no_progress,
     parse_args,
     split_words,
 )
-from commands.replies import error_reply, unexpected_reply
-from commands.runner import JobListener, JobRunner
+from commands.boundary import audit_record, reply_for
+from commands.command import Command
+from commands.registry import Registry
+from commands.runner import JobRunner
 from commands.services import Services
-from core.errors import Conflict, GardenBotError, NotAllowed, StoreUnavailable, UsageError
+from core.errors import Conflict, GardenBotError, StoreUnavailable, UsageError
 from core.formatting import format_time
 from core.i18n import Translator
 from core.reply import Actions, Button, Confirm, Fields, Header, Progress, Reply, Text, mention
 from store import approvals as approval_store
-from store.audit import AuditRecord
 
 log = logging.getLogger(__name__)
 
-DECISION_WORDS = ("approve", "deny")
+
+@dataclass
+class _Seen:
+    """What a request turned out to name, for its audit record even when it failed."""
+
+    command: Command | None = None
+    args: Args | None = None
 
 
 class Pipeline:
@@ -45,6 +52,7 @@ class Pipeline:
         self.services = services
         self.registry = registry
         self.runner = JobRunner(services)
+        self.jobs = self.runner.board  # watch a job: `async for event in pipeline.jobs.watch(job_id)`
 
     def command_name(self, text: str) -> str:
         """The sub-command a request names, for metrics labels: 'unknown' for anything else."""
@@ -59,131 +67,106 @@ class Pipeline:
     def translator(self, request: Request) -> Translator:
         return Translator(request.locale or self.services.settings.locale)
 
-    async def handle(self, request: Request, *, listener: JobListener | None = None) -> Reply:
-        """Answer one request. Never raises: every failure becomes a Reply."""
+    async def handle(self, request: Request) -> Reply:
+        """Answer one request: a command line or a typed decision. Never raises: every failure
+        becomes a Reply. A started job is watched through `self.jobs`."""
         t = self.translator(request)
         started = time.monotonic()
-        command: Command | None = None
-        args: Args | None = None
+        seen = _Seen()
         try:
-            words = split_words(request.text) or ["help"]
-            if words[0].lower() in DECISION_WORDS:
-                return await self._decide_from_words(request, words, listener=listener)
-            command, rest = self.registry.find(words)
-            self._authorise(request.actor, command)
-            args = parse_args(command.args, rest, usage=command.usage)
-            if command.mutates or command.risky:
-                await self._require_store()
-            ctx = self._context(request, t)
-            if command.preflight is not None:
-                await command.preflight(ctx, args)
-            if command.risky:
-                reply = await self._open_approval(command, ctx, args)
-            elif command.background:
-                job = await self.runner.start(command, ctx, args, listener=listener)
-                reply = Reply(
-                    status="running",
-                    summary=t("job.started", job_id=job.id, command=command.name),
-                    elements=(
-                        Text(t("job.started", job_id=job.id, command=command.name)),
-                        Progress(0, t("job.queued")),
-                    ),
-                    ids={"job_id": job.id},
-                )
-            else:
-                reply = await command.run(ctx, args)
-        except GardenBotError as exc:
-            reply = error_reply(exc, t)
-            if isinstance(exc, UsageError) and command is None:
+            words = (split_words(request.text) or ["help"]) if request.decision is None else []
+            decision = request.decision or Decision.from_words(words)
+            if decision is not None:
+                return await self._decide(request, decision, t)
+            reply = await self._run_command(request, words, t, seen)
+        except Exception as exc:
+            reply = reply_for(exc, t, request.correlation_id)
+            if isinstance(exc, UsageError) and seen.command is None:
                 reply = _with_help_hint(reply, t)
-        except Exception:
-            log.exception("request failed [%s] %r", request.correlation_id, request.text[:80])
-            reply = unexpected_reply(t, request.correlation_id)
-        await self._audit_request(request, command, args, reply, started)
+        await self._audit_request(request, seen.command, seen.args, reply, started)
         return reply
+
+    async def decide(self, request: Request, approval_id: int, decision: Verdict) -> Reply:
+        """An approver's decision on one approval. Exactly one decision is ever taken."""
+        return await self.handle(replace(request, decision=Decision(approval_id, decision)))
 
     async def refuse(self, request: Request, error: GardenBotError) -> Reply:
         """Turn a request away before any command is looked at (e.g. another workspace's), audited."""
         started = time.monotonic()
-        reply = error_reply(error, self.translator(request))
+        reply = reply_for(error, self.translator(request), request.correlation_id)
         await self._audit_request(request, None, None, reply, started)
         return reply
 
-    async def decide(
-        self,
-        request: Request,
-        approval_id: int,
-        decision: Literal["approved", "denied"],
-        *,
-        listener: JobListener | None = None,
-    ) -> Reply:
-        """An approver's click or console word. Exactly one decision is ever taken."""
-        t = self.translator(request)
-        started = time.monotonic()
-        actor = request.actor
-        outcome: str = decision
-        detail: dict[str, Any] = {"approval_id": approval_id}
-        command_name = "approval"
-        try:
+    async def _run_command(self, request: Request, words: list[str], t: Translator, seen: _Seen) -> Reply:
+        command, rest = self.registry.find(words)
+        seen.command = command
+        self.services.access.require_run(request.actor, command)
+        args = seen.args = parse_args(command.args, rest, usage=command.usage)
+        if command.needs_store:
             await self._require_store()
-            approval = await approval_store.get_approval(self.services.store, approval_id)
-            command_name = approval.command
-            detail["requested_by"] = approval.requester
-            if actor.user_id == approval.requester:
-                raise NotAllowed("approval.own_request", approval_id=approval_id)
-            login = request.console.os_login if request.console is not None else None
-            if login is not None and login == approval.requester_os_login:
-                raise NotAllowed("approval.same_os_login", approval_id=approval_id, login=login)
-            if not self.services.policy.is_approver(actor):
-                raise NotAllowed("approval.not_an_approver", approval_id=approval_id)
-            approval = await approval_store.decide_approval(
-                self.services.store,
-                approval_id,
-                decided_by=actor.user_id,
-                decision=decision,
-                decided_from_os_login=login,
-            )
-            await self._audit(
-                request,
-                command_name,
-                f"approval_{decision}",
-                decision,
-                detail,
-                approver=actor.user_id,
-                started=started,
-            )
-            if decision == "denied":
-                return Reply(
-                    status="succeeded",
-                    summary=t("approval.denied", approval_id=approval_id, by=mention(actor.user_id)),
-                    ids={"approval_id": approval_id},
-                )
-            return await self._run_approved(approval, request, t, listener)
-        except GardenBotError as exc:
-            outcome = exc.status
-            reply = error_reply(exc, t)
-            detail["reason"] = exc.message_key
-        except Exception:
-            log.exception("decision failed [%s] approval %s", request.correlation_id, approval_id)
-            outcome = "failed"
-            reply = unexpected_reply(t, request.correlation_id)
-        await self._audit(
-            request,
-            command_name,
-            "approval_decision",
-            outcome,
-            detail,
-            approver=actor.user_id,
-            started=started,
+        ctx = self._context(request, t)
+        if command.preflight is not None:
+            await command.preflight(ctx, args)
+        if command.risky:
+            return await self._open_approval(command, ctx, args)
+        if not command.background:
+            return await command.run(ctx, args)
+        job = await self.runner.start(command, ctx, args)
+        started = t("job.started", job_id=job.id, command=command.name)
+        return Reply(
+            status="running",
+            summary=started,
+            elements=(Text(started), Progress(0, t("job.queued"))),
+            ids={"job_id": job.id},
         )
-        return replace_ids(reply, approval_id=approval_id)
+
+    async def _decide(self, request: Request, decision: Decision, t: Translator) -> Reply:
+        started = time.monotonic()
+        outcome: str = decision.verdict
+        detail: dict[str, Any] = {"approval_id": decision.approval_id}
+        try:
+            return await self._take_decision(request, decision, t, detail, started)
+        except Exception as exc:
+            outcome = exc.status if isinstance(exc, GardenBotError) else "failed"
+            if isinstance(exc, GardenBotError):
+                detail["reason"] = exc.message_key
+            reply = reply_for(exc, t, request.correlation_id, doing=f"decision on {decision.approval_id}")
+        command_name = str(detail.pop("command", "approval"))
+        await self._audit(request, command_name, "approval_decision", outcome, detail, started=started)
+        return replace_ids(reply, approval_id=decision.approval_id)
+
+    async def _take_decision(
+        self, request: Request, decision: Decision, t: Translator, detail: dict[str, Any], started: float
+    ) -> Reply:
+        actor, approval_id = request.actor, decision.approval_id
+        await self._require_store()
+        approval = await approval_store.get_approval(self.services.store, approval_id)
+        detail.update(command=approval.command, requested_by=approval.requester)
+        self.services.access.may_decide(request, approval).require()
+        login = request.console.os_login if request.console is not None else None
+        approval = await approval_store.decide_approval(
+            self.services.store,
+            approval_id,
+            decided_by=actor.user_id,
+            decision=decision.verdict,
+            decided_from_os_login=login,
+        )
+        audited = {k: v for k, v in detail.items() if k != "command"}
+        event = f"approval_{decision.verdict}"
+        await self._audit(request, approval.command, event, decision.verdict, audited, started=started)
+        if decision.verdict == "denied":
+            return Reply(
+                status="succeeded",
+                summary=t("approval.denied", approval_id=approval_id, by=mention(actor.user_id)),
+                ids={"approval_id": approval_id},
+            )
+        return await self._run_approved(approval, request, t)
 
     async def _run_approved(
         self,
         approval: approval_store.Approval,
         decider: Request,
         t: Translator,
-        listener: JobListener | None,
     ) -> Reply:
         command = self.registry.get(approval.command)
         if command is None:
@@ -202,7 +185,7 @@ class Pipeline:
         ctx.binding = approval.binding
         args = command.args.model_validate(approval.args)
         try:
-            job = await self.runner.start(command, ctx, args, approval_id=approval.id, listener=listener)
+            job = await self.runner.start(command, ctx, args, approval_id=approval.id)
         except GardenBotError as exc:
             await self._reopen(approval, decider, exc, t)
             raise
@@ -233,27 +216,6 @@ class Pipeline:
             held = t(exc.message_key, **exc.params)
             raise Conflict("approval.lock_busy", approval_id=approval.id, held=held) from exc
 
-    async def _decide_from_words(
-        self, request: Request, words: list[str], *, listener: JobListener | None
-    ) -> Reply:
-        usage = f"{words[0].lower()} <approval-id>"
-        if len(words) != 2 or not words[1].isdigit() or len(words[1]) > 18:
-            raise UsageError("usage.approval_id", usage=usage)
-        decision: Literal["approved", "denied"] = "approved" if words[0].lower() == "approve" else "denied"
-        return await self.decide(request, int(words[1]), decision, listener=listener)
-
-    def _authorise(self, actor: Actor, command: Command) -> None:
-        role = self.services.policy.role_of(actor)
-        if role == Role.NONE:
-            raise NotAllowed("role.unknown_user", user=actor.user_id)
-        if role < command.role:
-            raise NotAllowed(
-                "role.too_low",
-                command=command.name,
-                needed=command.role.name.lower(),
-                have=role.name.lower(),
-            )
-
     async def _require_store(self) -> None:
         if not await self.services.store.ready():
             raise StoreUnavailable("store.unavailable_for_changes")
@@ -264,7 +226,6 @@ class Pipeline:
             services=self.services,
             t=t,
             progress=no_progress,
-            registry=self.registry,
         )
 
     async def _open_approval(self, command: Command, ctx: Context, args: Args) -> Reply:
@@ -324,23 +285,17 @@ class Pipeline:
     ) -> None:
         duration = int((time.monotonic() - started) * 1000) if started is not None else None
         args = detail.pop("args", {})
-        if request.console is not None:
-            detail["console"] = request.console.audit_detail()
-        await self.services.audit.record(
-            AuditRecord.new(
-                correlation_id=request.correlation_id,
-                source=request.source,
-                actor=request.actor.user_id,
-                approver=approver,
-                channel=request.channel,
-                command=command,
-                event=event,
-                outcome=outcome,
-                args=args,
-                duration_ms=duration,
-                detail=detail,
-            )
+        record = audit_record(
+            request,
+            command,
+            event,
+            outcome,
+            approver=approver,
+            duration_ms=duration,
+            args=args,
+            detail=detail,
         )
+        await self.services.audit.record(record)
 
 
 def approval_reply(approval: approval_store.Approval, t: Translator, zone: zoneinfo.ZoneInfo) -> Reply:

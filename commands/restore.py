@@ -12,7 +12,8 @@ from commands.backup import (
     take_catalogued_backup,
     worded_progress,
 )
-from commands.base import ApprovalText, Command, Context, Role
+from commands.base import ApprovalText, Context, Role
+from commands.command import Command
 from core.errors import Conflict, GardenBotError, RunbookFailed
 from core.formatting import format_bytes, format_duration, format_time
 from core.reply import Fields, Reply, Text
@@ -146,7 +147,6 @@ COMMANDS = (
     Command(
         name="restore",
         usage="restore <backup-id>",
-        help_key="restore.help",
         role=Role.ADMIN,
         args=BackupIdArgs,
         run=run_restore,

@@ -4,7 +4,9 @@ A job with a lock keeps it only while it can prove it: every heartbeat renews th
 (commands/locks.py). A lost lock (Redis restarted empty, the key evicted, someone else's token)
 stops the job at once; a lock Redis cannot confirm stops it before its TTL could run out, since
 another replica may take it then. A job that ends while the bot's store is down keeps its end on
-local disk (store/pending.py) and tells its listener as usual; the end is stored when the store is back.
+local disk (store/pending.py) and is published as usual; the end is stored when the store is back.
+
+Progress and ends go to the job board (commands/job_watch.py), where any surface watches them.
 """
 
 from __future__ import annotations
@@ -14,30 +16,23 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
-from commands.base import Args, Command, Context, ProgressCallback
+from commands.base import Args, Context, ProgressCallback
+from commands.boundary import audit_record, reply_for
+from commands.command import Command
+from commands.job_watch import JobBoard
 from commands.locks import release_lock, renew_lock, take_lock
-from commands.replies import error_reply, unexpected_reply
 from commands.services import Services, utc_now
 from core.errors import Conflict, GardenBotError, StoreUnavailable
 from core.reply import Note, Reply
 from store import jobs as job_store
-from store.audit import AuditRecord
+from store.coordination import Lock
 from store.pending import PendingEnds
-from store.redis import Lock
 
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0  # at most one stored progress update a second (and one Slack edit)
-
-
-class JobListener(Protocol):
-    """Where a job's progress and result are shown (a Slack message, the console)."""
-
-    async def job_progress(self, job_id: int, percent: int, text: str) -> None: ...
-
-    async def job_finished(self, job_id: int, reply: Reply) -> None: ...
 
 
 class JobRunner:
@@ -45,6 +40,7 @@ class JobRunner:
         self.services = services
         self.timing = services.settings.jobs
         self.pending = PendingEnds(services.settings.job_spool_path)
+        self.board = JobBoard()
         self._tasks: dict[int, asyncio.Task[Reply]] = {}
         self._locks: dict[int, Lock] = {}
         self._guards: dict[int, asyncio.Task[None]] = {}
@@ -58,7 +54,6 @@ class JobRunner:
         args: Args,
         *,
         approval_id: int | None = None,
-        listener: JobListener | None = None,
     ) -> job_store.Job:
         """Take the command's lock if it has one, store the job, and start it in the background."""
         svc = self.services
@@ -94,11 +89,12 @@ class JobRunner:
                 await release_lock(svc, lock)
             raise
         await self._audit(ctx, command, "job_started", "running", job.id)
-        job_ctx = replace(ctx, job_id=job.id, progress=self._progress(job.id, listener))
+        self.board.opened(job.id)
+        job_ctx = replace(ctx, job_id=job.id, progress=self._progress(job.id))
         if lock is not None:
             self._locks[job.id] = lock
             job_ctx = replace(job_ctx, fence=self._fence(job.id, lock))
-        task = asyncio.create_task(self._run(command, job_ctx, args, job.id, listener), name=f"job-{job.id}")
+        task = asyncio.create_task(self._run(command, job_ctx, args, job.id), name=f"job-{job.id}")
         self._tasks[job.id] = task
         if lock is not None:
             self._guards[job.id] = asyncio.create_task(
@@ -108,10 +104,8 @@ class JobRunner:
         return job
 
     async def wait(self, job_id: int) -> Reply:
-        task = self._tasks.get(job_id)
-        if task is None:
-            raise GardenBotError("job.not_running_here", job_id=job_id)
-        return await asyncio.shield(task)
+        """The job's final reply, by watching it on the board."""
+        return await self.board.result(job_id)
 
     def running(self) -> list[int]:
         return [job_id for job_id, task in self._tasks.items() if not task.done()]
@@ -136,7 +130,7 @@ class JobRunner:
             helper.cancel()
         await asyncio.gather(*background, return_exceptions=True)
 
-    def _progress(self, job_id: int, listener: JobListener | None) -> ProgressCallback:
+    def _progress(self, job_id: int) -> ProgressCallback:
         last_shown = float("-inf")
 
         async def report(percent: int, text: str) -> None:
@@ -149,14 +143,11 @@ class JobRunner:
                 await job_store.report_progress(self.services.store, job_id, percent, text)
             except GardenBotError:
                 log.warning("job %s: progress not stored (store unreachable)", job_id)
-            if listener is not None:
-                await _quietly(listener.job_progress(job_id, percent, text))
+            self.board.progress(job_id, percent, text)
 
         return report
 
-    async def _run(
-        self, command: Command, ctx: Context, args: Args, job_id: int, listener: JobListener | None
-    ) -> Reply:
+    async def _run(self, command: Command, ctx: Context, args: Args, job_id: int) -> Reply:
         started = time.monotonic()
         reply, status, error = await self._outcome(command, ctx, args, job_id)
         guard = self._guards.pop(job_id, None)
@@ -178,8 +169,7 @@ class JobRunner:
         why = self._stopped_by.pop(job_id, None)
         detail = {"reason": why} if why is not None else {}
         await self._audit(ctx, command, "job_finished", status, job_id, duration_ms, detail)
-        if listener is not None:
-            await _quietly(listener.job_finished(job_id, reply))
+        self.board.finished(job_id, reply)
         return reply
 
     async def _outcome(
@@ -190,7 +180,7 @@ class JobRunner:
             reply = await command.run(ctx, args)
             return reply, ("succeeded" if reply.status == "succeeded" else "failed"), None
         except GardenBotError as exc:
-            reply = replace(error_reply(exc, ctx.t), status="failed")
+            reply = replace(reply_for(exc, ctx.t, ctx.request.correlation_id), status="failed")
             return reply, "failed", ctx.t(exc.message_key, **exc.params)
         except asyncio.CancelledError:
             why = self._stopped_by.get(job_id)
@@ -200,9 +190,9 @@ class JobRunner:
             lock = self._locks.get(job_id)
             summary = ctx.t(why, job_id=job_id, lock=lock.name if lock else "?")
             return Reply(status="failed", summary=summary), "failed", summary
-        except Exception:
-            log.exception("job %s (%s) failed [%s]", job_id, command.name, ctx.request.correlation_id)
-            return unexpected_reply(ctx.t, ctx.request.correlation_id), "failed", "unexpected error"
+        except Exception as exc:
+            reply = reply_for(exc, ctx.t, ctx.request.correlation_id, doing=f"job {job_id} ({command.name})")
+            return reply, "failed", "unexpected error"
 
     async def _record_end(self, job_id: int, status: str, result: dict[str, Any], error: str | None) -> bool:
         """Store the job's end; with the store down keep it on local disk. False when kept locally."""
@@ -223,21 +213,17 @@ class JobRunner:
         duration_ms: int | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        request = ctx.request
-        await self.services.audit.record(
-            AuditRecord.new(
-                correlation_id=request.correlation_id,
-                source=request.source,
-                actor=request.actor.user_id,
-                approver=ctx.approved_by,
-                channel=request.channel,
-                command=command.name,
-                event=event,
-                outcome=outcome,
-                duration_ms=duration_ms,
-                detail={"job_id": job_id, **(detail or {})},
-            )
+        record = audit_record(
+            ctx.request,
+            command.name,
+            event,
+            outcome,
+            approver=ctx.approved_by,
+            job_id=job_id,
+            duration_ms=duration_ms,
+            detail=detail,
         )
+        await self.services.audit.record(record)
 
     def _ensure_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():
@@ -299,11 +285,3 @@ class JobRunner:
 
 def _clock() -> str:
     return utc_now().isoformat(timespec="seconds")
-
-
-async def _quietly(awaitable: Any) -> None:
-    """A listener that fails (Slack down) must not fail the job."""
-    try:
-        await awaitable
-    except Exception:
-        log.exception("job listener failed")

@@ -8,14 +8,15 @@ from datetime import UTC, datetime
 import httpx
 import redis.asyncio as aioredis
 
+from commands.access import Access
 from commands.policy import Policy
 from core.config import Settings
 from core.errors import RunbookFailed
 from runbooks.health import BotHost
 from store.audit import AuditLog
+from store.coordination import Coordination
 from store.db import Store
 from store.jobs import Instance
-from store.redis import Coordination
 
 
 def utc_now() -> datetime:
@@ -32,6 +33,11 @@ class Services:
     policy: Policy
     instance: Instance = field(default_factory=Instance.current)
     bot_host: BotHost = field(default_factory=BotHost)  # what `health` measures locally
+
+    @property
+    def access(self) -> Access:
+        """The one authorisation rule, over this process's roles."""
+        return Access(self.policy)
 
     def target_database_url(self) -> str:
         if self.settings.target.database_url is None:

@@ -18,7 +18,7 @@ from store.db import Store
 
 log = logging.getLogger(__name__)
 
-# Whether the named lock is held, right now, by this job (store/redis.py and store/locks.py answer).
+# Whether the named lock is held, right now, by this job (store/coordination.py and store/locks.py answer).
 LockHeld = Callable[[str, int], Awaitable[bool]]
 
 

@@ -1,4 +1,4 @@
-"""Job locks in the bot's PostgreSQL, the fence beside the Redis lock (store/redis.py).
+"""Job locks in the bot's PostgreSQL, the fence beside the Redis lock (store/coordination.py).
 
 Redis may restart empty or evict a key; this row does not. A lock is taken only when the Redis key
 and this row are both free (or this row has expired: its holder stopped renewing it), and the

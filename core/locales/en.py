@@ -75,7 +75,7 @@ MESSAGES: dict[str, str] = {
     "job.interrupted_at_start": "Job {job_id} ({command}) was interrupted: the process running it stopped. Nothing it did counts as done.",
     "job.not_found": "There is no job {job_id}.",
     "job.not_running_here": "Job {job_id} is not running in this process.",
-    "jobs.help": "running and recent jobs",
+    "help.jobs": "running and recent jobs",
     "jobs.header": "Jobs",
     "jobs.none": "No jobs yet.",
     "jobs.summary": "{running} running, {shown} shown.",
@@ -99,7 +99,7 @@ MESSAGES: dict[str, str] = {
     "help.needs_approval": "needs approval",
     "help.approver_note": "You are an approver: `/garden approve <id>` or `/garden deny <id>`.",
     # health
-    "health.help": "API, database, cache, disk, memory, newest backup, TLS",
+    "help.health": "API, database, cache, disk, memory, newest backup, TLS",
     "health.header": "Garden DX health",
     "health.summary_ok": "All checks passed.",
     "health.summary_warn": "Healthy, with warnings.",
@@ -137,7 +137,7 @@ MESSAGES: dict[str, str] = {
     "health.detail.slow": "slower than {limit} ms",
     "health.detail.store_unreachable": "the bot's store is unreachable",
     # audit
-    "audit.help": "who did what (admins: anyone; others: their own)",
+    "help.audit": "who did what (admins: anyone; others: their own)",
     "audit.header": "Audit log",
     "audit.none": "No audit records in that span.",
     "audit.summary": "{count} audit records since {since}.",
@@ -160,8 +160,8 @@ MESSAGES: dict[str, str] = {
     "audit.head_published": "audit head: id {id}, hash {hash}",
     "audit.exported": "{count} records exported.",
     # cache
-    "cache.stats_help": "keys, memory and hit rate of the Garden DX cache",
-    "cache.flush_help": "empty the Garden DX cache",
+    "help.cache_stats": "keys, memory and hit rate of the Garden DX cache",
+    "help.cache_flush": "empty the Garden DX cache",
     "cache.header": "Garden DX cache",
     "cache.summary": "{keys} keys, {memory} used.",
     "cache.keys": "keys",
@@ -184,10 +184,10 @@ MESSAGES: dict[str, str] = {
         "A backup or restore is already running (job {job_id}, started by {requested_by} at {started_at})."
     ),
     # backups and restores
-    "backup.help": "take a backup of garden_dx now",
-    "backup.list_help": "backups, newest first, and files that do not match the catalog",
-    "backup.verify_help": "restore a backup into a scratch database and compare row counts",
-    "restore.help": "replace garden_dx with a backup (safety backup first)",
+    "help.backup": "take a backup of garden_dx now",
+    "help.backup_list": "backups, newest first, and files that do not match the catalog",
+    "help.backup_verify": "restore a backup into a scratch database and compare row counts",
+    "help.restore": "replace garden_dx with a backup (safety backup first)",
     "backup.id": "backup",
     "backup.file": "file",
     "backup.size": "size",

@@ -75,7 +75,7 @@ MESSAGES: dict[str, str] = {
     "job.interrupted_at_start": "ジョブ {job_id}({command})は中断されました(実行中のプロセスが停止)。途中の結果は有効になりません。",
     "job.not_found": "ジョブ {job_id} は存在しません。",
     "job.not_running_here": "ジョブ {job_id} はこのプロセスで実行されていません。",
-    "jobs.help": "実行中と最近のジョブ",
+    "help.jobs": "実行中と最近のジョブ",
     "jobs.header": "ジョブ",
     "jobs.none": "ジョブはまだありません。",
     "jobs.summary": "実行中 {running} 件、表示 {shown} 件。",
@@ -99,7 +99,7 @@ MESSAGES: dict[str, str] = {
     "help.needs_approval": "要承認",
     "help.approver_note": "あなたは承認者です: `/garden approve <id>` または `/garden deny <id>`",
     # ヘルスチェック
-    "health.help": "API・DB・キャッシュ・ディスク・メモリ・最新バックアップ・TLS",
+    "help.health": "API・DB・キャッシュ・ディスク・メモリ・最新バックアップ・TLS",
     "health.header": "Garden DX ヘルスチェック",
     "health.summary_ok": "すべてのチェックが正常です。",
     "health.summary_warn": "正常(警告あり)。",
@@ -137,7 +137,7 @@ MESSAGES: dict[str, str] = {
     "health.detail.slow": "{limit} ms より遅い",
     "health.detail.store_unreachable": "Bot のストアに接続できません",
     # 監査ログ
-    "audit.help": "誰が何をしたか(管理者: 全員分、その他: 自分の分)",
+    "help.audit": "誰が何をしたか(管理者: 全員分、その他: 自分の分)",
     "audit.header": "監査ログ",
     "audit.none": "該当期間の監査記録はありません。",
     "audit.summary": "{since} 以降の監査記録 {count} 件。",
@@ -159,8 +159,8 @@ MESSAGES: dict[str, str] = {
     "audit.head_published": "監査ログの先頭: id {id}、ハッシュ {hash}",
     "audit.exported": "{count} 件を出力しました。",
     # キャッシュ
-    "cache.stats_help": "Garden DX キャッシュのキー数・メモリ・ヒット率",
-    "cache.flush_help": "Garden DX キャッシュを空にする",
+    "help.cache_stats": "Garden DX キャッシュのキー数・メモリ・ヒット率",
+    "help.cache_flush": "Garden DX キャッシュを空にする",
     "cache.header": "Garden DX キャッシュ",
     "cache.summary": "キー {keys} 件、使用メモリ {memory}。",
     "cache.keys": "キー数",
@@ -183,10 +183,10 @@ MESSAGES: dict[str, str] = {
         "バックアップまたはリストアが既に実行中です(ジョブ {job_id}、{requested_by} が {started_at} に開始)。"
     ),
     # backups and restores
-    "backup.help": "garden_dx のバックアップを今すぐ取得",
-    "backup.list_help": "バックアップ一覧(新しい順)とカタログと合わないファイル",
-    "backup.verify_help": "バックアップを検証用 DB にリストアして行数を比較",
-    "restore.help": "garden_dx をバックアップで置き換える(先に安全用バックアップ)",
+    "help.backup": "garden_dx のバックアップを今すぐ取得",
+    "help.backup_list": "バックアップ一覧(新しい順)とカタログと合わないファイル",
+    "help.backup_verify": "バックアップを検証用 DB にリストアして行数を比較",
+    "help.restore": "garden_dx をバックアップで置き換える(先に安全用バックアップ)",
     "backup.id": "バックアップ",
     "backup.file": "ファイル",
     "backup.size": "サイズ",

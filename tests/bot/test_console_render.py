@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import pytest
 from rich.cells import cell_len
 
 from bot.blocks import render_blocks
-from bot.console import ConsoleProgress, reply_json
+from bot.console import reply_json, watch_job
 from bot.console_render import print_reply, render_text, terminal
+from commands.job_watch import JobBoard
 from core.reply import (
     Actions,
     Button,
@@ -145,8 +147,12 @@ def test_the_console_and_slack_draw_the_same_progress_bar() -> None:
 
 
 async def test_job_progress_on_stderr_uses_the_one_bar() -> None:
-    stream = io.StringIO()
-    await ConsoleProgress(stream).job_progress(7, 30, "verifying")
+    stream, board = io.StringIO(), JobBoard()
+    board.opened(7)
+    board.progress(7, 30, "verifying")
+    board.finished(7, Reply("succeeded", "done"))
+    result = await watch_job(SimpleNamespace(jobs=board), 7, stream)  # type: ignore[arg-type]
+    assert result.summary == "done"
     assert stream.getvalue() == "job 7 ▓▓▓░░░░░░░ 30% verifying\n"
 
 

@@ -15,10 +15,12 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from bot.console import Console
+from bot.console import Console, ConsoleAccess
 from bot.runtime import Runtime
 from bot.shell import ShellCompleter, history_file, prompt_reader, shell_session, store_ids
-from commands.base import Args, Command, Context, Registry, Role
+from commands.base import Args, Context, Role
+from commands.command import Command
+from commands.registry import Registry
 from core.reply import Reply
 from store.db import Store
 from tests.support.runtime import BotWorld, closed_port
@@ -26,6 +28,12 @@ from tests.support.runtime import BotWorld, closed_port
 LEFT = "\x1b[D"
 TAB = "\t"
 ENTER = "\r"
+
+
+def demo_console(runtime: Runtime, user: str, locale: str | None = None) -> Console:
+    """A console of the embedded demo, where one terminal may act as anyone."""
+    access = ConsoleAccess(runtime.services.policy, {}, demo=True)
+    return Console(runtime.pipeline, access, user, None, locale)
 
 
 def completer_of(runtime: Runtime) -> ShellCompleter:
@@ -37,7 +45,7 @@ async def completions(completer: ShellCompleter, text: str) -> list[str]:
 
 
 async def ask_for_flush(runtime: Runtime) -> int:
-    reply = await Console(runtime.pipeline, "U0ADMIN").run_once("cache flush")
+    reply = await demo_console(runtime, "U0ADMIN").run_once("cache flush")
     approval_id = reply.ids["approval_id"]
     assert reply.status == "pending" and isinstance(approval_id, int), reply
     return approval_id
@@ -59,7 +67,7 @@ async def test_approve_and_deny_complete_pending_approval_ids(bot_runtime: Runti
 
     assert await completions(completer, "approve ") == [str(approval_id)]
     assert await completions(completer, "deny ") == [str(approval_id)]
-    await Console(bot_runtime.pipeline, "U0LEAD").run_once(f"deny {approval_id}")
+    await demo_console(bot_runtime, "U0LEAD").run_once(f"deny {approval_id}")
     assert await completions(completer, "approve ") == []  # decided: no longer offered
 
 
@@ -99,7 +107,7 @@ async def test_a_command_taking_a_job_id_completes_recent_job_ids(
     job_show = Command(
         name="job show",
         usage="job show <id>",
-        help_key="jobs.help",
+        help_key="help.jobs",
         role=Role.VIEWER,
         run=never_run,
         args=JobIdArgs,
@@ -193,7 +201,7 @@ async def test_a_typed_session_edits_lines_completes_ids_and_keeps_history(
     stdout = io.StringIO()
     with create_pipe_input() as pipe:
         typed = TypedSession(bot_runtime, pipe)
-        console = Console(bot_runtime.pipeline, "U0ADMIN", "en")
+        console = demo_console(bot_runtime, "U0ADMIN", "en")
         shell = asyncio.create_task(console.shell(stdout=stdout, reader=typed.reader))
         try:
             await until(lambda: len(typed.prompts) == 1, "the first prompt")
@@ -230,7 +238,7 @@ async def test_without_a_terminal_the_shell_reads_plain_lines_and_numbered_choic
     stdin = io.StringIO("cache flush\nas U0LEAD\n2\n")
     stdout = io.StringIO()
 
-    assert await Console(bot_runtime.pipeline, "U0ADMIN", "en").shell(stdin, stdout) == 0
+    assert await demo_console(bot_runtime, "U0ADMIN", "en").shell(stdin, stdout) == 0
 
     out = stdout.getvalue()
     assert "[1] Approve (approve " in out and "\x1b" not in out, out

@@ -338,8 +338,8 @@ async def test_a_backup_in_japanese_shows_japanese_progress(world: BackupWorld, 
     shown: list[str] = []
     original = rt.pipeline.runner._progress
 
-    def recording(job_id: int, listener: Any) -> Any:
-        show = original(job_id, listener)
+    def recording(job_id: int) -> Any:
+        show = original(job_id)
 
         async def record(percent: int, text: str) -> None:
             shown.append(text)

@@ -17,7 +17,7 @@ from typing import Any
 
 from commands.base import Actor, Request
 from core.reply import Reply
-from store.redis import Coordination
+from store.coordination import Coordination
 from tests.support.backup_env import ADMIN, LEAD, OPERATOR, BackupWorld, take_backup
 from tests.support.faults import GatedPgDump, PrivateRedis, gated_pg_dump, private_redis
 from tests.support.runtime import BotWorld

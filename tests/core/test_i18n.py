@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from commands.catalog import build_registry
+from commands.registry import build_registry
 from core import errors
 from core.i18n import Translator
 from core.locales.en import MESSAGES as EN

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -11,11 +10,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.blocks import render_message
+from commands.job_watch import JobBoard
 from core.reply import Progress, Reply, Text
 
 log = logging.getLogger(__name__)
-
-FIRST_MESSAGE_WAIT_S = 30.0  # a job that ends before its first message is posted waits this long for it
 
 
 class SlackSurface:
@@ -36,9 +34,6 @@ class SlackSurface:
         self.response_url = response_url
         self.message_ts = message_ts
         self.title = ""
-        self._posted = asyncio.Event()
-        if message_ts:
-            self._posted.set()
 
     async def show(self, reply: Reply) -> None:
         """Refusals and private answers to the asker; everything else as the channel message."""
@@ -59,8 +54,6 @@ class SlackSurface:
             # Not in the channel, or a DM the bot cannot post to: answer through the response URL.
             log.warning("chat.postMessage to %s failed: %s", self.channel, exc.response.get("error"))
             await self._respond(reply, in_channel=True)
-        finally:
-            self._posted.set()
 
     async def update(self, reply: Reply) -> None:
         if self.message_ts is None:
@@ -80,24 +73,6 @@ class SlackSurface:
             log.info("chat.postEphemeral failed (%s); using the response URL", exc.response.get("error"))
             await self._respond(reply, in_channel=False)
 
-    def hold(self) -> None:
-        """Keep a job's updates back until `release()`: the decision must be shown before its job."""
-        self._posted.clear()
-
-    def release(self) -> None:
-        self._posted.set()
-
-    @property
-    def shown(self) -> bool:
-        return self.message_ts is not None and self._posted.is_set()
-
-    async def wait_posted(self) -> bool:
-        try:
-            await asyncio.wait_for(self._posted.wait(), FIRST_MESSAGE_WAIT_S)
-        except TimeoutError:
-            return False
-        return True
-
     async def _respond(self, reply: Reply, *, in_channel: bool) -> None:
         if not self.response_url:
             return
@@ -108,27 +83,25 @@ class SlackSurface:
             log.warning("response_url answered %s", response.status_code)
 
 
-class SlackJobListener:
-    """Keeps a job's channel message current: a progress bar, then the result, in place."""
+async def watch_job(surface: SlackSurface, board: JobBoard, job_id: int) -> None:
+    """Keep a job's channel message current: a progress bar, then the result, in place.
 
-    def __init__(self, surface: SlackSurface) -> None:
-        self.surface = surface
+    Called after the reply that started the job (or approved it) is shown, so nothing overtakes it.
+    """
+    async for event in board.watch(job_id):
+        if event.reply is not None:
+            await _show_result(surface, event.reply)
+            return
+        if event.text and surface.message_ts is not None:
+            title = surface.title or f"#{job_id}"
+            progress = Progress(event.percent, event.text)
+            await surface.update(Reply(status="running", summary=title, elements=(Text(title), progress)))
 
-    async def job_progress(self, job_id: int, percent: int, text: str) -> None:
-        if self.surface.message_ts is not None and not self.surface.shown:
-            await self.surface.wait_posted()  # an approval's decision is being shown: progress comes after it
-        if not self.surface.shown:
-            return  # the first message is not posted yet; the next beat will show it
-        title = self.surface.title or f"#{job_id}"
-        await self.surface.update(
-            Reply(status="running", summary=title, elements=(Text(title), Progress(percent, text)))
-        )
 
-    async def job_finished(self, job_id: int, reply: Reply) -> None:
-        await self.surface.wait_posted()
-        if reply.visibility == "asker":
-            # A private result (a temporary password) never goes to the channel message.
-            await self.surface.tell_asker(reply)
-            await self.surface.update(Reply(status=reply.status, summary=self.surface.title or "done"))
-        else:
-            await self.surface.update(reply)
+async def _show_result(surface: SlackSurface, reply: Reply) -> None:
+    if reply.visibility == "asker":
+        # A private result (a temporary password) never goes to the channel message.
+        await surface.tell_asker(reply)
+        await surface.update(Reply(status=reply.status, summary=surface.title or "done"))
+    else:
+        await surface.update(reply)

@@ -1,0 +1,85 @@
+"""Jobs are watched, not threaded: the runner publishes each job's progress and end here, and any
+surface (a Slack message, the console, the scheduler) subscribes by job id. A late subscriber
+starts from the last state; a finished job gives its final reply at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from core.errors import GardenBotError
+from core.reply import Reply
+
+KEEP_FINISHED = 500  # finished jobs remembered for late watchers; older ones are forgotten
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    job_id: int
+    percent: int
+    text: str
+    reply: Reply | None = None  # set on the last event: the job's result
+
+    @property
+    def finished(self) -> bool:
+        return self.reply is not None
+
+
+class JobBoard:
+    def __init__(self) -> None:
+        self._last: OrderedDict[int, JobEvent] = OrderedDict()
+        self._watchers: dict[int, list[asyncio.Queue[JobEvent]]] = {}
+
+    def opened(self, job_id: int) -> None:
+        """A job started here: watchers may subscribe before its first progress."""
+        self._last[job_id] = JobEvent(job_id, 0, "")
+
+    def progress(self, job_id: int, percent: int, text: str) -> None:
+        self._publish(JobEvent(job_id, percent, text))
+
+    def finished(self, job_id: int, reply: Reply) -> None:
+        last = self._last.get(job_id)
+        self._publish(JobEvent(job_id, last.percent if last else 100, last.text if last else "", reply))
+        self._forget_old()
+
+    async def watch(self, job_id: int) -> AsyncIterator[JobEvent]:
+        """The job's last state, then every event until it finishes."""
+        last = self._last.get(job_id)
+        if last is None:
+            raise GardenBotError("job.not_running_here", job_id=job_id)
+        if last.finished:
+            yield last
+            return
+        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._watchers.setdefault(job_id, []).append(queue)
+        try:
+            event = last
+            while True:
+                yield event
+                if event.finished:
+                    return
+                event = await queue.get()
+        finally:
+            watchers = self._watchers.get(job_id, [])
+            if queue in watchers:
+                watchers.remove(queue)
+
+    async def result(self, job_id: int) -> Reply:
+        """Wait for the job's final reply."""
+        async for event in self.watch(job_id):
+            if event.reply is not None:
+                return event.reply
+        raise GardenBotError("job.not_running_here", job_id=job_id)  # pragma: no cover
+
+    def _publish(self, event: JobEvent) -> None:
+        self._last[event.job_id] = event
+        for queue in self._watchers.get(event.job_id, []):
+            queue.put_nowait(event)
+
+    def _forget_old(self) -> None:
+        done = [j for j, e in self._last.items() if e.finished]
+        for job_id in done[: max(0, len(done) - KEEP_FINISHED)]:
+            del self._last[job_id]
+            self._watchers.pop(job_id, None)
