@@ -24,7 +24,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.background import BackgroundWork, Work
+from bot.background import BackgroundWork
 from bot.clicks import click_ids, request_from_click
 from bot.membership import GroupDirectory
 from bot.metrics import Metrics
@@ -146,8 +146,12 @@ def build_slack_app(
     directory = GroupDirectory(client, runtime.services.coordination, runtime.services.policy.group_ids())
     workspace = Workspace(identity, settings.slack.team_id, settings.slack.enterprise_id)
     handlers = SlackHandlers(runtime, client, directory, metrics, workspace)
+    _listen(app, handlers, work, busy=Translator(settings.locale)("slack.busy"))
+    return app
 
-    busy = Translator(settings.locale)("slack.busy")
+
+def _listen(app: AsyncApp, handlers: SlackHandlers, work: BackgroundWork, *, busy: str) -> None:
+    """`/garden` and every button: ack first, hand the work on; a full queue says so at once."""
     notices: set[asyncio.Task[Any]] = set()
 
     @app.command("/garden")
@@ -157,24 +161,19 @@ def build_slack_app(
         else:
             await ack(text=busy)  # the queue is full: say so now, and nothing runs later
 
-    async def decide(ack: AsyncAck, respond: AsyncRespond, work_item: Work) -> None:
+    async def click(
+        ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any], action: dict[str, Any]
+    ) -> None:
         await ack()
-        if not work.spawn(work_item):  # the click is not taken: tell the clicker, off the ack path
+        if not work.spawn(lambda: handlers.click(body, action)):  # not taken: tell the clicker
             notice = asyncio.create_task(
                 respond(text=busy, response_type="ephemeral", replace_original=False)
             )
             notices.add(notice)
             notice.add_done_callback(notices.discard)
 
-    async def click(
-        ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any], action: dict[str, Any]
-    ) -> None:
-        await decide(ack, respond, lambda: handlers.click(body, action))
-
     for action_id in click_ids():  # approve, deny, and every button bot/clicks.py maps
         app.action(action_id)(click)
-
-    return app
 
 
 def plain_mentions(text: str) -> str:
