@@ -140,7 +140,7 @@ def test_the_server_address_console_users_and_workspace_come_from_yaml_and_env(t
         pytest.param(
             with_(incidents={"respond_minutes": {"P2": 0}}), {}, "incidents.respond_minutes", id="respond-0"
         ),
-        pytest.param(with_(incidents={"mail_to": ["ops"]}), {}, "incidents.mail_to", id="mail-to-not-address"),
+        pytest.param(with_(incidents={"mail_to": ["ops"]}), {}, "incidents.mail_to", id="mail-to"),
         pytest.param(with_(incidents={"page_to": "x"}), {}, "incidents.page_to", id="unknown-incidents-key"),
     ],
 )

@@ -163,7 +163,8 @@ async def test_an_incident_acknowledged_after_the_read_is_not_paged_as_unacknowl
         await acknowledge_incident(store, incident.id, by="U0OPS", at=at(15))
         claimed = await claim_page(store, owed, now=at(15), claimant="me")
         await resolve_incident(store, incident.id, by="U0OPS", at=at(20))
-        unresolved = await claim_page(store, Page(incident.id, 3, "unresolved", at(30)), now=at(30), claimant="me")
+        later = Page(incident.id, 3, "unresolved", at(30))
+        unresolved = await claim_page(store, later, now=at(30), claimant="me")
     finally:
         await store.close()
     assert (claimed, unresolved) == (None, None)

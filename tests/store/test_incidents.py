@@ -32,7 +32,7 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-async def declare(store: Store, severity: str = "P2", title: str = "API down", minutes: float = 0) -> Incident:
+async def declare(store: Store, severity: str = "P2", title: str = "API down", minutes: int = 0) -> Incident:
     return await declare_incident(
         store,
         severity=severity,  # type: ignore[arg-type]
