@@ -159,8 +159,8 @@ async def escalation(url: str, count: int, tick: float, replicas: int) -> None:
         await store.close()
     late.sort()
     print(
-        f"| escalation lateness, tick {tick:g} s, {replicas} replicas | {len(late)} pages for {count} incidents"
-        f" | {statistics.median(late):.2f} s | {late[-1]:.2f} s |"
+        f"| escalation lateness, tick {tick:g} s, {replicas} replicas"
+        f" | {len(late)} pages for {count} incidents | {statistics.median(late):.2f} s | {late[-1]:.2f} s |"
     )
 
 
