@@ -180,15 +180,106 @@ class ServerAddress(_Section):
     port: int = Field(default=3000, ge=1, le=65535)
 
 
-class Escalation(_Section):
-    level1: list[str] = Field(default_factory=list)
-    level2: list[str] = Field(default_factory=list)
-    level3: list[str] = Field(default_factory=list)
+EMAIL_ADDRESS = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+SEVERITIES = ("P1", "P2", "P3", "P4")
+LEVEL_NAMES = ("level1", "level2", "level3", "level4")
 
-    @field_validator("level1", "level2", "level3")
+
+def _check_email(value: str | None) -> str | None:
+    if value is not None and not EMAIL_ADDRESS.match(value):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+class Contact(_Section):
+    """One person of an escalation level, as in the manual's contacts.yml."""
+
+    name: str = Field(min_length=1, max_length=100)
+    slack: str | None = None
+    email: str | None = None
+    phone: str | None = Field(default=None, max_length=40)
+
+    @field_validator("slack")
     @classmethod
-    def _ids(cls, v: list[str]) -> list[str]:
-        return _check_ids(v, USER_OR_GROUP_ID, "user or user-group")
+    def _slack(cls, v: str | None) -> str | None:
+        if v is not None and not USER_OR_GROUP_ID.match(v):
+            raise ValueError(f"{v!r} is not a Slack user or user-group ID")
+        return v
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        return _check_email(v)
+
+
+class Escalation(_Section):
+    """Who each level is: Slack user/group IDs, or contacts {name, slack, email, phone}.
+
+    A bare ID is kept as a contact named by the ID, so every level is a list of contacts.
+    """
+
+    level1: list[Contact] = Field(default_factory=list)
+    level2: list[Contact] = Field(default_factory=list)
+    level3: list[Contact] = Field(default_factory=list)
+    level4: list[Contact] = Field(default_factory=list)
+
+    @field_validator("level1", "level2", "level3", "level4", mode="before")
+    @classmethod
+    def _ids_as_contacts(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        return [{"name": e, "slack": e} if isinstance(e, str) else e for e in v]
+
+    def contacts(self, level: int) -> list[Contact]:
+        found: list[Contact] = getattr(self, f"level{level}", [])
+        return found
+
+
+LevelName = Literal["level1", "level2", "level3", "level4"]
+Severity = Literal["P1", "P2", "P3", "P4"]
+DEFAULT_NOTIFY: dict[Severity, list[LevelName]] = {
+    "P1": ["level1", "level2", "level3"],
+    "P2": ["level1", "level2"],
+    "P3": ["level1"],
+    "P4": ["level1"],
+}
+DEFAULT_RESPOND_MINUTES: dict[Severity, int] = {"P1": 15, "P2": 60, "P3": 240, "P4": 1440}
+
+
+class Incidents(_Section):
+    """Severity rules (the manual's defaults); a severity left out keeps its default."""
+
+    notify: dict[Severity, list[LevelName]] = Field(default_factory=lambda: dict(DEFAULT_NOTIFY))
+    respond_minutes: dict[Severity, int] = Field(default_factory=lambda: dict(DEFAULT_RESPOND_MINUTES))
+    unresolved_minutes: int = Field(default=30, ge=1, le=10080)
+    unresolved_to: LevelName = "level3"
+    mail_to: list[str] = Field(default_factory=list)
+    create_channels: bool = False  # open an inc-<n>-<slug> channel and invite the paged people
+
+    @field_validator("notify", mode="before")
+    @classmethod
+    def _notify_defaults(cls, v: Any) -> Any:
+        return {**DEFAULT_NOTIFY, **v} if isinstance(v, dict) else v
+
+    @field_validator("respond_minutes", mode="before")
+    @classmethod
+    def _respond_defaults(cls, v: Any) -> Any:
+        return {**DEFAULT_RESPOND_MINUTES, **v} if isinstance(v, dict) else v
+
+    @field_validator("respond_minutes")
+    @classmethod
+    def _positive(cls, v: dict[Severity, int]) -> dict[Severity, int]:
+        for severity, minutes in v.items():
+            if not 1 <= minutes <= 10080:
+                raise ValueError(f"{severity}: minutes from 1 to 10080, not {minutes}")
+        return v
+
+    @field_validator("mail_to")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for address in v:
+            _check_email(address)
+        return v
 
 
 class Logs(_Section):
@@ -303,6 +394,7 @@ class Settings(BaseSettings):
     channels: Channels = Channels()
     approval_ttl_minutes: int = Field(default=15, ge=1, le=1440)
     escalation: Escalation = Escalation()
+    incidents: Incidents = Incidents()
     schedules: dict[str, str] = Field(default_factory=dict)
     logs: Logs = Logs()
     mail: Mail = Mail()

@@ -123,6 +123,25 @@ def test_the_server_address_console_users_and_workspace_come_from_yaml_and_env(t
         pytest.param(BASE, {"SLACK_ENTERPRISE_ID": "T0X"}, "SLACK_ENTERPRISE_ID", id="bad-enterprise-id"),
         pytest.param(BASE, {"PORT": "http"}, "PORT", id="bad-port"),
         pytest.param(with_(server={"port": 70000}), {}, "server.port", id="port-out-of-range"),
+        pytest.param(
+            with_(escalation={"level4": ["C0CHAN"]}), {}, "escalation.level4.0.slack", id="level-channel-id"
+        ),
+        pytest.param(
+            with_(escalation={"level2": [{"name": "A", "email": "nope"}]}),
+            {},
+            "escalation.level2.0.email",
+            id="contact-bad-email",
+        ),
+        pytest.param(with_(escalation={"level5": ["U0X"]}), {}, "escalation.level5", id="level-5"),
+        pytest.param(with_(incidents={"notify": {"P5": ["level1"]}}), {}, "incidents.notify", id="notify-p5"),
+        pytest.param(
+            with_(incidents={"notify": {"P1": ["level9"]}}), {}, "incidents.notify.P1", id="notify-level9"
+        ),
+        pytest.param(
+            with_(incidents={"respond_minutes": {"P2": 0}}), {}, "incidents.respond_minutes", id="respond-0"
+        ),
+        pytest.param(with_(incidents={"mail_to": ["ops"]}), {}, "incidents.mail_to", id="mail-to"),
+        pytest.param(with_(incidents={"page_to": "x"}), {}, "incidents.page_to", id="unknown-incidents-key"),
     ],
 )
 def test_a_bad_key_or_value_is_named_in_one_line(
@@ -264,6 +283,50 @@ def test_log_thresholds_mail_and_the_monitor_login_are_read(tmp_path: Path) -> N
     assert settings.mail.sender == "gardenbot@example.com"
     assert settings.target.monitor_database_url is not None
     assert "s3cret" not in repr(settings) and "pw@" not in repr(settings)
+
+
+SPEC_ESCALATION = """
+escalation:
+  level1: [U0OPS]
+  level2: [{name: System admin, slack: U0ADMIN, email: sysadmin@example.com, phone: "090-0000-0000"}]
+  level3: [U0LEAD]
+  level4: [U0ARCH]
+incidents:
+  notify: {P1: [level1, level2, level3], P2: [level1, level2], P3: [level1], P4: [level1]}
+  respond_minutes: {P1: 15, P2: 60, P3: 240, P4: 1440}
+  unresolved_minutes: 30
+  unresolved_to: level3
+  mail_to: [admin@example.com]
+"""
+
+
+def test_the_specs_escalation_and_incidents_sections_load_as_written(tmp_path: Path) -> None:
+    settings = load_settings({}, write(tmp_path, SPEC_ESCALATION))
+
+    assert [c.slack for c in settings.escalation.contacts(1)] == ["U0OPS"]
+    admin = settings.escalation.contacts(2)[0]
+    assert (admin.name, admin.slack, admin.email, admin.phone) == (
+        "System admin",
+        "U0ADMIN",
+        "sysadmin@example.com",
+        "090-0000-0000",
+    )
+    assert [c.slack for c in settings.escalation.contacts(4)] == ["U0ARCH"]
+    assert settings.incidents.notify["P2"] == ["level1", "level2"]
+    assert settings.incidents.respond_minutes == {"P1": 15, "P2": 60, "P3": 240, "P4": 1440}
+    assert (settings.incidents.unresolved_minutes, settings.incidents.unresolved_to) == (30, "level3")
+    assert settings.incidents.mail_to == ["admin@example.com"]
+    assert settings.incidents.create_channels is False
+
+
+def test_incident_rules_default_to_the_manual_and_a_partial_map_keeps_the_rest(tmp_path: Path) -> None:
+    defaults = load_settings({}, write(tmp_path, "{}")).incidents
+    partial = load_settings({}, write(tmp_path, "incidents: {respond_minutes: {P1: 5}, notify: {P4: []}}"))
+
+    assert defaults.notify["P1"] == ["level1", "level2", "level3"]
+    assert defaults.respond_minutes["P4"] == 1440
+    assert partial.incidents.respond_minutes == {"P1": 5, "P2": 60, "P3": 240, "P4": 1440}
+    assert partial.incidents.notify["P4"] == [] and partial.incidents.notify["P3"] == ["level1"]
 
 
 def test_a_mail_url_that_is_not_smtp_names_its_key(tmp_path: Path) -> None:

@@ -13,10 +13,15 @@ import pytest
 
 from commands.registry import build_registry
 from core import errors
+from core.config import SEVERITIES
 from core.i18n import Translator
+from core.incidents import Status as IncidentStatus
+from core.incidents import TimelineKind
 from core.locales.en import MESSAGES as EN
 from core.locales.ja import MESSAGES as JA
 from core.reply import Level
+from runbooks.incidents import LIST_COLUMNS
+from runbooks.postmortem import SECTIONS
 from runbooks.progress import STEP_KEYS
 from tests.support.runtime import REPO_ROOT
 
@@ -43,6 +48,13 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
     "health.check.": CHECK_NAMES,
     "lock.held.": tuple(sorted({c.lock for c in build_registry() if c.lock})),
     "progress.": STEP_KEYS,
+    "incident.severity.": SEVERITIES,
+    "incident.status.": typing.get_args(IncidentStatus),
+    "incident.kind.": typing.get_args(TimelineKind),
+    "incident.empty_": ("impact", "update", "summary"),  # core.incidents.check_text
+    "incident.page.": ("unacknowledged", "unresolved"),  # runbooks.incidents.page_text
+    "incident.col.": LIST_COLUMNS,
+    "incident.pm.": SECTIONS,
 }
 
 
