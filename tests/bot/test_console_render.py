@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from types import SimpleNamespace
 
@@ -149,9 +150,11 @@ def test_the_console_and_slack_draw_the_same_progress_bar() -> None:
 async def test_job_progress_on_stderr_uses_the_one_bar() -> None:
     stream, board = io.StringIO(), JobBoard()
     board.opened(7)
+    watching = asyncio.create_task(watch_job(SimpleNamespace(jobs=board), 7, stream))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # subscribed before the job reports
     board.progress(7, 30, "verifying")
     board.finished(7, Reply("succeeded", "done"))
-    result = await watch_job(SimpleNamespace(jobs=board), 7, stream)  # type: ignore[arg-type]
+    result = await watching
     assert result.summary == "done"
     assert stream.getvalue() == "job 7 ▓▓▓░░░░░░░ 30% verifying\n"
 
