@@ -25,6 +25,12 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v amtool >/dev/null 2>&1;
   (apt-get update -qq && apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 \
     prometheus prometheus-alertmanager) >/dev/null 2>&1 || echo "could not install promtool/amtool"
 fi
+# nginx, systemd-analyze and openssl for the host deployment files' tests (tests/deploy/test_host_files.py).
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ] \
+    || ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+  (apt-get update -qq && apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 \
+    nginx systemd openssl) >/dev/null 2>&1 || echo "could not install nginx/systemd/openssl"
+fi
 # git for the hosts tests' sample Garden DX (Ansible, ansible-runner and supervisor come with .[dev]).
 command -v git >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq git) >/dev/null 2>&1 || true
 
