@@ -218,10 +218,10 @@ class Escalation(_Section):
     A bare ID is kept as a contact named by the ID, so every level is a list of contacts.
     """
 
-    level1: list[Contact] = Field(default_factory=list)
-    level2: list[Contact] = Field(default_factory=list)
-    level3: list[Contact] = Field(default_factory=list)
-    level4: list[Contact] = Field(default_factory=list)
+    level1: list[Contact] = Field(default_factory=list)  # operations on duty
+    level2: list[Contact] = Field(default_factory=list)  # system administrator
+    level3: list[Contact] = Field(default_factory=list)  # development lead
+    level4: list[Contact] = Field(default_factory=list)  # architect
 
     @field_validator("level1", "level2", "level3", "level4", mode="before")
     @classmethod
@@ -249,11 +249,13 @@ DEFAULT_RESPOND_MINUTES: dict[Severity, int] = {"P1": 15, "P2": 60, "P3": 240, "
 class Incidents(_Section):
     """Severity rules (the manual's defaults); a severity left out keeps its default."""
 
+    # the levels paged when an incident of each severity is declared
     notify: dict[Severity, list[LevelName]] = Field(default_factory=lambda: dict(DEFAULT_NOTIFY))
+    # minutes to acknowledge each severity before the next level is paged
     respond_minutes: dict[Severity, int] = Field(default_factory=lambda: dict(DEFAULT_RESPOND_MINUTES))
-    unresolved_minutes: int = Field(default=30, ge=1, le=10080)
-    unresolved_to: LevelName = "level3"
-    mail_to: list[str] = Field(default_factory=list)
+    unresolved_minutes: int = Field(default=30, ge=1, le=10080)  # still open this long: page unresolved_to
+    unresolved_to: LevelName = "level3"  # the level paged for an incident still unresolved
+    mail_to: list[str] = Field(default_factory=list)  # every P1/P2 notice is also mailed here
     create_channels: bool = False  # open an inc-<n>-<slug> channel and invite the paged people
 
     @field_validator("notify", mode="before")

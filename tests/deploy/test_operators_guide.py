@@ -12,8 +12,8 @@ import yaml
 
 from bot.cli import build_parser
 from bot.metrics import Metrics
-from commands.catalog import ALL_COMMANDS
 from commands.pipeline import DECISION_WORDS
+from commands.registry import build_registry
 from tests.support.runtime import REPO_ROOT
 
 DOCS = REPO_ROOT / "docs"
@@ -28,7 +28,7 @@ def command_table(text: str) -> dict[str, bool]:
 
 
 def registered() -> set[str]:
-    return {command.name for command in ALL_COMMANDS} | set(DECISION_WORDS)
+    return {command.name for command in build_registry()} | set(DECISION_WORDS)
 
 
 def alert_names() -> set[str]:
