@@ -52,13 +52,14 @@ class Access:
         self.may_run(actor, command).require()
 
     def may_decide(self, request: Request, approval: Approval) -> Verdict:
-        """Not the requester, not from the requester's console login, and an approver with a role."""
+        """Not from the requester's console login, nobody behind the request (the requester or an admin
+        acting as them), and an approver with a role."""
         actor, approval_id = request.actor, approval.id
-        if actor.user_id == approval.requester:
-            return Verdict(False, "approval.own_request", {"approval_id": approval_id})
         login = request.console.os_login if request.console is not None else None
         if login is not None and login == approval.requester_os_login:
             return Verdict(False, "approval.same_os_login", {"approval_id": approval_id, "login": login})
+        if deciders(request) & approval.requested_by():
+            return Verdict(False, "approval.own_request", {"approval_id": approval_id})
         if not self.policy.is_approver(actor):
             return Verdict(False, "approval.not_an_approver", {"approval_id": approval_id})
         return ALLOWED
@@ -71,3 +72,10 @@ class Access:
 
     def is_approver(self, actor: Actor) -> bool:
         return self.policy.is_approver(actor)
+
+
+def deciders(request: Request) -> frozenset[str]:
+    """Every person behind a decision: the actor and an admin acting as them at a console."""
+    console = request.console
+    behind = console.impersonated_by if console is not None else None
+    return frozenset(p for p in (request.actor.user_id, behind) if p)

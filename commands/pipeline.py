@@ -150,6 +150,7 @@ class Pipeline:
             decided_by=actor.user_id,
             decision=decision.verdict,
             decided_from_os_login=login,
+            decided_for=request.console.impersonated_by if request.console is not None else None,
         )
         audited = {k: v for k, v in detail.items() if k != "command"}
         event = f"approval_{decision.verdict}"
@@ -247,6 +248,7 @@ class Pipeline:
             ttl=timedelta(minutes=settings.approval_ttl_minutes),
             requester_os_login=origin.os_login if origin is not None else None,
             requester_host=origin.host if origin is not None else None,
+            requester_impersonated_by=origin.impersonated_by if origin is not None else None,
         )
         await self._audit(
             ctx.request,

@@ -34,11 +34,17 @@ class Approval:
     message_ref: dict[str, Any]
     requester_os_login: str | None = None  # the console that asked, outside the demo
     requester_host: str | None = None
+    requester_impersonated_by: str | None = None  # the admin who asked while acting as `requester`
+
+    def requested_by(self) -> frozenset[str]:
+        """Every person behind the request: the requester and an admin who acted as them."""
+        return frozenset(p for p in (self.requester, self.requester_impersonated_by) if p)
 
 
 _COLUMNS = (
     "id, command, args, summary, binding, requester, channel, source, correlation_id, status,"
-    " created_at, expires_at, decided_by, decided_at, job_id, message_ref, requester_os_login, requester_host"
+    " created_at, expires_at, decided_by, decided_at, job_id, message_ref, requester_os_login,"
+    " requester_host, requester_impersonated_by"
 )
 
 
@@ -60,12 +66,13 @@ async def open_approval(
     ttl: timedelta,
     requester_os_login: str | None = None,
     requester_host: str | None = None,
+    requester_impersonated_by: str | None = None,
 ) -> Approval:
     async with store.connection() as conn:
         cur = await conn.execute(
             f"INSERT INTO approvals (command, args, summary, binding, requester, channel, source,"
-            f" correlation_id, expires_at, requester_os_login, requester_host)"
-            f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now() + %s, %s, %s) RETURNING {_COLUMNS}",
+            f" correlation_id, expires_at, requester_os_login, requester_host, requester_impersonated_by)"
+            f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now() + %s, %s, %s, %s) RETURNING {_COLUMNS}",
             (
                 command,
                 Jsonb(args),
@@ -78,6 +85,7 @@ async def open_approval(
                 ttl,
                 requester_os_login,
                 requester_host,
+                requester_impersonated_by,
             ),
         )
         row = await cur.fetchone()
@@ -113,19 +121,33 @@ async def decide_approval(
     decided_by: str,
     decision: Decision,
     decided_from_os_login: str | None = None,
+    decided_for: str | None = None,
 ) -> Approval:
     """Take the decision if and only if the approval is still pending and unexpired.
 
     Ten approvers clicking at the same instant: one UPDATE matches, the others see Conflict.
-    Neither the requester nor the OS login that asked from a console can decide.
+    Nobody behind the request decides it: not the requester, not an admin who asked while acting as
+    them, not the OS login that asked from a console. `decided_for` is the admin behind a decider
+    who acts as someone else at a console.
     """
+    deciders = [p for p in (decided_by, decided_for) if p]
     async with store.connection() as conn:
         cur = await conn.execute(
             f"UPDATE approvals SET status = %s, decided_by = %s, decided_at = now()"
             f" WHERE id = %s AND status = 'pending' AND expires_at > now()"
-            f" AND requester <> %s AND (%s::text IS NULL OR requester_os_login IS DISTINCT FROM %s::text)"
+            f" AND requester <> ALL(%s)"
+            f" AND (requester_impersonated_by IS NULL OR requester_impersonated_by <> ALL(%s))"
+            f" AND (%s::text IS NULL OR requester_os_login IS DISTINCT FROM %s::text)"
             f" RETURNING {_COLUMNS}",
-            (decision, decided_by, approval_id, decided_by, decided_from_os_login, decided_from_os_login),
+            (
+                decision,
+                decided_by,
+                approval_id,
+                deciders,
+                deciders,
+                decided_from_os_login,
+                decided_from_os_login,
+            ),
         )
         row = await cur.fetchone()
         if row is not None:

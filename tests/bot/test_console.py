@@ -12,6 +12,7 @@ import socket
 
 from bot.console import Console, ConsoleAccess
 from bot.runtime import Runtime
+from commands.base import Actor, ConsoleOrigin, Request
 from commands.policy import Policy
 from tests.support.runtime import CONSOLE_ADMIN, OS_LOGIN, BotWorld, target_redis
 
@@ -125,3 +126,40 @@ async def test_as_in_the_shell_outside_the_demo_follows_the_impersonation_rule(
     assert "Only an admin may act as another user" in refused and "garden[U0INTERN]" not in refused
     assert f"Now acting as U0INTERN (impersonated by {CONSOLE_ADMIN}" in switched
     assert "garden[U0INTERN]> " in switched
+
+
+async def test_an_admin_who_asked_as_someone_else_cannot_approve_it_from_slack(
+    bot_runtime: Runtime, bot_world: BotWorld, target_keys: dict[str, str]
+) -> None:
+    as_admin2 = ConsoleOrigin(os_login=OS_LOGIN, host=HOST, impersonated_by=CONSOLE_ADMIN)
+    asked = await bot_runtime.pipeline.handle(
+        Request(actor=Actor("U0ADMIN2"), text="cache flush", source="console", console=as_admin2)
+    )
+    assert asked.status == "pending", asked
+    approval_id = asked.ids["approval_id"]
+
+    click = Request(actor=Actor(CONSOLE_ADMIN), text=f"approve {approval_id}", source="slack", channel="C1")
+    decided = await bot_runtime.pipeline.handle(click)
+
+    assert decided.status == "refused", decided
+    assert target_redis().dbsize() == len(target_keys)  # nothing ran
+    assert bot_world.query("SELECT status, requester_impersonated_by FROM approvals") == [
+        ("pending", CONSOLE_ADMIN)
+    ]
+
+
+async def test_an_admin_cannot_approve_their_own_slack_request_by_acting_as_another_user(
+    bot_runtime: Runtime, target_keys: dict[str, str]
+) -> None:
+    asked = await bot_runtime.pipeline.handle(
+        Request(actor=Actor(CONSOLE_ADMIN), text="cache flush", source="slack", channel="C1")
+    )
+    approval_id = asked.ids["approval_id"]
+    as_lead = ConsoleOrigin(os_login=OS_LOGIN, host=HOST, impersonated_by=CONSOLE_ADMIN)
+
+    decided = await bot_runtime.pipeline.handle(
+        Request(actor=Actor("U0LEAD"), text=f"approve {approval_id}", source="console", console=as_lead)
+    )
+
+    assert decided.status == "refused", decided
+    assert target_redis().dbsize() == len(target_keys)  # nothing ran
