@@ -123,10 +123,14 @@ async def gather_report(
         backups=backups,
         security=security,
         usage=usage,
-        incidents=reports.incident_facts(incidents, since=since, until=until) if incidents is not None else None,
+        incidents=reports.incident_facts(incidents, since=since, until=until)
+        if incidents is not None
+        else None,
         missed_runs=missed or (),
     )
-    return reports.build_report(period, since=since, until=until, inputs=inputs, targets=kpi_targets(settings))
+    return reports.build_report(
+        period, since=since, until=until, inputs=inputs, targets=kpi_targets(settings)
+    )
 
 
 async def take_probes(

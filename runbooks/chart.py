@@ -55,8 +55,7 @@ def render_chart(
     availability_target: float | None = 99.9,
     dpi: int = 100,
 ) -> bytes:
-    """PNG of avg and p95 response time (left axis) and availability (right axis) per day.
-    """
+    """PNG of avg and p95 response time (left axis) and availability (right axis) per day."""
     text = labels or ChartLabels()
     xs = [d.day.strftime("%m-%d") for d in days]
     avg = [_value(d.avg_ms) for d in days]

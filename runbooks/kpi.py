@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 Comparison = Literal["at_least", "below", "at_most"]
 Unit = Literal["percent", "ms", "count"]
-KpiKey = Literal["availability", "response_avg", "response_p95", "error_rate", "backup_success", "security_events"]
+KpiKey = Literal[
+    "availability", "response_avg", "response_p95", "error_rate", "backup_success", "security_events"
+]
 
 KPI_KEYS: tuple[KpiKey, ...] = (
     "availability",

@@ -92,7 +92,9 @@ def _scaled(value: float | None, factor: float) -> float | None:
     return None if value is None else value * factor
 
 
-async def api_window(http: httpx.AsyncClient, base_url: str, *, since: datetime, until: datetime) -> ApiWindow:
+async def api_window(
+    http: httpx.AsyncClient, base_url: str, *, since: datetime, until: datetime
+) -> ApiWindow:
     window = range_of(since, until)
     up = await query(http, base_url, availability_query(window), at=until)
     mean = await query(http, base_url, mean_query(window), at=until)

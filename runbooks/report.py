@@ -39,7 +39,8 @@ ACTIVE_USERS_SQL = (
 )
 ESTIMATES_SQL = "SELECT count(*) FROM estimates WHERE created_at >= %s AND created_at < %s"
 PDFS_SQL = (
-    "SELECT count(*) FROM user_activity_logs WHERE action = 'pdf_export' AND created_at >= %s AND created_at < %s"
+    "SELECT count(*) FROM user_activity_logs"
+    " WHERE action = 'pdf_export' AND created_at >= %s AND created_at < %s"
 )
 
 

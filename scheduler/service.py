@@ -135,7 +135,9 @@ class Scheduler:
         await self._run_steps(spec, fire_time, run_id, trigger)
         return run_id
 
-    async def _run_steps(self, spec: ScheduleSpec, fire_time: datetime, run_id: int, trigger: Trigger) -> None:
+    async def _run_steps(
+        self, spec: ScheduleSpec, fire_time: datetime, run_id: int, trigger: Trigger
+    ) -> None:
         steps: list[dict[str, Any]] = []
         for step, command in enumerate(spec.commands):
             run = ScheduledRun(

@@ -27,7 +27,9 @@ class ScheduleSpec:
         return replace(self, cron=cron)
 
 
-def _spec(name: str, cron: str, commands: tuple[str, ...], channel: ChannelKey, grace: timedelta) -> ScheduleSpec:
+def _spec(
+    name: str, cron: str, commands: tuple[str, ...], channel: ChannelKey, grace: timedelta
+) -> ScheduleSpec:
     return ScheduleSpec(name=name, cron=cron, commands=commands, channel=channel, grace=grace)
 
 
@@ -57,7 +59,9 @@ def build_table(overrides: Mapping[str, str], *, hosts_configured: bool = False)
 
     An empty cron line ("" or "off") turns a schedule off.
     """
-    specs: Sequence[ScheduleSpec] = (*DEFAULT_SCHEDULES, FILE_BACKUP) if hosts_configured else DEFAULT_SCHEDULES
+    specs: Sequence[ScheduleSpec] = (
+        (*DEFAULT_SCHEDULES, FILE_BACKUP) if hosts_configured else DEFAULT_SCHEDULES
+    )
     table = []
     for spec in specs:
         cron = overrides.get(spec.name, spec.cron).strip()

@@ -92,7 +92,11 @@ async def fill_store(store: Store) -> None:
     async with store.connection() as conn:  # the catalog stamps now(); the report's week is in 2030
         await conn.execute("UPDATE backups SET started_at = %s", (NOW - timedelta(days=1),))
     await schedule_runs.record_missed(
-        store, schedule="nightly_backup", fire_time=NOW - timedelta(days=2), claimed_by="t", result={"missed_fires": 2}
+        store,
+        schedule="nightly_backup",
+        fire_time=NOW - timedelta(days=2),
+        claimed_by="t",
+        result={"missed_fires": 2},
     )
 
 
@@ -102,7 +106,9 @@ def kpis(report: ReportData) -> dict[str, bool | None]:
 
 async def test_a_week_with_no_data_says_no_data_per_kpi(tmp_path: Path, store: Store) -> None:
     async with httpx.AsyncClient() as http:
-        report = await gather_report("weekly", settings=settings_for(tmp_path), store=store, http=http, now=NOW)
+        report = await gather_report(
+            "weekly", settings=settings_for(tmp_path), store=store, http=http, now=NOW
+        )
 
     assert set(kpis(report).values()) == {None}
     assert (report.service, report.usage, report.incidents, report.security) == (None, None, None, None)
@@ -117,22 +123,35 @@ async def test_the_weekly_report_reads_probes_catalog_target_and_incidents(
     await fill_store(store)
     incidents = [
         Incident("P1", NOW - timedelta(days=3), NOW - timedelta(days=3) + timedelta(minutes=10), None),
-        Incident("P1", NOW - timedelta(days=2), NOW - timedelta(days=2) + timedelta(minutes=20), NOW - timedelta(days=1)),
+        Incident(
+            "P1",
+            NOW - timedelta(days=2),
+            NOW - timedelta(days=2) + timedelta(minutes=20),
+            NOW - timedelta(days=1),
+        ),
         Incident("P3", NOW - timedelta(days=30), None, None),  # before the week
     ]
     settings = settings_for(tmp_path, GARDEN_DATABASE_URL=garden_url)
 
     async with httpx.AsyncClient() as http:
-        report = await gather_report("weekly", settings=settings, store=store, http=http, now=NOW, incidents=incidents)
+        report = await gather_report(
+            "weekly", settings=settings, store=store, http=http, now=NOW, incidents=incidents
+        )
 
     assert report.service_source == "probes"
-    assert report.service is not None and report.service.availability_percent == pytest.approx(100 * 164 / 167)
+    assert report.service is not None and report.service.availability_percent == pytest.approx(
+        100 * 164 / 167
+    )
     assert len(report.days) == 8
     assert kpis(report)["availability"] is False and kpis(report)["response_p95"] is True
     assert kpis(report)["backup_success"] is False
     assert report.backups is not None and (report.backups.attempted, report.backups.succeeded) == (1, 0)
     assert report.usage is not None
-    assert (report.usage.active_users, report.usage.estimates_created, report.usage.pdfs_generated) == (2, 2, 4)
+    assert (report.usage.active_users, report.usage.estimates_created, report.usage.pdfs_generated) == (
+        2,
+        2,
+        4,
+    )
     assert report.incidents is not None
     p1 = report.incidents[0]
     assert (p1.severity, p1.count, p1.mean_ack_minutes, p1.mean_resolve_minutes) == ("P1", 2, 15.0, 24 * 60.0)
@@ -140,7 +159,9 @@ async def test_the_weekly_report_reads_probes_catalog_target_and_incidents(
     assert "report.advice.missed_runs" in [a.key for a in report.recommendations]
 
 
-async def test_with_prometheus_configured_the_service_part_comes_from_it(tmp_path: Path, store: Store) -> None:
+async def test_with_prometheus_configured_the_service_part_comes_from_it(
+    tmp_path: Path, store: Store
+) -> None:
     await fill_store(store)
     async with prometheus_api({"avg_over_time(up": 1.0, "histogram_quantile": 0.4}) as prom:
         settings = settings_for(tmp_path, GARDEN_PROMETHEUS_URL=prom.url)
@@ -161,7 +182,9 @@ async def test_the_probe_keeps_each_configured_path_in_the_history(tmp_path: Pat
     settings = settings.model_copy(update={"probes": ["/health", "/api/estimates"]})
     async with httpx.AsyncClient(transport=httpx.MockTransport(api)) as http:
         results = await take_probes(settings=settings, store=store, http=http, now=NOW)
-        report = await gather_report("daily", settings=settings, store=store, http=http, now=NOW + timedelta(minutes=1))
+        report = await gather_report(
+            "daily", settings=settings, store=store, http=http, now=NOW + timedelta(minutes=1)
+        )
 
     assert [r.path for r in results] == ["/health", "/api/estimates"]
     assert report.service is not None and report.service.availability_percent == 100.0

@@ -118,7 +118,9 @@ def test_the_server_address_console_users_and_workspace_come_from_yaml_and_env(t
         pytest.param(with_(schedules={"coffee": "0 9 * * *"}), {}, "schedules", id="unknown-schedule"),
         pytest.param(with_(probes=["health"]), {}, "probes", id="probe-not-a-path"),
         pytest.param(with_(probes=["/a b"]), {}, "probes", id="probe-with-space"),
-        pytest.param(BASE, {"GARDEN_PROMETHEUS_URL": "prom:9090"}, "GARDEN_PROMETHEUS_URL", id="bad-prom-url"),
+        pytest.param(
+            BASE, {"GARDEN_PROMETHEUS_URL": "prom:9090"}, "GARDEN_PROMETHEUS_URL", id="bad-prom-url"
+        ),
         pytest.param(with_(roles={"admin": ["admin"]}), {}, "roles.admin", id="bad-user-id"),
         pytest.param(with_(approvers=["@lead"]), {}, "approvers", id="bad-approver-id"),
         pytest.param(with_(channels={"ops": "#ops"}), {}, "channels.ops", id="bad-channel-id"),

@@ -15,7 +15,9 @@ DAYS = [date(2026, 11, 23) + timedelta(days=i) for i in range(7)]
 
 
 def week(p95: list[float | None], availability: float | None = 99.95) -> list[DailyPoint]:
-    return [DailyPoint(d, availability, (v or 0) / 3 if v else None, v) for d, v in zip(DAYS, p95, strict=True)]
+    return [
+        DailyPoint(d, availability, (v or 0) / 3 if v else None, v) for d, v in zip(DAYS, p95, strict=True)
+    ]
 
 
 def pixels(png: bytes) -> np.ndarray:

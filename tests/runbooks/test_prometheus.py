@@ -32,7 +32,7 @@ async def test_the_week_and_each_day_come_from_promql() -> None:
     assert facts.p95_ms == pytest.approx(850.0)
     assert facts.avg_ms == pytest.approx(210.0)
     assert facts.error_percent == pytest.approx(0.04)
-    assert [d.day.isoformat() for d in facts.days][0] == "2026-11-23"
+    assert facts.days[0].day.isoformat() == "2026-11-23"
     assert len(facts.days) == 8  # 7 days from 09:00 touch 8 calendar days
     whole_week = [q for q, at in prom.queries if at == UNTIL.timestamp()]
     assert any("[604800s]" in q and 'job="garden-api"' in q for q in whole_week)

@@ -17,8 +17,12 @@ SECONDS = 5
 
 def test_two_replica_processes_run_each_fire_exactly_once(store_url: str) -> None:
     # Migrate first, so neither replica waits on the other's migration during the test window.
-    subprocess.run([sys.executable, "-m", "scheduler.demo", "--database-url", store_url, "--seconds", "0"],
-                   check=True, cwd=REPO_ROOT, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "scheduler.demo", "--database-url", store_url, "--seconds", "0"],
+        check=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
     replicas = [
         subprocess.Popen(
             [sys.executable, "-m", "scheduler.demo", "--database-url", store_url, "--seconds", str(SECONDS)],

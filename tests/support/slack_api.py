@@ -245,7 +245,11 @@ class SlackApiStandIn:
         if call.method == "response_url" and status == 200:
             return recorded, (200, {"Content-Type": "text/plain"}, b"ok")
         if call.method == "file_upload" and status == 200:
-            return recorded, (200, {"Content-Type": "text/plain"}, f"OK - {len(call.params['_bytes'])}".encode())
+            return recorded, (
+                200,
+                {"Content-Type": "text/plain"},
+                f"OK - {len(call.params['_bytes'])}".encode(),
+            )
         encoded = json.dumps(body).encode()
         return recorded, (
             status,
@@ -353,7 +357,9 @@ def _handler_for(
             if parts.path.startswith("/upload/"):  # an upload URL: the body is the file itself
                 upload = {"_file_id": parts.path.removeprefix("/upload/"), "_bytes": raw}
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                _, (status, out_headers, body) = answer(SlackCall("file_upload", upload, headers, self.command))
+                _, (status, out_headers, body) = answer(
+                    SlackCall("file_upload", upload, headers, self.command)
+                )
                 self._send(status, out_headers, body or b"")
                 return
             if parts.path.startswith("/api/"):

@@ -202,5 +202,7 @@ async def test_completing_an_upload_that_never_arrived_fails_like_slack() -> Non
     with SlackApiStandIn() as api:
         client = AsyncWebClient(token=TOKEN, base_url=api.url)
         with pytest.raises(SlackApiError) as caught:
-            await client.files_completeUploadExternal(files=[{"id": "F0NOPE", "title": "x"}], channel_id="C0OPS")
+            await client.files_completeUploadExternal(
+                files=[{"id": "F0NOPE", "title": "x"}], channel_id="C0OPS"
+            )
     assert caught.value.response["error"] == "file_not_found"
