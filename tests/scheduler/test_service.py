@@ -66,6 +66,8 @@ async def test_two_schedulers_on_one_store_run_each_fire_once(store: Store) -> N
     )
     assert sorted(r.fire_time for r in rows) == sorted(fires)
     assert {r.status for r in rows if r.fire_time < max(fires)} == {"succeeded"}
+    # Each run belongs to the fire that just passed, not the next one.
+    assert all(timedelta(0) <= r.started_at - r.fire_time < timedelta(seconds=1) for r in rows)
 
 
 async def test_a_run_goes_through_submit_step_by_step_and_is_recorded(store: Store) -> None:
