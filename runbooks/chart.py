@@ -78,7 +78,8 @@ def render_chart(
         right.axhline(availability_target, color="tab:green", linestyle=":", linewidth=1)
     right.set_ylabel(text.availability)
     right.set_ylim(min([a for a in avail if not math.isnan(a)] + [99.0]) - 0.5, 100.2)
-    figure.tight_layout()
+    # Fixed margins: tight_layout measured every label first and cost about a third of the render.
+    figure.subplots_adjust(left=0.09, right=0.9, top=0.9, bottom=0.1)
     out = io.BytesIO()
     figure.savefig(out, format="png")
     return out.getvalue()

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # APScheduler wakes at or after the fire time; an injected clock a hair behind it must still name
 # that fire. Well under the shortest period (1 s in tests), or it would name the next fire.
 FIRE_TOLERANCE = timedelta(milliseconds=100)
+INTERRUPTED = "interrupted: the bot stopped during the run"
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,20 @@ class Scheduler:
             return None
         if run_id is None:
             return None
-        await self._run_steps(spec, fire_time, run_id, trigger)
+        try:
+            await self._run_steps(spec, fire_time, run_id, trigger)
+        except asyncio.CancelledError:  # shutting down mid-run: the row must not stay `running`
+            await asyncio.shield(self._interrupted(run_id))
+            raise
         return run_id
+
+    async def _interrupted(self, run_id: int) -> None:
+        try:
+            await schedule_runs.finish_run(
+                self.store, run_id, status="failed", error=INTERRUPTED, finished_at=self._clock()
+            )
+        except StoreUnavailable:
+            log.warning("schedule run %s interrupted; the store could not record it", run_id)
 
     async def _run_steps(
         self, spec: ScheduleSpec, fire_time: datetime, run_id: int, trigger: Trigger

@@ -105,6 +105,25 @@ async def test_a_failed_step_fails_the_run_and_an_exception_does_not_escape(stor
     assert rows[1].error == "unexpected error (see the log)"
 
 
+async def test_a_run_cut_short_by_shutdown_is_recorded_as_interrupted(store: Store) -> None:
+    started = asyncio.Event()
+
+    async def never_ends(run: ScheduledRun) -> RunOutcome:
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    sched = Scheduler(store=store, table=[NIGHTLY], submit=never_ends, zone=TOKYO)
+    fire = datetime(2026, 11, 23, 2, 0, tzinfo=TOKYO)
+    task = asyncio.create_task(sched.fire(NIGHTLY, fire))
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    [row] = await schedule_runs.runs_between(store, since=fire, until=fire + timedelta(seconds=1))
+    assert (row.status, row.error) == ("failed", "interrupted: the bot stopped during the run")
+
+
 async def test_a_missed_fire_within_grace_runs_once_at_start_up(store: Store) -> None:
     last = datetime(2026, 11, 22, 2, 0, tzinfo=TOKYO)
     await scheduler(store, Recorder()).fire(NIGHTLY, last)
