@@ -76,8 +76,15 @@ class Scheduler:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> list[CatchUp]:
-        """Catch up on fires missed while down, then fire on schedule until `shutdown`."""
-        decisions = await self.catch_up()
+        """Catch up on fires missed while down, then fire on schedule until `shutdown`.
+
+        With the store down at start-up there is nothing to catch up from: the fires still come.
+        """
+        try:
+            decisions = await self.catch_up()
+        except StoreUnavailable:
+            log.warning("schedules start without catching up: the bot's store is unreachable")
+            decisions = []
         aps = AsyncIOScheduler(timezone=self.zone)
         for spec in self.table:
             aps.add_job(

@@ -207,6 +207,18 @@ async def test_a_fire_with_the_store_down_is_skipped_without_raising() -> None:
     assert submit.runs == []
 
 
+async def test_start_up_with_the_store_down_still_schedules() -> None:
+    down = Store("postgresql://postgres@127.0.0.1:1/none", max_size=1)
+    await down.open()
+    sched = scheduler(down, Recorder())
+    try:
+        assert await sched.start() == []
+        assert list(sched.next_fire_times()) == ["nightly_backup"]
+    finally:
+        await sched.shutdown()
+        await down.close()
+
+
 async def test_next_fire_times_follow_the_configured_zone(store: Store) -> None:
     now = datetime(2026, 11, 23, 3, 0, tzinfo=TOKYO)
     assert scheduler(store, Recorder(), now=now).next_fire_times() == {
