@@ -51,6 +51,7 @@ ENV_KEYS: dict[str, str] = {
     "GARDEN_DATABASE_URL": "target.database_url",
     "GARDEN_REDIS_URL": "target.redis_url",
     "GARDEN_API_URL": "target.api_url",
+    "GARDEN_PROMETHEUS_URL": "target.prometheus_url",
     "GARDEN_MONITOR_DATABASE_URL": "target.monitor_database_url",
     "GARDENBOT_SMTP_URL": "mail.url",
     "GARDENBOT_BACKUP_DIR": "backup.dir",
@@ -105,8 +106,9 @@ class Target(_Section):
     monitor_database_url: SecretStr | None = None  # a pg_monitor login for `db stats` and health reads
     redis_url: SecretStr | None = None
     api_url: str | None = None
+    prometheus_url: str | None = None  # the Prometheus that scrapes Garden DX; reports read it when set
 
-    @field_validator("api_url")
+    @field_validator("api_url", "prometheus_url")
     @classmethod
     def _http(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^https?://", v):
@@ -361,16 +363,22 @@ class Jobs(_Section):
         return self
 
 
+# The names of SPEC's schedules (scheduler/table.py holds their defaults; a test keeps the two in step).
 SCHEDULE_NAMES = (
+    "probe",
     "morning_health",
-    "nightly_maintenance",
     "nightly_backup",
-    "backup_verification",
-    "weekly_report",
-    "health_probe",
+    "backup_verify",
+    "wal_check",
     "tls_check",
-    "incident_escalation",
+    "weekly_report",
+    "monthly_report",
+    "approval_sweep",
+    "escalation",
+    "file_backup",
 )
+SCHEDULE_OFF = "off"  # a schedule's cron line that turns it off
+PROBE_PATH = re.compile(r"^/[\x21-\x7e]*$")  # a path under the API, no spaces or scheme
 
 
 class Settings(BaseSettings):
@@ -398,6 +406,8 @@ class Settings(BaseSettings):
     escalation: Escalation = Escalation()
     incidents: Incidents = Incidents()
     schedules: dict[str, str] = Field(default_factory=dict)
+    # API paths probed every minute; their history feeds availability and response time
+    probes: list[str] = Field(default_factory=lambda: ["/health"], max_length=50)
     logs: Logs = Logs()
     mail: Mail = Mail()
     tls_hosts: list[str] = Field(default_factory=list)
@@ -434,9 +444,19 @@ class Settings(BaseSettings):
         for name, cron in v.items():
             if name not in SCHEDULE_NAMES:
                 raise ValueError(f"unknown schedule {name!r}; known: {', '.join(SCHEDULE_NAMES)}")
+            if cron.strip() == SCHEDULE_OFF:
+                continue
             parts = cron.split()
             if len(parts) != 5 or not all(CRON_FIELD.match(p) for p in parts):
                 raise ValueError(f"schedules.{name}: a five-field cron expression, not {cron!r}")
+        return v
+
+    @field_validator("probes")
+    @classmethod
+    def _probe_paths(cls, v: list[str]) -> list[str]:
+        for path in v:
+            if not PROBE_PATH.match(path):
+                raise ValueError(f"{path!r} is not a path under the API (such as /health)")
         return v
 
     @property

@@ -53,6 +53,18 @@ def test_yaml_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     assert from_env.target.redis_url.get_secret_value() == "redis://yaml:6379/0"
 
 
+def test_schedules_probes_and_prometheus_are_configured_as_spec_names_them(tmp_path: Path) -> None:
+    data = with_(schedules={"probe": "*/2 * * * *", "monthly_report": "off"}, probes=["/health", "/api/ping"])
+    env = {"GARDEN_PROMETHEUS_URL": "http://prometheus:9090/"}
+
+    settings = load_settings(env, write(tmp_path, data))
+
+    assert settings.schedules == {"probe": "*/2 * * * *", "monthly_report": "off"}
+    assert settings.probes == ["/health", "/api/ping"]
+    assert settings.target.prometheus_url == "http://prometheus:9090"
+    assert load_settings({}, tmp_path / "absent.yml").probes == ["/health"]
+
+
 def test_a_missing_file_gives_the_defaults(tmp_path: Path) -> None:
     settings = load_settings({}, tmp_path / "absent.yml")
 
@@ -104,6 +116,11 @@ def test_the_server_address_console_users_and_workspace_come_from_yaml_and_env(t
         pytest.param(with_(schedules={"morning_health": "0 9 * *"}), {}, "schedules", id="cron-4-fields"),
         pytest.param(with_(schedules={"morning_health": "every day"}), {}, "schedules", id="cron-words"),
         pytest.param(with_(schedules={"coffee": "0 9 * * *"}), {}, "schedules", id="unknown-schedule"),
+        pytest.param(with_(probes=["health"]), {}, "probes", id="probe-not-a-path"),
+        pytest.param(with_(probes=["/a b"]), {}, "probes", id="probe-with-space"),
+        pytest.param(
+            BASE, {"GARDEN_PROMETHEUS_URL": "prom:9090"}, "GARDEN_PROMETHEUS_URL", id="bad-prom-url"
+        ),
         pytest.param(with_(roles={"admin": ["admin"]}), {}, "roles.admin", id="bad-user-id"),
         pytest.param(with_(approvers=["@lead"]), {}, "approvers", id="bad-approver-id"),
         pytest.param(with_(channels={"ops": "#ops"}), {}, "channels.ops", id="bad-channel-id"),

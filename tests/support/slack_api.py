@@ -3,6 +3,9 @@
 Point a client at it with `AsyncWebClient(base_url=standin.url)` (or SLACK_API_URL=standin.url).
 It runs an HTTP server in a background thread so it answers while a test's event loop is busy;
 POSTs to `standin.response_url(name)` are recorded as method "response_url" (Slack's response_url).
+Files go up the way Slack's current API takes them: files.getUploadURLExternal hands out an upload
+URL on this server, the bytes are POSTed there (recorded as method "file_upload"), and
+files.completeUploadExternal shares them; `standin.uploaded(file_id)` returns the bytes.
 """
 
 from __future__ import annotations
@@ -70,6 +73,9 @@ class _State:
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     ts_counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     ts_base: int = field(default_factory=lambda: int(time.time()))
+    base_url: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)  # file id -> uploaded bytes
+    file_counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
 
 def _parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
@@ -101,6 +107,7 @@ class SlackApiStandIn:
             daemon=True,
         )
         self._thread.start()
+        self._state.base_url = f"http://127.0.0.1:{self.port}/"
         return self
 
     def stop(self) -> None:
@@ -152,6 +159,11 @@ class SlackApiStandIn:
         """The latest text/blocks of a message posted (and maybe updated) through the stand-in."""
         with self._state.lock:
             return self._state.messages.get((channel, ts))
+
+    def uploaded(self, file_id: str) -> bytes | None:
+        """The bytes POSTed to the upload URL handed out for this file id."""
+        with self._state.lock:
+            return self._state.files.get(file_id)
 
     def reset(self) -> None:
         """Forget calls and faults (configured user groups stay)."""
@@ -232,6 +244,12 @@ class SlackApiStandIn:
             return recorded, (0, {}, None)
         if call.method == "response_url" and status == 200:
             return recorded, (200, {"Content-Type": "text/plain"}, b"ok")
+        if call.method == "file_upload" and status == 200:
+            return recorded, (
+                200,
+                {"Content-Type": "text/plain"},
+                f"OK - {len(call.params['_bytes'])}".encode(),
+            )
         encoded = json.dumps(body).encode()
         return recorded, (
             status,
@@ -274,10 +292,28 @@ class SlackApiStandIn:
         if call.method == "conversations.open":
             users = str(p.get("users", "")).replace(",", "")
             return {"ok": True, "channel": {"id": f"D{users or 'X'}"[:11]}}
+        if call.method in ("files.getUploadURLExternal", "file_upload", "files.completeUploadExternal"):
+            return self._file_reply(call)
         if call.method in ("views.open", "views.update", "views.push"):
             view = call.json_param("view") or {}
             return {"ok": True, "view": {"id": "V0GARDEN", **view}}
         return {"ok": True}
+
+    def _file_reply(self, call: SlackCall) -> dict[str, Any]:
+        """Called with the lock held: the three steps of an external upload."""
+        p = call.params
+        if call.method == "files.getUploadURLExternal":
+            if not p.get("filename") or not str(p.get("length", "")).isdigit():
+                return {"ok": False, "error": "invalid_arguments"}
+            file_id = f"F0{next(self._state.file_counter):08d}"
+            return {"ok": True, "upload_url": f"{self._state.base_url}upload/{file_id}", "file_id": file_id}
+        if call.method == "file_upload":
+            self._state.files[str(p["_file_id"])] = p["_bytes"]
+            return {"ok": True}
+        shared = call.json_param("files") or []
+        if not shared or any(str(f.get("id")) not in self._state.files for f in shared):
+            return {"ok": False, "error": "file_not_found"}
+        return {"ok": True, "files": [{"id": f["id"], "title": f.get("title") or ""} for f in shared]}
 
     @staticmethod
     def _message(params: dict[str, Any], ts: str) -> dict[str, Any]:
@@ -318,6 +354,14 @@ def _handler_for(
             parts = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if parts.path.startswith("/upload/"):  # an upload URL: the body is the file itself
+                upload = {"_file_id": parts.path.removeprefix("/upload/"), "_bytes": raw}
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                _, (status, out_headers, body) = answer(
+                    SlackCall("file_upload", upload, headers, self.command)
+                )
+                self._send(status, out_headers, body or b"")
+                return
             if parts.path.startswith("/api/"):
                 method = parts.path.removeprefix("/api/").strip("/")
             elif parts.path.startswith("/hooks/"):

@@ -176,3 +176,33 @@ async def test_response_url_posts_are_recorded(standin: SlackApiStandIn) -> None
 async def test_wait_for_times_out_when_nothing_comes(standin: SlackApiStandIn) -> None:
     with pytest.raises(TimeoutError):
         await standin.wait_for("chat.postMessage", timeout=0.05)
+
+
+# --- file uploads (files.getUploadURLExternal + upload URL + files.completeUploadExternal) ----
+
+
+async def test_files_upload_v2_goes_through_the_three_steps_and_keeps_the_bytes() -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    with SlackApiStandIn() as api:
+        client = AsyncWebClient(token=TOKEN, base_url=api.url)
+        response = await client.files_upload_v2(
+            channel="C0REPORTS", file=png, filename="weekly.png", title="Weekly KPI", initial_comment="週次"
+        )
+
+        methods = [c.method for c in api.calls]
+        assert methods == ["files.getUploadURLExternal", "file_upload", "files.completeUploadExternal"]
+        file_id = response["file"]["id"]
+        assert api.uploaded(file_id) == png
+        complete = api.calls_to("files.completeUploadExternal")[0]
+        assert complete.params["channel_id"] == "C0REPORTS"
+        assert complete.json_param("files")[0]["title"] == "Weekly KPI"
+
+
+async def test_completing_an_upload_that_never_arrived_fails_like_slack() -> None:
+    with SlackApiStandIn() as api:
+        client = AsyncWebClient(token=TOKEN, base_url=api.url)
+        with pytest.raises(SlackApiError) as caught:
+            await client.files_completeUploadExternal(
+                files=[{"id": "F0NOPE", "title": "x"}], channel_id="C0OPS"
+            )
+    assert caught.value.response["error"] == "file_not_found"
