@@ -30,6 +30,7 @@ from commands.command import Command
 from commands.registry import Registry
 from commands.runner import JobRunner
 from commands.services import Services
+from core.config import SYSTEM_ACTORS
 from core.errors import Conflict, GardenBotError, StoreUnavailable, UsageError
 from core.formatting import format_time
 from core.i18n import Translator
@@ -172,8 +173,9 @@ class Pipeline:
         if command is None:
             raise UsageError("usage.unknown_command", word=approval.command)
         # The job runs for the requester, approved by the decider, under the request's correlation id.
+        asked_by_system = approval.source in SYSTEM_ACTORS
         request = Request(
-            actor=Actor(user_id=approval.requester),
+            actor=Actor(user_id=approval.requester, system=asked_by_system),
             text=approval.command,
             source=decider.source,
             channel=approval.channel,
