@@ -8,36 +8,23 @@ Real bot store, real target database, real pg_dump; Slack is the Web API stand-i
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.announce import Announcer, ConsoleAnnouncer, SlackAnnouncer
-from bot.runtime import Runtime, open_runtime
+from bot.runtime import Runtime
 from commands.base import Actor, Request
 from commands.system import system_request
-from tests.support.backup_env import BackupWorld, backup_world
+from core.reply import Reply
+from tests.commands.conftest import rt, world
+from tests.support.backup_env import BackupWorld
 from tests.support.runtime import CONSOLE_ADMIN, BotWorld
-from tests.support.slack_api import SlackApiStandIn
+from tests.support.slack_api import SlackApiStandIn, SlackCall
 
 OPS, ALERTS = "C0OPS", "C0ALERTS"  # the test configuration's ops and alerts channels
-
-
-@pytest.fixture
-def world(tmp_path: Path, health_api_url: str, chinook: str) -> Iterator[BackupWorld]:
-    with backup_world(tmp_path, health_api_url, template=chinook) as made:
-        yield made
-
-
-@pytest.fixture
-async def rt(world: BackupWorld) -> AsyncIterator[Runtime]:
-    runtime = await open_runtime(world.bot.settings())
-    try:
-        yield runtime
-    finally:
-        await runtime.close()
+__all__ = ["rt", "world"]  # the backup tests' bot on a copy of Chinook (tests/commands/conftest.py), by name
 
 
 @pytest.fixture
@@ -46,8 +33,16 @@ def slack() -> Iterator[SlackApiStandIn]:
         yield standin
 
 
-def slack_announcer(rt: Runtime, slack: SlackApiStandIn) -> Announcer:
-    return SlackAnnouncer(rt.pipeline, AsyncWebClient(token="xoxb-test", base_url=slack.url))
+async def announce_in_slack(
+    runtime: Runtime, slack: SlackApiStandIn, actor: str, text: str, channel_key: str
+) -> tuple[Reply, SlackCall]:
+    """`text` asked by a system actor through the Slack announcer: its final reply and the one post."""
+    announcer: Announcer = SlackAnnouncer(
+        runtime.pipeline, AsyncWebClient(token="xoxb-test", base_url=slack.url)
+    )
+    reply = await announcer.announce(system_request(runtime.settings, actor, text, channel_key))
+    [post] = slack.calls_to("chat.postMessage")
+    return reply, post
 
 
 def audit_rows(bot: BotWorld) -> list[tuple[str, str, str, str, str | None]]:
@@ -61,12 +56,9 @@ def audit_rows(bot: BotWorld) -> list[tuple[str, str, str, str, str | None]]:
 async def test_scheduler_health_is_posted_to_the_ops_channel_and_audited_as_scheduler(
     bot_world: BotWorld, bot_runtime: Runtime, slack: SlackApiStandIn
 ) -> None:
-    request = system_request(bot_runtime.settings, "scheduler", "health", "ops")
-
-    reply = await slack_announcer(bot_runtime, slack).announce(request)
+    reply, post = await announce_in_slack(bot_runtime, slack, "scheduler", "health", "ops")
 
     assert reply.status == "succeeded", reply
-    [post] = slack.calls_to("chat.postMessage")
     assert post.params["channel"] == OPS
     assert reply.summary in str(post.params["text"])
     assert slack.calls_to("chat.postEphemeral") == []
@@ -76,14 +68,11 @@ async def test_scheduler_health_is_posted_to_the_ops_channel_and_audited_as_sche
 async def test_scheduler_backup_result_updates_the_same_ops_message_and_is_audited_as_scheduler(
     world: BackupWorld, rt: Runtime, slack: SlackApiStandIn
 ) -> None:
-    request = system_request(rt.settings, "scheduler", "backup", "ops")
-
-    result = await slack_announcer(rt, slack).announce(request)
+    result, post = await announce_in_slack(rt, slack, "scheduler", "backup", "ops")
 
     assert result.status == "succeeded", result
     [job] = world.jobs()
     ts = job["message_ref"]["ts"]  # where the posted message is, as Slack answered the post
-    [post] = slack.calls_to("chat.postMessage")
     assert post.params["channel"] == OPS and job["message_ref"]["channel"] == OPS
     updates = slack.calls_to("chat.update")
     assert updates and {(u.params["channel"], u.params["ts"]) for u in updates} == {(OPS, ts)}
@@ -105,13 +94,10 @@ async def test_scheduler_backup_result_updates_the_same_ops_message_and_is_audit
 async def test_webhook_operator_is_refused_an_admin_command_in_its_channel_and_audited(
     bot_world: BotWorld, bot_runtime: Runtime, slack: SlackApiStandIn, text: str
 ) -> None:
-    request = system_request(bot_runtime.settings, "webhook", text, "alerts")
-
-    reply = await slack_announcer(bot_runtime, slack).announce(request)
+    reply, post = await announce_in_slack(bot_runtime, slack, "webhook", text, "alerts")
 
     assert reply.status == "refused", reply
     assert "needs the admin role; you are operator" in reply.summary
-    [post] = slack.calls_to("chat.postMessage")
     assert post.params["channel"] == ALERTS and reply.summary in str(post.params["text"])
     assert bot_world.query("SELECT id FROM approvals") == []
     command = text.removesuffix(" 1")
@@ -123,12 +109,9 @@ async def test_webhook_operator_is_refused_an_admin_command_in_its_channel_and_a
 async def test_scheduler_risky_command_opens_an_approval_posted_to_the_ops_channel(
     bot_world: BotWorld, bot_runtime: Runtime, slack: SlackApiStandIn
 ) -> None:
-    request = system_request(bot_runtime.settings, "scheduler", "cache flush", "ops")
-
-    reply = await slack_announcer(bot_runtime, slack).announce(request)
+    reply, post = await announce_in_slack(bot_runtime, slack, "scheduler", "cache flush", "ops")
 
     assert reply.status == "pending", reply
-    [post] = slack.calls_to("chat.postMessage")
     assert post.params["channel"] == OPS
     buttons = [
         b for block in post.json_param("blocks") for b in block.get("elements", []) if "action_id" in b
