@@ -18,6 +18,7 @@ from bot.clicks import request_from_click
 from bot.console_render import print_reply, render_text, reply_json
 from bot.shell import LineReader, line_reader
 from commands.base import Actor, ConsoleOrigin, Request, Role
+from commands.job_watch import started_job
 from commands.pipeline import Pipeline
 from commands.policy import Policy
 from core.errors import GardenBotError, NotAllowed
@@ -116,8 +117,8 @@ class Console:
 
     async def run_request(self, request: Request, *, wait: bool = True) -> Reply:
         reply = await self.pipeline.handle(request)
-        job_id = reply.ids.get("job_id")
-        if wait and reply.status == "running" and isinstance(job_id, int):
+        job_id = started_job(reply)
+        if wait and job_id is not None:
             return await watch_job(self.pipeline, job_id)
         return reply
 

@@ -11,8 +11,9 @@ import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import aiohttp
 import uvicorn
@@ -24,6 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bot.audit_head import publish_daily
 from bot.background import AckGate, BackgroundWork
@@ -49,39 +53,42 @@ class Served:
     metrics: Metrics
 
 
+@dataclass
+class _SlackSide:
+    """What serving Slack holds open for the process's life: closed in reverse at shutdown."""
+
+    handler: AsyncSlackRequestHandler | None = None
+    session: aiohttp.ClientSession | None = None
+    socket_mode: AsyncSocketModeHandler | None = None
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        if self.socket_mode is not None:
+            await self.socket_mode.close_async()  # type: ignore[no-untyped-call]
+        for task in self.background:
+            task.cancel()
+
+
 def create_app(settings: Settings) -> SlackFirst:
     """The ASGI application; nothing is connected until uvicorn runs its lifespan."""
     served: list[Served] = []
+    routes = _Routes(served)
+    rest = Starlette(routes=routes.table(), lifespan=_lifespan(settings, served))
+    return SlackFirst(rest, routes.slack_events)
+
+
+def _lifespan(
+    settings: Settings, served: list[Served]
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    """Open the runtime and Slack at start-up into `served`; close them at shutdown."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         runtime = await open_runtime(settings)
         gate, metrics = AckGate(), Metrics()
         work = BackgroundWork(gate)
-        handler = None
-        socket_mode = None
-        background: list[asyncio.Task[None]] = []
-        session: aiohttp.ClientSession | None = None
-        if settings.slack.signing_secret is not None:
-            session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-            client = build_web_client(runtime, session)
-            identity = BotIdentity()
-            bolt = build_slack_app(runtime, client=client, work=work, metrics=metrics, identity=identity)
-            handler = AsyncSlackRequestHandler(bolt)
-            background.append(asyncio.create_task(learn_identity(client, identity)))
-            background.append(asyncio.create_task(_announce_interrupted(runtime, client)))
-            if settings.channels.ops is not None:
-                background.append(
-                    asyncio.create_task(_publish_audit_head(runtime, client, settings.channels.ops))
-                )
-            if settings.slack.app_token is not None:
-                from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-                socket_mode = AsyncSocketModeHandler(bolt, settings.slack.app_token.get_secret_value())
-                await socket_mode.connect_async()  # type: ignore[no-untyped-call]
-        else:
-            log.warning("SLACK_SIGNING_SECRET not set: /slack/events answers 503")
-        served.append(Served(runtime, handler, work, gate, metrics))
+        slack = await _open_slack(runtime, work, metrics)
+        served.append(Served(runtime, slack.handler, work, gate, metrics))
         # Start-up objects live as long as the process: keep the collector from rescanning them,
         # so a full collection does not stall an ack.
         gc.collect()
@@ -89,17 +96,57 @@ def create_app(settings: Settings) -> SlackFirst:
         try:
             yield
         finally:
-            if socket_mode is not None:
-                await socket_mode.close_async()  # type: ignore[no-untyped-call]
-            for task in background:
-                task.cancel()
+            await slack.close()
             await work.close()
-            if session is not None:
-                await session.close()
+            if slack.session is not None:
+                await slack.session.close()
             await runtime.close()
 
-    async def slack_events(request: Request) -> Response:
-        state = served[0]
+    return lifespan
+
+
+async def _open_slack(runtime: Runtime, work: BackgroundWork, metrics: Metrics) -> _SlackSide:
+    """Bolt behind /slack/events (and Socket Mode with an app token), with its start-up chores."""
+    settings = runtime.settings
+    side = _SlackSide()
+    if settings.slack.signing_secret is None:
+        log.warning("SLACK_SIGNING_SECRET not set: /slack/events answers 503")
+        return side
+    side.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    client = build_web_client(runtime, side.session)
+    identity = BotIdentity()
+    bolt = build_slack_app(runtime, client=client, work=work, metrics=metrics, identity=identity)
+    side.handler = AsyncSlackRequestHandler(bolt)
+    side.background.append(asyncio.create_task(learn_identity(client, identity)))
+    side.background.append(asyncio.create_task(_announce_interrupted(runtime, client)))
+    if settings.channels.ops is not None:
+        side.background.append(
+            asyncio.create_task(_publish_audit_head(runtime, client, settings.channels.ops))
+        )
+    if settings.slack.app_token is not None:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        side.socket_mode = AsyncSocketModeHandler(bolt, settings.slack.app_token.get_secret_value())
+        await side.socket_mode.connect_async()  # type: ignore[no-untyped-call]
+    return side
+
+
+class _Routes:
+    """The HTTP endpoints, reading the state the lifespan opened."""
+
+    def __init__(self, served: list[Served]) -> None:
+        self.served = served
+
+    def table(self) -> list[Route]:
+        return [
+            Route(SLACK_PATH, self.slack_events, methods=["POST"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+        ]
+
+    async def slack_events(self, request: Request) -> Response:
+        state = self.served[0]
         if state.handler is None:
             return PlainTextResponse("Slack is not configured", status_code=503)
         length = request.headers.get("content-length")
@@ -116,12 +163,11 @@ def create_app(settings: Settings) -> SlackFirst:
             state.metrics.ack_seconds.observe(time.perf_counter() - started)
         return _count(state, "slack", response)
 
-    async def healthz(_: Request) -> Response:
+    async def healthz(self, _: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(_: Request) -> Response:
-        state = served[0]
-        services = state.runtime.services
+    async def readyz(self, _: Request) -> Response:
+        services = self.served[0].runtime.services
         store_ok, redis_ok = await asyncio.gather(
             _within(services.store.is_reachable(), READY_TIMEOUT_S),
             _within(services.coordination.is_reachable(), READY_TIMEOUT_S),
@@ -133,21 +179,10 @@ def create_app(settings: Settings) -> SlackFirst:
         }
         return JSONResponse(body, status_code=200 if store_ok and redis_ok else 503)
 
-    async def metrics(_: Request) -> Response:
-        state = served[0]
+    async def metrics(self, _: Request) -> Response:
+        state = self.served[0]
         state.metrics.background_pending.set(state.work.pending())
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
-
-    rest = Starlette(
-        routes=[
-            Route(SLACK_PATH, slack_events, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
-    return SlackFirst(rest, slack_events)
 
 
 class SlackFirst:

@@ -29,13 +29,13 @@ from bot.clicks import click_ids, request_from_click
 from bot.membership import GroupDirectory
 from bot.metrics import Metrics
 from bot.runtime import Runtime
-from bot.slack_surface import SlackSurface, watch_job
+from bot.slack_surface import SlackSurface, remember_message, watch_job
 from commands.base import Actor, Request
+from commands.job_watch import started_job
+from core.config import Settings
 from core.errors import NotAllowed, StoreUnavailable
 from core.i18n import Translator
 from core.reply import Reply
-from store.approvals import remember_message as remember_approval_message
-from store.jobs import remember_message as remember_job_message
 
 log = logging.getLogger(__name__)
 
@@ -121,28 +121,7 @@ def build_slack_app(
     identity: BotIdentity,
 ) -> AsyncApp:
     settings = runtime.settings
-    if settings.slack.signing_secret is None:
-        raise ValueError("SLACK_SIGNING_SECRET is required to serve Slack")
-    token = client.token or ""
-
-    async def authorize(**_: Any) -> AuthorizeResult:
-        # Single workspace: the bot token is known; no auth.test per request.
-        return AuthorizeResult(
-            enterprise_id=None,
-            team_id=identity.team_id,
-            bot_token=token,
-            bot_id=identity.bot_id,
-            bot_user_id=identity.bot_user_id,
-        )
-
-    app = AsyncApp(
-        signing_secret=settings.slack.signing_secret.get_secret_value(),
-        client=client,
-        authorize=authorize,
-        process_before_response=True,  # the listener acks inline and hands work on: no ack polling
-        ssl_check_enabled=True,
-        request_verification_enabled=True,
-    )
+    app = _bolt_app(settings, client, identity)
     directory = GroupDirectory(client, runtime.services.coordination, runtime.services.policy.group_ids())
     workspace = Workspace(identity, settings.slack.team_id, settings.slack.enterprise_id)
     handlers = SlackHandlers(runtime, client, directory, metrics, workspace)
@@ -174,6 +153,32 @@ def _listen(app: AsyncApp, handlers: SlackHandlers, work: BackgroundWork, *, bus
 
     for action_id in click_ids():  # approve, deny, and every button bot/clicks.py maps
         app.action(action_id)(click)
+
+
+def _bolt_app(settings: Settings, client: AsyncWebClient, identity: BotIdentity) -> AsyncApp:
+    """Bolt with signature checking on, authorised for this one workspace without an auth.test."""
+    if settings.slack.signing_secret is None:
+        raise ValueError("SLACK_SIGNING_SECRET is required to serve Slack")
+    token = client.token or ""
+
+    async def authorize(**_: Any) -> AuthorizeResult:
+        # Single workspace: the bot token is known; no auth.test per request.
+        return AuthorizeResult(
+            enterprise_id=None,
+            team_id=identity.team_id,
+            bot_token=token,
+            bot_id=identity.bot_id,
+            bot_user_id=identity.bot_user_id,
+        )
+
+    return AsyncApp(
+        signing_secret=settings.slack.signing_secret.get_secret_value(),
+        client=client,
+        authorize=authorize,
+        process_before_response=True,  # the listener acks inline and hands work on: no ack polling
+        ssl_check_enabled=True,
+        request_verification_enabled=True,
+    )
 
 
 def plain_mentions(text: str) -> str:
@@ -250,8 +255,8 @@ class SlackHandlers:
 
     def _watch(self, reply: Reply, surface: SlackSurface) -> None:
         """A started job's progress and result go to the message just shown, in order."""
-        job_id = reply.ids.get("job_id")
-        if reply.status != "running" or not isinstance(job_id, int):
+        job_id = started_job(reply)
+        if job_id is None:
             return
         task = asyncio.create_task(self._watch_job(surface, job_id), name=f"slack-watch-{job_id}")
         self._watching.add(task)
@@ -286,14 +291,4 @@ class SlackHandlers:
             return True  # Redis down: better to answer twice than never
 
     async def _remember(self, ids: dict[str, int | str], surface: SlackSurface) -> None:
-        if surface.message_ts is None:
-            return
-        ref = {"channel": surface.channel, "ts": surface.message_ts}
-        store = self.runtime.services.store
-        try:
-            if isinstance(ids.get("job_id"), int):
-                await remember_job_message(store, int(ids["job_id"]), ref)
-            if isinstance(ids.get("approval_id"), int):
-                await remember_approval_message(store, int(ids["approval_id"]), ref)
-        except StoreUnavailable:
-            log.warning("message reference not stored (store unreachable)")
+        await remember_message(self.runtime.services.store, surface, ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -11,7 +12,11 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.blocks import render_message
 from commands.job_watch import JobBoard
+from core.errors import StoreUnavailable
 from core.reply import Progress, Reply, Text
+from store.approvals import remember_message as remember_approval_message
+from store.db import Store
+from store.jobs import remember_message as remember_job_message
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,15 @@ class SlackSurface:
         except SlackApiError as exc:
             log.warning("chat.update failed: %s", exc.response.get("error"))
 
+    async def show_result(self, reply: Reply) -> None:
+        """A job's result in place of its message; a private one (a temporary password) goes to
+        the asker alone and the channel message keeps only its title."""
+        if reply.visibility == "asker":
+            await self.tell_asker(reply)
+            await self.update(Reply(status=reply.status, summary=self.title or "done"))
+        else:
+            await self.update(reply)
+
     async def tell_asker(self, reply: Reply) -> None:
         try:
             await self.client.chat_postEphemeral(
@@ -90,7 +104,7 @@ async def watch_job(surface: SlackSurface, board: JobBoard, job_id: int) -> None
     """
     async for event in board.watch(job_id):
         if event.reply is not None:
-            await _show_result(surface, event.reply)
+            await surface.show_result(event.reply)
             return
         if event.text and surface.message_ts is not None:
             title = surface.title or f"#{job_id}"
@@ -98,10 +112,16 @@ async def watch_job(surface: SlackSurface, board: JobBoard, job_id: int) -> None
             await surface.update(Reply(status="running", summary=title, elements=(Text(title), progress)))
 
 
-async def _show_result(surface: SlackSurface, reply: Reply) -> None:
-    if reply.visibility == "asker":
-        # A private result (a temporary password) never goes to the channel message.
-        await surface.tell_asker(reply)
-        await surface.update(Reply(status=reply.status, summary=surface.title or "done"))
-    else:
-        await surface.update(reply)
+async def remember_message(store: Store, surface: SlackSurface, ids: Mapping[str, int | str]) -> None:
+    """Store where a job's or an approval's message is, so later news (an expiry, a job found
+    interrupted at start-up) updates that message."""
+    if surface.message_ts is None:
+        return
+    ref = {"channel": surface.channel, "ts": surface.message_ts}
+    try:
+        if isinstance(ids.get("job_id"), int):
+            await remember_job_message(store, int(ids["job_id"]), ref)
+        if isinstance(ids.get("approval_id"), int):
+            await remember_approval_message(store, int(ids["approval_id"]), ref)
+    except StoreUnavailable:
+        log.warning("message reference not stored (store unreachable)")

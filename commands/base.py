@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from core.config import SYSTEM_ACTORS
 from core.errors import UsageError
 from core.i18n import Translator
 
@@ -31,15 +32,18 @@ class Role(IntEnum):
 
 @dataclass(frozen=True)
 class Actor:
-    """Who asks: a Slack user (with the user groups they belong to) or the bot itself."""
+    """Who asks: a Slack user (with the user groups they belong to) or one of the bot's own actors."""
 
     user_id: str
     group_ids: frozenset[str] = frozenset()
-    system: bool = False  # the scheduler or the alert webhook: trusted, audited under its name
+    system: bool = False  # the scheduler or the alert webhook: its role is configured, audited by name
 
     @classmethod
-    def scheduler(cls) -> Actor:
-        return cls(user_id="scheduler", system=True)
+    def system_actor(cls, name: str) -> Actor:
+        """The scheduler or the webhook; any other name is a programming error."""
+        if name not in SYSTEM_ACTORS:
+            raise ValueError(f"unknown system actor {name!r}; known: {', '.join(SYSTEM_ACTORS)}")
+        return cls(user_id=name, system=True)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,12 @@ class JobEvent:
         return self.reply is not None
 
 
+def started_job(reply: Reply) -> int | None:
+    """The job a reply says it started (a command, or an approval), for a surface to watch."""
+    job_id = reply.ids.get("job_id")
+    return job_id if reply.status == "running" and isinstance(job_id, int) else None
+
+
 class JobBoard:
     def __init__(self) -> None:
         self._last: OrderedDict[int, JobEvent] = OrderedDict()

@@ -30,6 +30,7 @@ from commands.command import Command
 from commands.registry import Registry
 from commands.runner import JobRunner
 from commands.services import Services
+from core.config import SYSTEM_ACTORS
 from core.errors import Conflict, GardenBotError, StoreUnavailable, UsageError
 from core.formatting import format_time
 from core.i18n import Translator
@@ -112,13 +113,7 @@ class Pipeline:
         if not command.background:
             return await command.run(ctx, args)
         job = await self.runner.start(command, ctx, args)
-        started = t("job.started", job_id=job.id, command=command.name)
-        return Reply(
-            status="running",
-            summary=started,
-            elements=(Text(started), Progress(0, t("job.queued"))),
-            ids={"job_id": job.id},
-        )
+        return _job_started(t("job.started", job_id=job.id, command=command.name), t, job_id=job.id)
 
     async def _decide(self, request: Request, decision: Decision, t: Translator) -> Reply:
         started = time.monotonic()
@@ -173,8 +168,9 @@ class Pipeline:
         if command is None:
             raise UsageError("usage.unknown_command", word=approval.command)
         # The job runs for the requester, approved by the decider, under the request's correlation id.
+        asked_by_system = approval.source in SYSTEM_ACTORS
         request = Request(
-            actor=Actor(user_id=approval.requester),
+            actor=Actor(user_id=approval.requester, system=asked_by_system),
             text=approval.command,
             source=decider.source,
             channel=approval.channel,
@@ -191,15 +187,9 @@ class Pipeline:
             await self._reopen(approval, decider, exc, t)
             raise
         await approval_store.attach_job(self.services.store, approval.id, job.id)
-        summary = t(
-            "approval.approved", approval_id=approval.id, by=mention(decider.actor.user_id), job_id=job.id
-        )
-        return Reply(
-            status="running",
-            summary=summary,
-            elements=(Text(summary), Progress(0, t("job.queued"))),
-            ids={"approval_id": approval.id, "job_id": job.id},
-        )
+        by = mention(decider.actor.user_id)
+        summary = t("approval.approved", approval_id=approval.id, by=by, job_id=job.id)
+        return _job_started(summary, t, approval_id=approval.id, job_id=job.id)
 
     async def _reopen(
         self, approval: approval_store.Approval, decider: Request, exc: GardenBotError, t: Translator
@@ -351,6 +341,16 @@ def approval_reply(approval: approval_store.Approval, t: Translator, zone: zonei
 
 def replace_ids(reply: Reply, **ids: int | str) -> Reply:
     return replace(reply, ids={**reply.ids, **ids})
+
+
+def _job_started(summary: str, t: Translator, **ids: int) -> Reply:
+    """A job is on its way: the line that says so and an empty progress bar, until it is watched."""
+    return Reply(
+        status="running",
+        summary=summary,
+        elements=(Text(summary), Progress(0, t("job.queued"))),
+        ids=dict(ids),
+    )
 
 
 def _with_help_hint(reply: Reply, t: Translator) -> Reply:

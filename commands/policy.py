@@ -1,9 +1,9 @@
-"""Roles and approvers from the configuration: user IDs and user-group IDs."""
+"""Roles and approvers from the configuration: user IDs, user-group IDs and the system actors."""
 
 from __future__ import annotations
 
 from commands.base import Actor, Role
-from core.config import Settings
+from core.config import SYSTEM_ACTORS, Settings
 
 
 class Policy:
@@ -19,15 +19,18 @@ class Policy:
                 self._roles[member] = role
         self._approvers = frozenset(settings.approvers)
         self._default = Role.VIEWER if settings.default_role == "viewer" else Role.NONE
+        configured = settings.system_actors
+        self._system = {name: Role[str(getattr(configured, name)).upper()] for name in SYSTEM_ACTORS}
 
     def role_of(self, actor: Actor) -> Role:
         if actor.system:
-            return Role.ADMIN
+            return self._system.get(actor.user_id, Role.NONE)
         ids = {actor.user_id, *actor.group_ids}
         return max((self._roles.get(i, Role.NONE) for i in ids), default=Role.NONE) or self._default
 
     def is_approver(self, actor: Actor) -> bool:
-        """Listed in `approvers` by user or group, and an operator or admin: approver is a flag on a role."""
+        """Listed in `approvers` by user or group, and an operator or admin: approver is a flag on a role.
+        A system actor never is: a person decides what the scheduler or the webhook asked for."""
         if actor.system:
             return False
         listed = bool({actor.user_id, *actor.group_ids} & self._approvers)

@@ -101,6 +101,20 @@ class Channels(_Section):
         return v
 
 
+RoleName = Literal["admin", "operator", "viewer", "none"]
+
+
+class SystemActors(_Section):
+    """The roles of the bot's own actors, which are authorised and audited under these names."""
+
+    scheduler: RoleName = "admin"
+    webhook: RoleName = "operator"
+
+
+SYSTEM_ACTORS = tuple(SystemActors.model_fields)  # ("scheduler", "webhook")
+CHANNEL_KEYS = tuple(Channels.model_fields)  # ("ops", "alerts", "incidents", "reports")
+
+
 class Target(_Section):
     database_url: SecretStr | None = None
     monitor_database_url: SecretStr | None = None  # a pg_monitor login for `db stats` and health reads
@@ -402,6 +416,7 @@ class Settings(BaseSettings):
     approvers: list[str] = Field(default_factory=list)
     default_role: Literal["none", "viewer"] = "none"
     channels: Channels = Channels()
+    system_actors: SystemActors = SystemActors()
     approval_ttl_minutes: int = Field(default=15, ge=1, le=1440)
     escalation: Escalation = Escalation()
     incidents: Incidents = Incidents()

@@ -73,6 +73,8 @@ MESSAGES: dict[str, str] = {
         "when the store is back."
     ),
     "job.interrupted_at_start": "Job {job_id} ({command}) was interrupted: the process running it stopped. Nothing it did counts as done.",
+    "announce.header": "{actor} in {channel}:",
+    "announce.private_withheld": "{command}: done. Its answer is private, so it is not shown in the channel.",
     "job.not_found": "There is no job {job_id}.",
     "job.not_running_here": "Job {job_id} is not running in this process.",
     "help.jobs": "running and recent jobs",

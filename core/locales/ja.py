@@ -73,6 +73,8 @@ MESSAGES: dict[str, str] = {
         "ストアの復旧時に記録されます。"
     ),
     "job.interrupted_at_start": "ジョブ {job_id}({command})は中断されました(実行中のプロセスが停止)。途中の結果は有効になりません。",
+    "announce.header": "{actor}({channel}):",
+    "announce.private_withheld": "{command}: 完了しました。結果は非公開のため、チャンネルには表示しません。",
     "job.not_found": "ジョブ {job_id} は存在しません。",
     "job.not_running_here": "ジョブ {job_id} はこのプロセスで実行されていません。",
     "help.jobs": "実行中と最近のジョブ",
