@@ -107,8 +107,8 @@ RoleName = Literal["admin", "operator", "viewer", "none"]
 class SystemActors(_Section):
     """The roles of the bot's own actors, which are authorised and audited under these names."""
 
-    scheduler: RoleName = "admin"
-    webhook: RoleName = "operator"
+    scheduler: RoleName = "admin"  # the role scheduled runs act with (a nightly backup needs operator)
+    webhook: RoleName = "operator"  # the role the Alertmanager webhook acts with
 
 
 SYSTEM_ACTORS = tuple(SystemActors.model_fields)  # ("scheduler", "webhook")
