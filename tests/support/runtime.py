@@ -29,7 +29,7 @@ from bot.runtime import Runtime, open_runtime
 from commands.base import Actor, Request
 from core.config import Settings, load_settings
 from core.reply import Reply, Table
-from tests.support.servers import ADMIN_DSN, REDIS_URL
+from tests.support.servers import ADMIN_DSN, REDIS_URL, free_port, redis_prefix, throwaway_database
 
 GARDENBOT = Path(sys.executable).with_name("gardenbot")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,16 +58,12 @@ ROLES_YAML: dict[str, Any] = {
 }
 
 
-def target_redis_url() -> str:
+def target_redis_url(db: int = TARGET_REDIS_DB) -> str:
     base, _, _ = REDIS_URL.rpartition("/")
-    return f"{base}/{TARGET_REDIS_DB}"
+    return f"{base}/{db}"
 
 
-def closed_port() -> int:
-    """A local port with nothing listening (bound for a moment, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+closed_port = free_port  # a port nobody listens on: an unreachable server
 
 
 def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -143,19 +139,51 @@ class BotWorld:
             return cur.fetchall() if cur.description else []
 
 
-def run_gardenbot(
-    env: Mapping[str, str], *args: str, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    full_env = {
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a `gardenbot` child process: `env` on a bare minimum (no inherited secrets)."""
+    return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
         "LANG": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8",
         **env,
     }
+
+
+def start_gardenbot(env: Mapping[str, str], *args: str) -> subprocess.Popen[str]:
+    """`gardenbot ARGS` started in a child process, its output piped; the caller waits for it."""
+    return subprocess.Popen(
+        [str(GARDENBOT), *args],
+        env=child_env(env),
+        cwd=str(REPO_ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@contextmanager
+def bot_world_in(folder: Path, *, api_url: str, target_database_url: str) -> Iterator[BotWorld]:
+    """A BotWorld in `folder` on a throwaway store and Redis prefix, both removed afterwards."""
+    with throwaway_database() as database_url, redis_prefix() as prefix:
+        world = BotWorld(
+            config_path=folder / "gardenbot.yml",
+            state_dir=folder / "state",
+            database_url=database_url,
+            redis_prefix=prefix,
+            target_database_url=target_database_url,
+            api_url=api_url,
+        )
+        world.write_yaml()
+        yield world
+
+
+def run_gardenbot(
+    env: Mapping[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(GARDENBOT), *args],
-        env=full_env,
+        env=child_env(env),
         cwd=str(REPO_ROOT),
         capture_output=True,
         text=True,
@@ -254,8 +282,8 @@ def hanging_listener() -> Iterator[int]:
                 conn.close()
 
 
-def target_redis() -> redis.Redis:
-    return redis.Redis.from_url(target_redis_url(), decode_responses=True)
+def target_redis(db: int = TARGET_REDIS_DB) -> redis.Redis:
+    return redis.Redis.from_url(target_redis_url(db), decode_responses=True)
 
 
 def admin_dsn() -> str:
