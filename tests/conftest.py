@@ -18,7 +18,7 @@ import pytest
 
 from bot.runtime import Runtime
 from tests.support.chinook import chinook_template
-from tests.support.runtime import BotWorld, bot_world_in, health_api, target_redis
+from tests.support.runtime import TARGET_KEYS, BotWorld, bot_world_in, health_api, target_cache_holding
 from tests.support.serve import (
     BotServer,
     PrivatePostgres,
@@ -29,8 +29,6 @@ from tests.support.serve import (
 from tests.support.servers import throwaway_database
 from tests.support.slack_api import SlackApiStandIn
 from tests.support.slack_scenario import SlackScenario, slack_scenario
-
-TARGET_KEYS = {"estimate:1": "見積", "estimate:2": "quote", "price:master": "v42", "session:abc": "U1"}
 
 
 @pytest.fixture(scope="session")
@@ -48,14 +46,8 @@ def target_database_url() -> Iterator[str]:
 @pytest.fixture
 def target_keys() -> Iterator[dict[str, str]]:
     """The target cache holding a few known keys; emptied again afterwards."""
-    client = target_redis()
-    client.flushdb()
-    client.mset(TARGET_KEYS)
-    try:
-        yield dict(TARGET_KEYS)
-    finally:
-        client.flushdb()
-        client.close()
+    with target_cache_holding(TARGET_KEYS) as keys:
+        yield keys
 
 
 @pytest.fixture

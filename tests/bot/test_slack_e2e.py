@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.support.serve import BotServer, PrivatePostgres, serving, target_redis
+from tests.support.runtime import TARGET_KEYS, target_cache_holding
+from tests.support.serve import SERVE_REDIS_DB, BotServer, PrivatePostgres, serving
 from tests.support.signing import FORM, load_payload, new_channel, recorded_payload, signed_headers
 from tests.support.slack_approvals import buttons, click, finished_updates, jobs_of, request_flush, says
 from tests.support.slack_driver import call_text
@@ -23,20 +24,13 @@ from tests.support.slack_driver import call_text
 FROZEN_COMMANDS = 20
 FROZEN_ACK_TIMEOUT_S = 3.0
 ONE_MB = 1_000_000
-TARGET_KEYS = {"estimate:1": "見積", "estimate:2": "quote", "price:master": "v42"}
 
 
 @pytest.fixture
 def serve_target_keys() -> Iterator[dict[str, str]]:
     """The served bot's target cache holding a few known keys; emptied again afterwards."""
-    client = target_redis()
-    client.flushdb()
-    client.mset(TARGET_KEYS)
-    try:
-        yield dict(TARGET_KEYS)
-    finally:
-        client.flushdb()
-        client.close()
+    with target_cache_holding(TARGET_KEYS, SERVE_REDIS_DB) as keys:
+        yield keys
 
 
 async def ack(server: BotServer, text: str, *, user: str, channel: str) -> None:

@@ -163,9 +163,17 @@ def start_gardenbot(env: Mapping[str, str], *args: str) -> subprocess.Popen[str]
 
 
 @contextmanager
-def bot_world_in(folder: Path, *, api_url: str, target_database_url: str) -> Iterator[BotWorld]:
+def bot_world_in(
+    folder: Path,
+    *,
+    api_url: str,
+    target_database_url: str,
+    yaml_data: Mapping[str, Any] = ROLES_YAML,
+    extra_env: Mapping[str, str] | None = None,
+    store_prefix: str = "gbt",
+) -> Iterator[BotWorld]:
     """A BotWorld in `folder` on a throwaway store and Redis prefix, both removed afterwards."""
-    with throwaway_database() as database_url, redis_prefix() as prefix:
+    with throwaway_database(store_prefix) as database_url, redis_prefix() as prefix:
         world = BotWorld(
             config_path=folder / "gardenbot.yml",
             state_dir=folder / "state",
@@ -173,6 +181,8 @@ def bot_world_in(folder: Path, *, api_url: str, target_database_url: str) -> Ite
             redis_prefix=prefix,
             target_database_url=target_database_url,
             api_url=api_url,
+            yaml_data=dict(yaml_data),
+            extra_env=dict(extra_env or {}),
         )
         world.write_yaml()
         yield world
@@ -284,6 +294,22 @@ def hanging_listener() -> Iterator[int]:
 
 def target_redis(db: int = TARGET_REDIS_DB) -> redis.Redis:
     return redis.Redis.from_url(target_redis_url(db), decode_responses=True)
+
+
+TARGET_KEYS = {"estimate:1": "見積", "estimate:2": "quote", "price:master": "v42", "session:abc": "U1"}
+
+
+@contextmanager
+def target_cache_holding(keys: Mapping[str, str], db: int = TARGET_REDIS_DB) -> Iterator[dict[str, str]]:
+    """The target cache (Redis database `db`) holding just `keys`; emptied again afterwards."""
+    client = target_redis(db)
+    client.flushdb()
+    client.mset(dict(keys))
+    try:
+        yield dict(keys)
+    finally:
+        client.flushdb()
+        client.close()
 
 
 def admin_dsn() -> str:
