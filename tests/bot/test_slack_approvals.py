@@ -15,6 +15,7 @@ from tests.support.slack_api import SlackCall
 from tests.support.slack_approvals import (
     PERCENT,
     approval_row,
+    approved_flush,
     buttons,
     click,
     events,
@@ -87,9 +88,7 @@ async def test_a_click_by_someone_who_may_not_decide_is_refused_to_them_alone(
 async def test_an_approver_runs_it_and_the_message_shows_decision_progress_and_result(
     slack: SlackDriver, target_keys: dict[str, str]
 ) -> None:
-    pending = await request_flush(slack)
-    await click(slack, pending, "approve", "U0LEAD")
-    updates = await finished_updates(slack, pending)
+    pending, updates = await approved_flush(slack, "U0LEAD")
 
     decision, *during, result = updates
     assert says(str(decision.params["text"]), "approved by", "U0LEAD")
@@ -112,9 +111,7 @@ async def test_an_approver_runs_it_and_the_message_shows_decision_progress_and_r
 async def test_a_second_click_after_the_decision_runs_nothing_and_says_why(
     slack: SlackDriver, target_keys: dict[str, str]
 ) -> None:
-    pending = await request_flush(slack)
-    await click(slack, pending, "approve", "U0LEAD")
-    await finished_updates(slack, pending)
+    pending, _ = await approved_flush(slack, "U0LEAD")
     await click(slack, pending, "approve", "U0LEAD")
 
     assert says(await refusal_to(slack, pending, "U0LEAD"), "already approved by", "U0LEAD")

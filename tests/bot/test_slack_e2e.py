@@ -18,7 +18,7 @@ import pytest
 from tests.support.runtime import TARGET_KEYS, target_cache_holding
 from tests.support.serve import SERVE_REDIS_DB, BotServer, PrivatePostgres, serving
 from tests.support.signing import FORM, load_payload, new_channel, recorded_payload, signed_headers
-from tests.support.slack_approvals import buttons, click, finished_updates, jobs_of, request_flush, says
+from tests.support.slack_approvals import approved_flush, buttons, jobs_of, says
 from tests.support.slack_driver import call_text
 
 FROZEN_COMMANDS = 20
@@ -57,9 +57,7 @@ async def test_a_slash_command_over_http_is_acked_empty_and_answered_in_the_chan
 async def test_an_approve_click_over_http_runs_the_action_once_and_updates_the_message(
     bot_server: BotServer, serve_target_keys: dict[str, str]
 ) -> None:
-    pending = await request_flush(bot_server)
-    await click(bot_server, pending, "approve", "U0LEAD")
-    updates = await finished_updates(bot_server, pending)
+    pending, updates = await approved_flush(bot_server, "U0LEAD")
 
     assert says(str(updates[0].params["text"]), "approved by", "U0LEAD")
     assert buttons(updates[-1]) == []

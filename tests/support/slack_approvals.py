@@ -112,3 +112,10 @@ async def finished_updates(slack: SlackDriver, pending: Pending) -> list[SlackCa
 
     result: list[SlackCall] = await slack.wait_for(done, what="the flush's result in the approval message")
     return result
+
+
+async def approved_flush(slack: SlackDriver, approver: str) -> tuple[Pending, list[SlackCall]]:
+    """A flush asked for, approved by `approver` with a click, and run: the approval and its updates."""
+    pending = await request_flush(slack)
+    await click(slack, pending, "approve", approver)
+    return pending, await finished_updates(slack, pending)
