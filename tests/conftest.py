@@ -1,7 +1,10 @@
 """Shared fixtures: a bot on a throwaway store, and the target system it operates.
 
 `bot_world` is one test's bot (YAML with the test roles, private state dir, throwaway bot database,
-unique Redis prefix); `bot_runtime` is that bot opened in-process. The target is a throwaway
+unique Redis prefix); `bot_runtime` is that bot opened in-process; `slack` is that bot's Slack app
+in-process, its Web API the `standin` (tests/support/slack_scenario.py). `private_pg` is a
+PostgreSQL of a test's own, that it may freeze or stop;
+`bot_server` is `gardenbot serve` started once for the session. The target is a throwaway
 PostgreSQL database, Redis database 13 (emptied by `cache flush`, so only test keys live there) and
 a local HTTP stand-in answering GET /health.
 """
@@ -15,10 +18,17 @@ import pytest
 
 from bot.runtime import Runtime
 from tests.support.chinook import chinook_template
-from tests.support.runtime import BotWorld, health_api, target_redis
-from tests.support.servers import redis_prefix, throwaway_database
-
-TARGET_KEYS = {"estimate:1": "見積", "estimate:2": "quote", "price:master": "v42", "session:abc": "U1"}
+from tests.support.runtime import TARGET_KEYS, BotWorld, bot_world_in, health_api, target_cache_holding
+from tests.support.serve import (
+    BotServer,
+    PrivatePostgres,
+    PrivatePostgresUnavailable,
+    private_postgres,
+    serving,
+)
+from tests.support.servers import throwaway_database
+from tests.support.slack_api import SlackApiStandIn
+from tests.support.slack_scenario import SlackScenario, slack_scenario
 
 
 @pytest.fixture(scope="session")
@@ -36,28 +46,13 @@ def target_database_url() -> Iterator[str]:
 @pytest.fixture
 def target_keys() -> Iterator[dict[str, str]]:
     """The target cache holding a few known keys; emptied again afterwards."""
-    client = target_redis()
-    client.flushdb()
-    client.mset(TARGET_KEYS)
-    try:
-        yield dict(TARGET_KEYS)
-    finally:
-        client.flushdb()
-        client.close()
+    with target_cache_holding(TARGET_KEYS) as keys:
+        yield keys
 
 
 @pytest.fixture
 def bot_world(tmp_path: Path, health_api_url: str, target_database_url: str) -> Iterator[BotWorld]:
-    with throwaway_database() as database_url, redis_prefix() as prefix:
-        world = BotWorld(
-            config_path=tmp_path / "gardenbot.yml",
-            state_dir=tmp_path / "state",
-            database_url=database_url,
-            redis_prefix=prefix,
-            target_database_url=target_database_url,
-            api_url=health_api_url,
-        )
-        world.write_yaml()
+    with bot_world_in(tmp_path, api_url=health_api_url, target_database_url=target_database_url) as world:
         yield world
 
 
@@ -72,3 +67,49 @@ def chinook() -> Iterator[str]:
     """A template database holding the Chinook sample, cloned by backup and restore tests."""
     with chinook_template() as name:
         yield name
+
+
+@pytest.fixture
+def standin() -> Iterator[SlackApiStandIn]:
+    """The Slack Web API stand-in; S0ONCALL is a user group holding U0ONCALL."""
+    with SlackApiStandIn() as api:
+        api.set_usergroup("S0ONCALL", ["U0ONCALL"])
+        yield api
+
+
+@pytest.fixture
+async def slack(bot_world: BotWorld, standin: SlackApiStandIn) -> AsyncIterator[SlackScenario]:
+    async with slack_scenario(bot_world, standin) as scenario:
+        yield scenario
+
+
+@pytest.fixture(scope="module")
+async def module_slack(
+    tmp_path_factory: pytest.TempPathFactory, health_api_url: str, target_database_url: str
+) -> AsyncIterator[SlackScenario]:
+    """One in-process Slack bot shared by a module's tests: each test speaks in a channel of its own."""
+    folder = tmp_path_factory.mktemp("slack")
+    with (
+        SlackApiStandIn() as api,
+        bot_world_in(folder, api_url=health_api_url, target_database_url=target_database_url) as world,
+    ):
+        api.set_usergroup("S0ONCALL", ["U0ONCALL"])
+        async with slack_scenario(world, api) as scenario:
+            yield scenario
+
+
+@pytest.fixture(scope="session")
+def bot_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BotServer]:
+    """`gardenbot serve` as a child process, started once for the end-to-end tests (support/serve.py)."""
+    with serving(tmp_path_factory.mktemp("serve")) as running:
+        yield running
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL of this test's own: the shared one on 5432 must never be stopped or frozen."""
+    try:
+        with private_postgres() as pg:
+            yield pg
+    except PrivatePostgresUnavailable as exc:
+        pytest.skip(f"cannot run a private PostgreSQL here: {exc}")

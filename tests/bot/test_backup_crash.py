@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.backup_env import OPERATOR, BackupWorld, backup_world, load_pgbench, sha256_file
-from tests.support.runtime import GARDENBOT, REPO_ROOT
+from tests.support.runtime import start_gardenbot
 
 # The killed job's heartbeat and lock lapse within a second or two; start-up recovery looks at those
 # (never at the pid, which another container could reuse), so the test waits that long.
@@ -26,21 +26,7 @@ WAIT_FOR_PARTIAL_S = 60
 
 def start_backup(world: BackupWorld) -> subprocess.Popen[str]:
     world.bot.write_yaml()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "LANG": "C.UTF-8",
-        "PYTHONIOENCODING": "utf-8",
-        **world.bot.env,
-    }
-    return subprocess.Popen(
-        [str(GARDENBOT), "run", "--user", OPERATOR, "--json", "backup"],
-        env=env,
-        cwd=str(REPO_ROOT),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_gardenbot(world.bot.env, "run", "--user", OPERATOR, "--json", "backup")
 
 
 def wait_for_partial(world: BackupWorld, proc: subprocess.Popen[str]) -> Path:

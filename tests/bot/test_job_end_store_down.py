@@ -10,33 +10,22 @@ again the next start writes them: job succeeded, backup good with its checksum, 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 from psycopg.rows import dict_row
 
 from tests.support.backup_env import OPERATOR, BackupWorld, backup_world, sha256_file
 from tests.support.faults import gated_pg_dump
-from tests.support.runtime import GARDENBOT, REPO_ROOT
-from tests.support.serve import PrivatePostgres, PrivatePostgresUnavailable, private_postgres
+from tests.support.runtime import start_gardenbot
+from tests.support.serve import PrivatePostgres
 
 
 def start_cli(world: BackupWorld, text: str) -> subprocess.Popen[str]:
     world.bot.write_yaml()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **world.bot.env}
-    return subprocess.Popen(
-        [str(GARDENBOT), "run", "--user", OPERATOR, "--json", text],
-        env=env,
-        cwd=str(REPO_ROOT),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_gardenbot(world.bot.env, "run", "--user", OPERATOR, "--json", text)
 
 
 def store_rows(url: str, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -56,20 +45,10 @@ def spool_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-@pytest.fixture
-def store_pg() -> Iterator[PrivatePostgres]:
-    """The bot's store on a PostgreSQL of this test's own, which it stops and starts."""
-    try:
-        with private_postgres() as pg:
-            yield pg
-    except PrivatePostgresUnavailable as exc:
-        pytest.skip(f"cannot run a private PostgreSQL here: {exc}")
-
-
 def test_a_backup_that_finishes_while_the_store_is_down_is_reconciled_when_it_returns(
-    tmp_path: Path, health_api_url: str, chinook: str, store_pg: PrivatePostgres
+    tmp_path: Path, health_api_url: str, chinook: str, private_pg: PrivatePostgres
 ) -> None:
-    pg = store_pg
+    pg = private_pg
     with backup_world(tmp_path, health_api_url, template=chinook) as world:
         gate = gated_pg_dump(tmp_path / "pg-bin")
         world.bot.database_url = pg.url

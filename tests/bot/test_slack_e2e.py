@@ -1,202 +1,119 @@
-"""`gardenbot serve` over real HTTP: signed slash commands in, Web API calls out.
+"""`gardenbot serve` over real HTTP: the few end-to-end tests of the Slack path.
 
-Each test speaks in a channel of its own, so the answers of one test are told apart from the
-others' on the module's server. The Web API is the local stand-in (tests/support/slack_api.py).
+Most Slack behaviour is tested in-process (test_slack_commands.py, test_slack_approvals.py,
+test_slack_fixtures.py, test_slack_workspace.py). Here the real server, started once for the
+session (`bot_server`), proves what needs HTTP: a signed slash command in and its answer out, one
+approval click round trip, signatures checked at the door, bodies over 1 MB refused with 413, and
+acks that stay fast while the bot's PostgreSQL is frozen. Each test speaks in a channel of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 
-from core.i18n import Translator
 from store.audit import AuditRecord, record_as_json
-from tests.support.serve import (
-    BotServer,
-    PrivatePostgres,
-    PrivatePostgresUnavailable,
-    call_text,
-    new_channel,
-    new_trigger_id,
-    private_postgres,
-    serving,
-    signed_headers,
-    slash_body,
-)
+from tests.support.runtime import TARGET_KEYS, target_cache_holding
+from tests.support.serve import SERVE_REDIS_DB, BotServer, PrivatePostgres, serving
+from tests.support.signing import FORM, load_payload, new_channel, recorded_payload, signed_headers
 from tests.support.slack_api import SlackCall
+from tests.support.slack_approvals import approved_flush, buttons, jobs_of, says
+from tests.support.slack_driver import call_text
 
-MAX_BLOCKS = 50
-JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 FROZEN_COMMANDS = 20
 FROZEN_ACK_TIMEOUT_S = 3.0
 FROZEN_ANSWER_S = 5.0
+ONE_MB = 1_000_000
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BotServer]:
-    with serving(tmp_path_factory.mktemp("serve-e2e")) as running:
-        yield running
-
-
-def assert_renderable(call: SlackCall) -> list[dict[str, Any]]:
-    """What Slack itself insists on: a fallback text, and at most 50 blocks."""
-    assert str(call.params.get("text", "")).strip(), f"{call.method} without fallback text"
-    blocks: list[dict[str, Any]] = call.json_param("blocks") or []
-    assert 0 < len(blocks) <= MAX_BLOCKS
-    return blocks
+@pytest.fixture
+def serve_target_keys() -> Iterator[dict[str, str]]:
+    """The served bot's target cache holding a few known keys; emptied again afterwards."""
+    with target_cache_holding(TARGET_KEYS, SERVE_REDIS_DB) as keys:
+        yield keys
 
 
 async def ack(server: BotServer, text: str, *, user: str, channel: str) -> None:
     response = await server.slash(text, user=user, channel=channel)
-    assert response.status_code == 200, response.text
+    assert response.status == 200, response.text
     assert response.text == ""  # the ack says nothing; the answer comes through the Web API
 
 
-# --- answers in the channel, refusals to the asker -------------------------------------------
+# --- a command and an approval, over HTTP -------------------------------------------------------
 
 
-async def test_health_and_jobs_are_answered_in_the_channel(server: BotServer) -> None:
-    channel = new_channel()
-    await ack(server, "health", user="U0INTERN", channel=channel)
-    [health] = await server.wait_calls("chat.postMessage", channel=channel)
-    await ack(server, "jobs", user="U0OPS", channel=channel)
-    _, jobs = await server.wait_calls("chat.postMessage", channel=channel, count=2)
-
-    health_blocks = assert_renderable(health)
-    assert health_blocks[0]["type"] == "header"
-    shown = call_text(health)
-    for check in ("database", "disk", "memory"):  # the target checks, one row each
-        assert check in shown.lower()
-    assert_renderable(jobs)
-    assert server.calls("chat.postEphemeral", channel=channel) == []
-    audit = await server.audit(channel)
-    assert [(r["command"], r["event"], r["actor"]) for r in audit] == [
-        ("health", "request", "U0INTERN"),
-        ("jobs", "request", "U0OPS"),
-    ]
-
-
-async def test_help_is_shown_to_the_asker_only(server: BotServer) -> None:
-    # Help lists what this asker may run, so it goes to them alone (chat.postEphemeral).
-    channel = new_channel()
-    await ack(server, "help", user="U0INTERN", channel=channel)
-    [answer] = await server.wait_calls("chat.postEphemeral", channel=channel)
-
-    assert answer.params["user"] == "U0INTERN"
-    assert_renderable(answer)
-    shown = call_text(answer)
-    assert "/garden health" in shown
-    assert "cache flush" not in shown  # a viewer is not shown what they may not run
-    assert server.calls("chat.postMessage", channel=channel) == []
-
-
-@pytest.mark.parametrize(
-    ("user", "text", "says"),
-    [
-        ("U0OPS", "frobnicate now", "Unknown sub-command `frobnicate`"),
-        ("U0NOBODY", "health", "no role in this bot"),
-        ("U0INTERN", "cache flush", "needs the admin role"),
-    ],
-    ids=["unknown-sub-command", "unknown-user", "viewer-flushing-the-cache"],
-)
-async def test_refusals_go_to_the_asker_only_and_nothing_runs(
-    server: BotServer, user: str, text: str, says: str
+async def test_a_slash_command_over_http_is_acked_empty_and_answered_in_the_channel(
+    bot_server: BotServer,
 ) -> None:
     channel = new_channel()
-    await ack(server, text, user=user, channel=channel)
-    [refusal] = await server.wait_calls("chat.postEphemeral", channel=channel)
+    await ack(bot_server, "health", user="U0INTERN", channel=channel)
+    [health] = await bot_server.wait_calls("chat.postMessage", channel=channel)
 
-    assert refusal.params["user"] == user
-    assert_renderable(refusal)
-    assert says in call_text(refusal)
-    assert server.calls("chat.postMessage", channel=channel) == []
-    assert server.calls("chat.update", channel=channel) == []
-    audit = await server.audit(channel)
-    assert [(r["event"], r["outcome"], r["actor"]) for r in audit] == [("request", "refused", user)]
-    assert await server.query("SELECT id FROM approvals WHERE channel = %s", (channel,)) == []
-    assert await server.query("SELECT id FROM jobs WHERE channel = %s", (channel,)) == []
+    assert "database" in call_text(health).lower()
+    audit = await bot_server.audit(channel)
+    assert [(r["command"], r["event"], r["actor"]) for r in audit] == [("health", "request", "U0INTERN")]
 
 
-async def test_usage_for_an_unknown_sub_command_names_help(server: BotServer) -> None:
-    channel = new_channel()
-    await ack(server, "restart everything", user="U0OPS", channel=channel)
-    [refusal] = await server.wait_calls("chat.postEphemeral", channel=channel)
+async def test_an_approve_click_over_http_runs_the_action_once_and_updates_the_message(
+    bot_server: BotServer, serve_target_keys: dict[str, str]
+) -> None:
+    pending, updates = await approved_flush(bot_server, "U0LEAD")
 
-    assert "`/garden help`" in call_text(refusal)
-
-
-# --- retries and rate limits -----------------------------------------------------------------
-
-
-async def test_a_redelivered_slash_command_runs_once(server: BotServer) -> None:
-    channel = new_channel()
-    body = slash_body(
-        "jobs",
-        user="U0OPS",
-        channel=channel,
-        trigger_id=new_trigger_id(),
-        response_url=server.standin.response_url(channel),
-    )
-    first = await server.post(body, signed_headers(body))
-    # Slack's retry: the very same body, signed again, marked as a retry; sent before the answer came.
-    retry_headers = {**signed_headers(body), "X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
-    retry = await server.post(body, retry_headers)
-    assert (first.status_code, retry.status_code) == (200, 200)
-    await server.wait_calls("chat.postMessage", channel=channel)
-    # A later command, answered after the retry was taken off the queue and dropped.
-    later = new_channel()
-    await ack(server, "jobs", user="U0OPS", channel=later)
-    await server.wait_calls("chat.postMessage", channel=later)
-
-    assert len(server.calls("chat.postMessage", channel=channel)) == 1
-    assert [c for c in server.calls("response_url") if c.params.get("_hook") == channel] == []
-    audit = await server.audit(channel)
-    assert [(r["command"], r["event"]) for r in audit] == [("jobs", "request")]
+    assert says(str(updates[0].params["text"]), "approved by", "U0LEAD")
+    assert buttons(updates[-1]) == []
+    assert f"{len(serve_target_keys)} keys removed" in call_text(updates[-1])
+    assert bot_server.target_key_count() == 0
+    [job] = await jobs_of(bot_server, pending)
+    assert (job["status"], job["requested_by"], job["approved_by"]) == ("succeeded", "U0ADMIN", "U0LEAD")
 
 
-async def test_rate_limited_messages_arrive_after_retry_after(server: BotServer) -> None:
-    channel = new_channel()
-    server.standin.rate_limit(2, retry_after=1, method="chat.postMessage")
-    await ack(server, "jobs", user="U0OPS", channel=channel)
-    await server.wait_calls("chat.postMessage", channel=channel, timeout=20)
-
-    calls = server.calls("chat.postMessage", channel=channel)
-    assert [c.status for c in calls] == [429, 429, 200]
-    assert len({call_text(c) for c in calls}) == 1  # the same message, sent again until it went
-    audit = await server.audit(channel)
-    assert [(r["command"], r["event"], r["outcome"]) for r in audit] == [("jobs", "request", "succeeded")]
+# --- signatures at the door -----------------------------------------------------------------------
 
 
-async def test_nothing_is_lost_when_several_answers_meet_a_rate_limit(server: BotServer) -> None:
-    channels = [new_channel() for _ in range(3)]
-    server.standin.rate_limit(3, retry_after=1, method="chat.postMessage")
-    await asyncio.gather(*(ack(server, "jobs", user="U0OPS", channel=c) for c in channels))
-    for channel in channels:
-        await server.wait_calls("chat.postMessage", channel=channel, timeout=20)
+async def test_signatures_are_checked_over_http(bot_server: BotServer) -> None:
+    resigned = load_payload("slash_command")
+    stale = recorded_payload("slash_command")
 
-    statuses = [c.status for channel in channels for c in server.calls("chat.postMessage", channel=channel)]
-    assert sorted(statuses) == [200, 200, 200, 429, 429, 429]
-    for channel in channels:
-        assert [c.status for c in server.calls("chat.postMessage", channel=channel)][-1] == 200
+    assert (await bot_server.post(stale.body, stale.headers)).status_code == 401
+    # Re-signed now it passes the check: 404 is Bolt's "no listener for this" (it is not /garden).
+    assert (await bot_server.post(resigned.body, resigned.headers)).status_code in (200, 404)
+    assert (await bot_server.get("/healthz")).status_code == 200
+
+
+# --- oversized ----------------------------------------------------------------------------------
+
+
+async def test_a_body_over_one_megabyte_is_refused_with_413(bot_server: BotServer) -> None:
+    body = b"payload=" + b"x" * (ONE_MB + 1)
+    response = await bot_server.post(body, signed_headers(body))
+
+    assert response.status_code == 413
+    assert (await bot_server.get("/healthz")).status_code == 200
+
+
+async def test_an_oversized_body_without_content_length_is_refused_with_413(bot_server: BotServer) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(11):
+            yield b"x" * 100_000
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(
+            bot_server.events_url, content=chunks(), headers=signed_headers(b"", content_type=FORM)
+        )
+
+    assert "content-length" not in response.request.headers  # sent chunked
+    assert response.status_code == 413
+    assert (await bot_server.get("/healthz")).status_code == 200
+    await ack(bot_server, "jobs", user="U0OPS", channel=(channel := new_channel()))
+    await bot_server.wait_calls("chat.postMessage", channel=channel)
 
 
 # --- acks while the bot's PostgreSQL is frozen -----------------------------------------------
-
-
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    """A PostgreSQL of this test's own: the shared one on 5432 must never be stopped."""
-    try:
-        with private_postgres() as pg:
-            yield pg
-    except PrivatePostgresUnavailable as exc:
-        pytest.skip(f"cannot run a private PostgreSQL here: {exc}")
 
 
 async def test_acks_stay_fast_and_store_reading_commands_answer_in_5_s_with_a_spool_while_postgres_is_frozen(
@@ -271,7 +188,7 @@ async def _acks_while_frozen(server: BotServer, pg: PrivatePostgres) -> None:
                 timeout=FROZEN_ACK_TIMEOUT_S,
             )
             latencies.append(time.perf_counter() - started)
-            assert response.status_code == 200, response.text
+            assert response.status == 200, response.text
         print(
             f"\nack latency with the store frozen: max {max(latencies) * 1000:.1f} ms over {len(latencies)}"
         )
@@ -313,18 +230,3 @@ async def _spool_drains_once(server: BotServer, waiting: list[str]) -> None:
         "SELECT count(*) AS n FROM audit_log WHERE command IN ('health', 'help', 'jobs')"
     )
     assert int(frozen[0]["n"]) >= 4 + FROZEN_COMMANDS  # what was asked while frozen is in the log too
-
-
-# --- the configured locale -------------------------------------------------------------------
-
-
-async def test_usage_is_japanese_with_the_ja_locale(tmp_path_factory: pytest.TempPathFactory) -> None:
-    with serving(tmp_path_factory.mktemp("serve-ja"), extra_env={"GARDENBOT_LOCALE": "ja"}) as server:
-        channel = new_channel()
-        await ack(server, "frobnicate", user="U0OPS", channel=channel)
-        [refusal] = await server.wait_calls("chat.postEphemeral", channel=channel)
-
-    shown = call_text(refusal)
-    assert Translator("ja")("usage.unknown_command", word="frobnicate") in shown
-    assert JAPANESE.search(str(refusal.params["text"]))
-    assert Translator("en")("usage.unknown_command", word="frobnicate") not in shown

@@ -1,55 +1,54 @@
-"""Slack's own recorded payloads (tests/fixtures/slack/payloads) and forged ones against `gardenbot serve`.
+"""Slack's own recorded payloads (tests/fixtures/slack/payloads) and forged ones, dispatched in-process.
 
 Re-signed with the current time every recorded payload is accepted (Bolt answers 404 for the kinds
-the bot has no listener for, never 401 or 500); with its recorded, stale signature, a changed byte,
-no signature or an oversized body it is refused, and nothing runs.
+the bot has no listener for, never 401 or 500); with its recorded, stale signature, a changed byte
+or no signature it is refused with 401, and nothing runs. Signature checking is on, as in `serve`;
+the same checks over HTTP, and oversized bodies, are in test_slack_e2e.py.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import pytest
 
-from tests.support.serve import (
-    FORM,
-    BotServer,
+from tests.support.signing import (
+    PAYLOADS,
+    load_payload,
     new_channel,
     new_trigger_id,
-    serving,
+    payload_names,
+    recorded_payload,
     signed_headers,
     slash_body,
 )
-from tests.support.signing import PAYLOADS, load_payload, payload_names, recorded_payload
+from tests.support.slack_scenario import SlackScenario
 
 SLACK_WINDOW_S = 300
-ONE_MB = 1_000_000
 # Bolt answers Slack's ssl_check before any signature check, as Slack's docs ask: 200, empty, nothing runs.
 SSL_CHECK = "ssl_check"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BotServer]:
-    with serving(tmp_path_factory.mktemp("serve-fixtures")) as running:
-        yield running
+@pytest.fixture
+def server(module_slack: SlackScenario) -> SlackScenario:
+    """The module's bot in-process (named as before: these tests ran against `serve`)."""
+    return module_slack
 
 
-async def settled(server: BotServer) -> None:
+async def settled(server: SlackScenario) -> None:
     """A command of our own answered: whatever earlier requests handed over has been taken up too."""
     channel = new_channel()
     response = await server.slash("jobs", user="U0OPS", channel=channel)
-    assert response.status_code == 200
+    assert response.status == 200
     await server.wait_calls("chat.postMessage", channel=channel)
 
 
-def chat_calls(server: BotServer) -> int:
+def chat_calls(server: SlackScenario) -> int:
     return sum(1 for c in server.calls() if c.method.startswith("chat.") or c.method == "response_url")
 
 
-async def assert_nothing_ran(server: BotServer, channel: str, chat_before: int | None = None) -> None:
+async def assert_nothing_ran(server: SlackScenario, channel: str, chat_before: int | None = None) -> None:
     await settled(server)
     assert server.calls(channel=channel) == []
     assert await server.audit(channel) == []
@@ -67,40 +66,39 @@ def garden_body(channel: str, text: str = "jobs") -> bytes:
 
 
 @pytest.mark.parametrize("name", payload_names())
-async def test_every_recorded_payload_resigned_now_is_accepted(server: BotServer, name: str) -> None:
+async def test_every_recorded_payload_resigned_now_is_accepted(server: SlackScenario, name: str) -> None:
     payload = load_payload(name)
-    response = await server.post(payload.body, payload.headers)
+    response = await server.deliver(payload.body, payload.headers)
 
-    assert response.status_code != 401, response.text
-    assert response.status_code in (200, 404), response.text  # 404: Bolt's "no listener for this"
-    assert (await server.get("/healthz")).status_code == 200
+    assert response.status != 401, response.text
+    assert response.status in (200, 404), response.text  # 404: Bolt's "no listener for this"
 
 
-async def test_url_verification_answers_its_challenge(server: BotServer) -> None:
+async def test_url_verification_answers_its_challenge(server: SlackScenario) -> None:
     payload = load_payload("event_url_verification")
     challenge = json.loads((PAYLOADS / "event_url_verification.json").read_text())["challenge"]
-    response = await server.post(payload.body, payload.headers)
+    response = await server.deliver(payload.body, payload.headers)
 
-    assert response.status_code == 200
-    assert response.json() == {"challenge": challenge}
+    assert response.status == 200
+    assert json.loads(response.text) == {"challenge": challenge}
 
 
-async def test_a_view_submission_without_state_values_does_not_break_the_server(server: BotServer) -> None:
+async def test_a_view_submission_without_state_values_does_not_break_the_server(
+    server: SlackScenario,
+) -> None:
     payload = load_payload("view_submission_response_url")
     assert json.loads((PAYLOADS / "view_submission_response_url.json").read_text())["view"]["state"] == {}
-    response = await server.post(payload.body, payload.headers)
+    response = await server.deliver(payload.body, payload.headers)
 
-    assert response.status_code < 500, response.text
-    assert response.status_code != 401
-    assert (await server.get("/healthz")).status_code == 200
+    assert response.status < 500, response.text
+    assert response.status != 401
     await settled(server)  # and it still answers commands
-    assert server.is_running()
 
 
-async def test_recorded_payloads_run_nothing_in_the_bot(server: BotServer) -> None:
+async def test_recorded_payloads_run_nothing_in_the_bot(server: SlackScenario) -> None:
     for name in payload_names():
         payload = load_payload(name)
-        await server.post(payload.body, payload.headers)
+        await server.deliver(payload.body, payload.headers)
     await settled(server)
 
     # The recorded payloads speak in C111 as W111/U111/U222; none of that reaches the Web API or the audit.
@@ -113,22 +111,22 @@ async def test_recorded_payloads_run_nothing_in_the_bot(server: BotServer) -> No
 
 
 @pytest.mark.parametrize("name", [n for n in payload_names() if n != SSL_CHECK])
-async def test_recorded_stale_signatures_are_refused(server: BotServer, name: str) -> None:
+async def test_recorded_stale_signatures_are_refused(server: SlackScenario, name: str) -> None:
     payload = recorded_payload(name)
     assert payload.headers["X-Slack-Request-Timestamp"] == "1700000000"
     chat_before = chat_calls(server)
-    response = await server.post(payload.body, payload.headers)
+    response = await server.deliver(payload.body, payload.headers)
 
-    assert response.status_code == 401
+    assert response.status == 401
     await assert_nothing_ran(server, "C111", chat_before)
 
 
-async def test_a_stale_ssl_check_gets_an_empty_200_and_runs_nothing(server: BotServer) -> None:
+async def test_a_stale_ssl_check_gets_an_empty_200_and_runs_nothing(server: SlackScenario) -> None:
     payload = recorded_payload(SSL_CHECK)
     chat_before = chat_calls(server)
-    response = await server.post(payload.body, payload.headers)
+    response = await server.deliver(payload.body, payload.headers)
 
-    assert (response.status_code, response.text) == (200, "")
+    assert (response.status, response.text) == (200, "")
     await assert_nothing_ran(server, "C111", chat_before)
 
 
@@ -137,38 +135,38 @@ async def test_a_stale_ssl_check_gets_an_empty_200_and_runs_nothing(server: BotS
     [(SLACK_WINDOW_S + 60, 401), (-(SLACK_WINDOW_S + 60), 401), (SLACK_WINDOW_S - 60, 200)],
     ids=["six-minutes-old", "six-minutes-ahead", "four-minutes-old"],
 )
-async def test_the_five_minute_window(server: BotServer, age_s: int, status: int) -> None:
+async def test_the_five_minute_window(server: SlackScenario, age_s: int, status: int) -> None:
     channel = new_channel()
     body = garden_body(channel)
-    response = await server.post(body, signed_headers(body, timestamp=int(time.time()) - age_s))
+    response = await server.deliver(body, signed_headers(body, timestamp=int(time.time()) - age_s))
 
-    assert response.status_code == status
+    assert response.status == status
     if status == 200:
         await server.wait_calls("chat.postMessage", channel=channel)
     else:
         await assert_nothing_ran(server, channel)
 
 
-async def test_a_garden_command_with_a_stale_signature_runs_nothing(server: BotServer) -> None:
+async def test_a_garden_command_with_a_stale_signature_runs_nothing(server: SlackScenario) -> None:
     channel = new_channel()
     body = garden_body(channel, "cache flush")
-    response = await server.post(body, signed_headers(body, timestamp=1_700_000_000))
+    response = await server.deliver(body, signed_headers(body, timestamp=1_700_000_000))
 
-    assert response.status_code == 401
+    assert response.status == 401
     await assert_nothing_ran(server, channel)
     assert await server.query("SELECT id FROM approvals WHERE channel = %s", (channel,)) == []
 
 
 @pytest.mark.parametrize("position", [0, 40, -1], ids=["first-byte", "middle-byte", "last-byte"])
-async def test_a_body_changed_after_signing_is_refused(server: BotServer, position: int) -> None:
+async def test_a_body_changed_after_signing_is_refused(server: SlackScenario, position: int) -> None:
     channel = new_channel()
     body = garden_body(channel)
     headers = signed_headers(body)
     tampered = bytearray(body)
     tampered[position] = ord("X") if tampered[position] != ord("X") else ord("Y")
-    response = await server.post(bytes(tampered), headers)
+    response = await server.deliver(bytes(tampered), headers)
 
-    assert response.status_code == 401
+    assert response.status == 401
     await assert_nothing_ran(server, channel)
 
 
@@ -181,38 +179,11 @@ async def test_a_body_changed_after_signing_is_refused(server: BotServer, positi
     ],
     ids=["both", "signature", "timestamp"],
 )
-async def test_missing_signature_headers_are_refused(server: BotServer, drop: tuple[str, ...]) -> None:
+async def test_missing_signature_headers_are_refused(server: SlackScenario, drop: tuple[str, ...]) -> None:
     channel = new_channel()
     body = garden_body(channel)
     headers = {k: v for k, v in signed_headers(body).items() if k not in drop}
-    response = await server.post(body, headers)
+    response = await server.deliver(body, headers)
 
-    assert response.status_code == 401
+    assert response.status == 401
     await assert_nothing_ran(server, channel)
-
-
-# --- oversized ----------------------------------------------------------------------------------
-
-
-async def test_a_body_over_one_megabyte_is_refused_with_413(server: BotServer) -> None:
-    body = b"payload=" + b"x" * (ONE_MB + 1)
-    response = await server.post(body, signed_headers(body))
-
-    assert response.status_code == 413
-    assert (await server.get("/healthz")).status_code == 200
-
-
-async def test_an_oversized_body_without_content_length_is_refused_with_413(server: BotServer) -> None:
-    async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(11):
-            yield b"x" * 100_000
-
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.post(
-            server.events_url, content=chunks(), headers=signed_headers(b"", content_type=FORM)
-        )
-
-    assert "content-length" not in response.request.headers  # sent chunked
-    assert response.status_code == 413
-    assert (await server.get("/healthz")).status_code == 200
-    await settled(server)

@@ -8,60 +8,20 @@ Slack sends them; the background work is drained before looking at what happened
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
-from slack_bolt.async_app import AsyncApp
-from slack_bolt.request.async_request import AsyncBoltRequest
-
-from bot.background import AckGate, BackgroundWork
-from bot.metrics import Metrics
-from bot.runtime import Runtime
-from bot.server import learn_identity
-from bot.slack_app import BotIdentity, build_slack_app, build_web_client
 from tests.support.runtime import BotWorld, request, target_redis
-from tests.support.serve import SIGNING_SECRET, block_action_body, new_trigger_id, signed_headers, slash_body
+from tests.support.signing import block_action_body, new_trigger_id, signed_headers, slash_body
 from tests.support.slack_api import TEAM_ID, SlackApiStandIn, SlackCall
+from tests.support.slack_scenario import SlackScenario, slack_scenario
 
 CHANNEL = "C0OPS"
 REFUSAL = "a request from another team or enterprise is refused"
 
 
-@pytest.fixture
-def standin() -> Iterator[SlackApiStandIn]:
-    with SlackApiStandIn() as api:
-        api.set_usergroup("S0ONCALL", ["U0ONCALL"])
-        yield api
-
-
-@asynccontextmanager
-async def slack_bot(
-    world: BotWorld, standin: SlackApiStandIn, **env: str
-) -> AsyncIterator[tuple[AsyncApp, BackgroundWork, Runtime]]:
-    """The app as `serve` builds it, having learned its workspace from auth.test as at start-up."""
-    world.extra_env.update(
-        {"SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": standin.url}
-    )
-    world.extra_env.update(env)
-    async with world.runtime() as runtime:
-        client = build_web_client(runtime)
-        identity = BotIdentity()
-        work = BackgroundWork(AckGate())
-        app = build_slack_app(runtime, client=client, work=work, metrics=Metrics(), identity=identity)
-        await learn_identity(client, identity)
-        try:
-            yield app, work, runtime
-        finally:
-            await work.close()
-
-
-async def deliver(app: AsyncApp, work: BackgroundWork, body: bytes) -> int:
+async def deliver(slack: SlackScenario, body: bytes) -> int:
     """Dispatch a signed request as Slack sends it; return the ack's status once its work is done."""
-    response = await app.async_dispatch(AsyncBoltRequest(body=body.decode(), headers=signed_headers(body)))
-    await work.drain()
-    return response.status
+    return (await slack.deliver(body, signed_headers(body))).status
 
 
 def slash(
@@ -89,8 +49,8 @@ def audit_rows(world: BotWorld) -> list[tuple[Any, ...]]:
 async def test_a_slash_command_from_another_team_is_refused_audited_and_runs_nothing(
     bot_world: BotWorld, standin: SlackApiStandIn, target_keys: dict[str, str]
 ) -> None:
-    async with slack_bot(bot_world, standin) as (app, work, _):
-        status = await deliver(app, work, slash(standin, "cache flush", user="U0ADMIN", team="T0OTHER"))
+    async with slack_scenario(bot_world, standin) as slack:
+        status = await deliver(slack, slash(standin, "cache flush", user="U0ADMIN", team="T0OTHER"))
 
     assert status == 200
     assert REFUSAL in shown(standin.calls_to("chat.postEphemeral"))
@@ -105,13 +65,11 @@ async def test_a_slash_command_from_another_team_is_refused_audited_and_runs_not
 async def test_a_slash_command_from_another_enterprise_is_refused(
     bot_world: BotWorld, standin: SlackApiStandIn
 ) -> None:
-    async with slack_bot(bot_world, standin, SLACK_TEAM_ID=TEAM_ID, SLACK_ENTERPRISE_ID="E0GARDEN") as (
-        app,
-        work,
-        _,
-    ):
+    async with slack_scenario(
+        bot_world, standin, SLACK_TEAM_ID=TEAM_ID, SLACK_ENTERPRISE_ID="E0GARDEN"
+    ) as slack:
         status = await deliver(
-            app, work, slash(standin, "jobs", user="U0OPS", team=TEAM_ID, enterprise="E0OTHER")
+            slack, slash(standin, "jobs", user="U0OPS", team=TEAM_ID, enterprise="E0OTHER")
         )
 
     assert status == 200
@@ -123,8 +81,8 @@ async def test_a_slash_command_from_another_enterprise_is_refused(
 async def test_an_approve_click_from_another_team_decides_nothing(
     bot_world: BotWorld, standin: SlackApiStandIn, target_keys: dict[str, str]
 ) -> None:
-    async with slack_bot(bot_world, standin) as (app, work, runtime):
-        asked = await runtime.pipeline.handle(request("U0ADMIN2", "cache flush"))
+    async with slack_scenario(bot_world, standin) as slack:
+        asked = await slack.runtime.pipeline.handle(request("U0ADMIN2", "cache flush"))
         approval_id = asked.ids["approval_id"]
         body = block_action_body(
             "approve",
@@ -135,7 +93,7 @@ async def test_an_approve_click_from_another_team_decides_nothing(
             response_url=standin.response_url("act"),
             team="T0OTHER",
         )
-        status = await deliver(app, work, body)
+        status = await deliver(slack, body)
 
     assert status == 200
     assert bot_world.query("SELECT status, decided_by FROM approvals") == [("pending", None)]
@@ -148,8 +106,8 @@ async def test_an_approve_click_from_another_team_decides_nothing(
 async def test_the_bots_own_team_learned_from_auth_test_is_served(
     bot_world: BotWorld, standin: SlackApiStandIn
 ) -> None:
-    async with slack_bot(bot_world, standin) as (app, work, _):
-        status = await deliver(app, work, slash(standin, "jobs", user="U0OPS", team=TEAM_ID))
+    async with slack_scenario(bot_world, standin) as slack:
+        status = await deliver(slack, slash(standin, "jobs", user="U0OPS", team=TEAM_ID))
 
     assert status == 200
     assert REFUSAL not in shown(standin.calls)

@@ -1,17 +1,26 @@
 """The bot's store down (at start-up, or stopping while the process runs): read-only commands
-answer and spool their audit; changes are refused;
-when the store is back, the next command writes the spool into the log, once and in order."""
+answer and spool their audit; changes are refused; when the store is back, the next command writes
+the spool into the log, once and in order.
+
+At the console (`gardenbot run`, a child process, and the runtime in-process) and in Slack (the app
+in-process, its store unreachable from start-up).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from tests.support.runtime import BotWorld, closed_port, request, target_redis
-from tests.support.serve import PrivatePostgres, PrivatePostgresUnavailable, private_postgres
+from tests.support.runtime import BotWorld, bot_world_in, closed_port, request, target_redis
+from tests.support.serve import PrivatePostgres
+from tests.support.signing import new_channel
+from tests.support.slack_api import SlackApiStandIn
+from tests.support.slack_driver import call_text
+from tests.support.slack_scenario import SlackScenario, slack_scenario
 
 
 def spooled(world: BotWorld) -> list[dict[str, object]]:
@@ -58,16 +67,6 @@ def test_read_only_answers_changes_are_refused_and_the_spool_drains_later(
     assert "3 records verified" in verify.stdout
 
 
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    """A PostgreSQL of this test's own, to stop and start again: never the shared one."""
-    try:
-        with private_postgres() as pg:
-            yield pg
-    except PrivatePostgresUnavailable as exc:
-        pytest.skip(f"cannot run a private PostgreSQL here: {exc}")
-
-
 async def test_a_store_that_stops_after_start_up_spools_too(
     bot_world: BotWorld, private_pg: PrivatePostgres
 ) -> None:
@@ -96,3 +95,50 @@ async def test_a_store_that_stops_after_start_up_spools_too(
     assert rows[1][0] == spool[0]["record_id"]
     assert len({r for r, _ in rows}) == len(rows)
     assert verify.ok, verify
+
+
+# --- in Slack -----------------------------------------------------------------------------------
+
+
+def unreachable_store() -> str:
+    """A DATABASE_URL pointing at a port nobody listens on."""
+    return f"postgresql://postgres@127.0.0.1:{closed_port()}/gardenbot"
+
+
+@pytest.fixture(scope="module")
+async def storeless(
+    tmp_path_factory: pytest.TempPathFactory, health_api_url: str, target_database_url: str
+) -> AsyncIterator[SlackScenario]:
+    """The Slack app in-process with its store unreachable from start-up."""
+    folder: Path = tmp_path_factory.mktemp("storeless")
+    with (
+        SlackApiStandIn() as standin,
+        bot_world_in(folder, api_url=health_api_url, target_database_url=target_database_url) as world,
+    ):
+        world.database_url = unreachable_store()
+        async with slack_scenario(world, standin) as slack:
+            yield slack
+
+
+async def test_health_is_still_answered_with_the_store_unreachable(storeless: SlackScenario) -> None:
+    channel = new_channel()
+    ack = await storeless.slash("health", user="U0INTERN", channel=channel)
+    assert ack.status == 200
+    [answer] = await storeless.wait_calls("chat.postMessage", channel=channel, timeout=30)
+
+    shown = call_text(answer)
+    assert "database" in shown.lower() and "disk" in shown.lower()
+
+
+async def test_cache_flush_is_refused_naming_the_store(
+    storeless: SlackScenario, target_keys: dict[str, str]
+) -> None:
+    channel = new_channel()
+    ack = await storeless.slash("cache flush", user="U0ADMIN", channel=channel)
+    assert ack.status == 200
+    [refusal] = await storeless.wait_calls("chat.postEphemeral", channel=channel, timeout=30)
+
+    assert refusal.params["user"] == "U0ADMIN"
+    assert "store is unreachable" in call_text(refusal)
+    assert storeless.calls("chat.postMessage", channel=channel) == []  # no approval was posted
+    assert target_redis().dbsize() == len(target_keys)

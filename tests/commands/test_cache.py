@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.runtime import Runtime
 from core.reply import Fields
-from tests.support.runtime import BotWorld, closed_port, request, table_of, target_redis
+from tests.support.runtime import TARGET_REDIS_DB, BotWorld, closed_port, request, table_of, target_redis
 
 
 async def test_cache_stats_counts_the_keys_and_their_families(
@@ -27,7 +27,7 @@ async def test_cache_flush_asks_for_approval_and_names_what_it_will_remove(
     assert reply.status == "pending"
     [(summary, args)] = bot_world.query("SELECT summary, args FROM approvals")
     assert f"{len(target_keys)} keys" in summary
-    assert "/13" in summary
+    assert f"/{TARGET_REDIS_DB}" in summary
     assert args == {}
     assert target_redis().dbsize() == len(target_keys)
 

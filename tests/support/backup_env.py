@@ -26,13 +26,11 @@ from bot.runtime import Runtime
 from commands.base import Actor, Request
 from core.reply import Reply
 from tests.support.chinook import clone_database
-from tests.support.runtime import ROLES_YAML, BotWorld, merge
+from tests.support.runtime import ROLES_YAML, BotWorld, bot_world_in, merge
 from tests.support.servers import (
     ADMIN_DSN,
     create_database,
     drop_database,
-    redis_prefix,
-    throwaway_database,
     url_for,
 )
 
@@ -200,23 +198,20 @@ def backup_world(tmp_path: Path, api_url: str, *, template: str | None = None) -
     target = clone_database(template, "gbt_bk") if template else create_database("gbt_bk")
     world: BackupWorld | None = None
     try:
-        with throwaway_database("gbt_bkstore") as store_url, redis_prefix() as prefix:
-            backup_dir = tmp_path / "backups"
-            bot = BotWorld(
-                config_path=tmp_path / "gardenbot.yml",
-                state_dir=tmp_path / "state",
-                database_url=store_url,
-                redis_prefix=prefix,
-                target_database_url=url_for(target),
-                api_url=api_url,
-                yaml_data=dict(BACKUP_YAML),
-                extra_env={
-                    "GARDENBOT_BACKUP_DIR": str(backup_dir),
-                    "GARDEN_REDIS_URL": TARGET_REDIS_URL,
-                    "GARDENBOT_LOCALE": "en",
-                },
-            )
-            bot.write_yaml()
+        backup_dir = tmp_path / "backups"
+        env = {
+            "GARDENBOT_BACKUP_DIR": str(backup_dir),
+            "GARDEN_REDIS_URL": TARGET_REDIS_URL,
+            "GARDENBOT_LOCALE": "en",
+        }
+        with bot_world_in(
+            tmp_path,
+            api_url=api_url,
+            target_database_url=url_for(target),
+            yaml_data=BACKUP_YAML,
+            extra_env=env,
+            store_prefix="gbt_bkstore",
+        ) as bot:
             world = BackupWorld(bot=bot, target_name=target, backup_dir=backup_dir)
             yield world
     finally:

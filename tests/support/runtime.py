@@ -29,7 +29,7 @@ from bot.runtime import Runtime, open_runtime
 from commands.base import Actor, Request
 from core.config import Settings, load_settings
 from core.reply import Reply, Table
-from tests.support.servers import ADMIN_DSN, REDIS_URL
+from tests.support.servers import ADMIN_DSN, REDIS_URL, free_port, redis_prefix, throwaway_database
 
 GARDENBOT = Path(sys.executable).with_name("gardenbot")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -59,16 +59,12 @@ ROLES_YAML: dict[str, Any] = {
 }
 
 
-def target_redis_url() -> str:
+def target_redis_url(db: int = TARGET_REDIS_DB) -> str:
     base, _, _ = REDIS_URL.rpartition("/")
-    return f"{base}/{TARGET_REDIS_DB}"
+    return f"{base}/{db}"
 
 
-def closed_port() -> int:
-    """A local port with nothing listening (bound for a moment, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+closed_port = free_port  # a port nobody listens on: an unreachable server
 
 
 def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -145,19 +141,61 @@ class BotWorld:
             return cur.fetchall() if cur.description else []
 
 
-def run_gardenbot(
-    env: Mapping[str, str], *args: str, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    full_env = {
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a `gardenbot` child process: `env` on a bare minimum (no inherited secrets)."""
+    return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
         "LANG": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8",
         **env,
     }
+
+
+def start_gardenbot(env: Mapping[str, str], *args: str) -> subprocess.Popen[str]:
+    """`gardenbot ARGS` started in a child process, its output piped; the caller waits for it."""
+    return subprocess.Popen(
+        [str(GARDENBOT), *args],
+        env=child_env(env),
+        cwd=str(REPO_ROOT),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@contextmanager
+def bot_world_in(
+    folder: Path,
+    *,
+    api_url: str,
+    target_database_url: str,
+    yaml_data: Mapping[str, Any] = ROLES_YAML,
+    extra_env: Mapping[str, str] | None = None,
+    store_prefix: str = "gbt",
+) -> Iterator[BotWorld]:
+    """A BotWorld in `folder` on a throwaway store and Redis prefix, both removed afterwards."""
+    with throwaway_database(store_prefix) as database_url, redis_prefix() as prefix:
+        world = BotWorld(
+            config_path=folder / "gardenbot.yml",
+            state_dir=folder / "state",
+            database_url=database_url,
+            redis_prefix=prefix,
+            target_database_url=target_database_url,
+            api_url=api_url,
+            yaml_data=dict(yaml_data),
+            extra_env=dict(extra_env or {}),
+        )
+        world.write_yaml()
+        yield world
+
+
+def run_gardenbot(
+    env: Mapping[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(GARDENBOT), *args],
-        env=full_env,
+        env=child_env(env),
         cwd=str(REPO_ROOT),
         capture_output=True,
         text=True,
@@ -256,8 +294,24 @@ def hanging_listener() -> Iterator[int]:
                 conn.close()
 
 
-def target_redis() -> redis.Redis:
-    return redis.Redis.from_url(target_redis_url(), decode_responses=True)
+def target_redis(db: int = TARGET_REDIS_DB) -> redis.Redis:
+    return redis.Redis.from_url(target_redis_url(db), decode_responses=True)
+
+
+TARGET_KEYS = {"estimate:1": "見積", "estimate:2": "quote", "price:master": "v42", "session:abc": "U1"}
+
+
+@contextmanager
+def target_cache_holding(keys: Mapping[str, str], db: int = TARGET_REDIS_DB) -> Iterator[dict[str, str]]:
+    """The target cache (Redis database `db`) holding just `keys`; emptied again afterwards."""
+    client = target_redis(db)
+    client.flushdb()
+    client.mset(dict(keys))
+    try:
+        yield dict(keys)
+    finally:
+        client.flushdb()
+        client.close()
 
 
 def admin_dsn() -> str:

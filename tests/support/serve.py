@@ -1,177 +1,67 @@
 """`gardenbot serve` as a child process, talking to a Slack Web API stand-in, driven over real HTTP.
 
-`serving(...)` starts the production server (uvicorn) on a free port with a throwaway bot store, a
-unique Redis prefix, a throwaway target database and target Redis database 12, waits for /healthz,
-and stops it with SIGTERM afterwards. `BotServer` signs and posts slash commands and button clicks
-the way Slack does, and reads back what the bot sent to the stand-in and wrote to its store.
+The end-to-end tier: most Slack behaviour is tested in-process (tests/support/slack_scenario.py);
+what needs the real server (start-up, HTTP, signatures and body sizes at the door, probes, metrics,
+a frozen store) is tested here. `serving(...)` starts the production server (uvicorn) on a free
+port with a throwaway bot store, a unique Redis prefix, a throwaway target database and its own
+target Redis database, waits for /healthz, and stops it with SIGTERM afterwards. `BotServer` is a
+`SlackDriver` that POSTs signed requests and reads back what the bot sent to the stand-in and wrote
+to its store.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import os
-import secrets
 import signal
-import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlencode
 
 import httpx
-import psycopg
 import redis
 import yaml
-from psycopg.rows import dict_row
 
-from tests.support.servers import REDIS_URL, redis_prefix, throwaway_database
-from tests.support.signing import sign
-from tests.support.slack_api import TEAM_ID, SlackApiStandIn, SlackCall
+from tests.support.runtime import (
+    AUDIT_KEY,
+    GARDENBOT,
+    REPO_ROOT,
+    ROLES_YAML,
+    child_env,
+    merge,
+    target_redis_url,
+)
+from tests.support.servers import REDIS_URL, free_port, redis_prefix, throwaway_database
+from tests.support.signing import SIGNING_SECRET
+from tests.support.slack_api import SlackApiStandIn
+from tests.support.slack_driver import Acked, SlackDriver
 
-GARDENBOT = Path(sys.executable).with_name("gardenbot")
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SIGNING_SECRET = "test-signing-secret"
-AUDIT_KEY = "test-audit-key-0123456789abcdef-0123456789abcdef"
-FORM = "application/x-www-form-urlencoded"
 AddressFrom = Literal["flags", "env", "yaml", "port-only"]
 
 # `cache flush` empties this whole Redis database: only these tests' keys may live there.
-TARGET_REDIS_DB = int(os.environ.get("TEST_SERVE_REDIS_DB", "12"))
+SERVE_REDIS_DB = int(os.environ.get("TEST_SERVE_REDIS_DB", "12"))
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 
-CONFIG: dict[str, Any] = {
-    "roles": {
-        "admin": ["U0ADMIN"],
-        "operator": ["U0OPS", "S0ONCALL", "U0LEAD", "U0LEAD2"],  # approver is a flag on a role
-        "viewer": ["U0INTERN"],
-    },
-    "approvers": ["U0LEAD", "U0LEAD2", "U0ADMIN"],
-    "channels": {"ops": "C0OPS"},
-    # A full disk or a busy machine must not turn these answers into failures.
-    "health": {"timeout_seconds": 2, "disk_fail_percent": 100, "memory_fail_percent": 100},
-}
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def target_redis_url() -> str:
-    base, _, _ = REDIS_URL.rpartition("/")
-    return f"{base}/{TARGET_REDIS_DB}"
-
-
-def new_channel() -> str:
-    """A channel id of its own for one test, so answers can be told apart on a shared server."""
-    return "C0T" + secrets.token_hex(4).upper()
-
-
-def new_trigger_id() -> str:
-    return f"{int(time.time())}.{secrets.randbelow(10**9)}.{secrets.token_hex(8)}"
-
-
-def slash_body(
-    text: str,
-    *,
-    user: str,
-    channel: str,
-    trigger_id: str,
-    response_url: str,
-    team: str = TEAM_ID,
-    enterprise: str | None = None,
-) -> bytes:
-    """A `/garden` slash command body, field for field as Slack sends it."""
-    fields = {"enterprise_id": enterprise} if enterprise else {}
-    return urlencode(
-        {
-            **fields,
-            "token": "verification_token",
-            "team_id": team,
-            "team_domain": "garden-dx",
-            "channel_id": channel,
-            "channel_name": "ops",
-            "user_id": user,
-            "user_name": user.lower(),
-            "command": "/garden",
-            "text": text,
-            "api_app_id": "A0GARDEN",
-            "response_url": response_url,
-            "trigger_id": trigger_id,
-        }
-    ).encode()
-
-
-def block_action_body(
-    action_id: str,
-    value: str,
-    *,
-    user: str,
-    channel: str,
-    message_ts: str,
-    response_url: str,
-    team: str = TEAM_ID,
-) -> bytes:
-    """A button click (block_actions), shaped like payloads/block_actions_button.json."""
-    payload = {
-        "type": "block_actions",
-        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team},
-        "api_app_id": "A0GARDEN",
-        "token": "verification_token",
-        "container": {
-            "type": "message",
-            "message_ts": message_ts,
-            "channel_id": channel,
-            "is_ephemeral": False,
-        },
-        "trigger_id": new_trigger_id(),
-        "team": {"id": team, "domain": "garden-dx"},
-        "channel": {"id": channel, "name": "ops"},
-        "message": {"type": "message", "ts": message_ts, "text": "approval"},
-        "response_url": response_url,
-        "actions": [
-            {
-                "action_id": action_id,
-                "block_id": "approval",
-                "text": {"type": "plain_text", "text": action_id.title(), "emoji": True},
-                "value": value,
-                "type": "button",
-                "action_ts": f"{time.time():.6f}",
-            }
-        ],
-    }
-    return urlencode({"payload": json.dumps(payload)}).encode()
-
-
-def signed_headers(body: bytes, *, content_type: str = FORM, timestamp: int | None = None) -> dict[str, str]:
-    return {"Content-Type": content_type, **sign(body, SIGNING_SECRET, timestamp)}
-
-
-def call_text(call: SlackCall) -> str:
-    """Everything a person would read in a call: the fallback text and every text in its blocks."""
-    pieces = [str(call.params.get("text", ""))]
-    blocks = call.json_param("blocks") or []
-    pieces.append(json.dumps(blocks, ensure_ascii=False))
-    return "\n".join(pieces)
-
-
-@dataclass
-class BotServer:
+class BotServer(SlackDriver):
     """One running `gardenbot serve` and the stand-in it talks to."""
 
-    base_url: str
-    standin: SlackApiStandIn
-    database_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    def __init__(
+        self,
+        base_url: str,
+        standin: SlackApiStandIn,
+        database_url: str,
+        process: subprocess.Popen[bytes],
+        log_path: Path,
+    ) -> None:
+        super().__init__(standin, database_url, SERVE_REDIS_DB)
+        self.base_url = base_url
+        self.process = process
+        self.log_path = log_path
 
     @property
     def events_url(self) -> str:
@@ -187,115 +77,21 @@ class BotServer:
     def is_running(self) -> bool:
         return self.process.poll() is None
 
-    # --- talking to it ---------------------------------------------------------------------
     async def post(self, body: bytes, headers: Mapping[str, str], *, timeout: float = 10.0) -> httpx.Response:
         async with httpx.AsyncClient(timeout=timeout) as http:
             return await http.post(self.events_url, content=body, headers=dict(headers))
+
+    async def deliver(self, body: bytes, headers: Mapping[str, str], *, timeout: float = 10.0) -> Acked:
+        response = await self.post(body, headers, timeout=timeout)
+        return Acked(response.status_code, response.text)
 
     async def get(self, path: str, *, timeout: float = 10.0) -> httpx.Response:
         async with httpx.AsyncClient(timeout=timeout) as http:
             return await http.get(self.base_url + path)
 
-    async def slash(
-        self,
-        text: str,
-        *,
-        user: str,
-        channel: str,
-        trigger_id: str | None = None,
-        extra_headers: Mapping[str, str] | None = None,
-        timeout: float = 10.0,
-    ) -> httpx.Response:
-        """POST a signed `/garden TEXT`; returns the ack."""
-        trigger = trigger_id or new_trigger_id()
-        body = slash_body(
-            text,
-            user=user,
-            channel=channel,
-            trigger_id=trigger,
-            response_url=self.standin.response_url(f"cmd-{channel}"),
-        )
-        headers = {**signed_headers(body), **(extra_headers or {})}
-        return await self.post(body, headers, timeout=timeout)
-
-    async def click(
-        self, action_id: str, value: str, *, user: str, channel: str, message_ts: str
-    ) -> httpx.Response:
-        """POST a signed click on an approval message's button; returns the ack."""
-        body = block_action_body(
-            action_id,
-            value,
-            user=user,
-            channel=channel,
-            message_ts=message_ts,
-            response_url=self.standin.response_url(f"act-{channel}"),
-        )
-        return await self.post(body, signed_headers(body))
-
-    # --- what it did -----------------------------------------------------------------------
-    def calls(self, method: str | None = None, *, channel: str | None = None) -> list[SlackCall]:
-        return [
-            c
-            for c in self.standin.calls
-            if (method is None or c.method == method)
-            and (channel is None or c.params.get("channel") == channel)
-        ]
-
-    async def wait_for(
-        self,
-        check: Callable[[], Any],
-        *,
-        timeout: float = 15.0,
-        what: str = "condition",
-    ) -> Any:
-        """Poll `check` until it returns something truthy; fail with the server log if it never does."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            result = check()
-            if result:
-                return result
-            if loop.time() >= deadline:
-                seen = [(c.method, c.status, c.params.get("channel")) for c in self.standin.calls]
-                raise AssertionError(
-                    f"timed out after {timeout} s waiting for {what}\n"
-                    f"stand-in calls: {seen[-30:]}\n"
-                    f"server log:\n{self.log_tail()}"
-                )
-            await asyncio.sleep(0.05)
-
-    async def wait_calls(
-        self, method: str, *, channel: str, count: int = 1, timeout: float = 15.0
-    ) -> list[SlackCall]:
-        """The successful calls to `method` in `channel`, once there are at least `count`."""
-
-        def done() -> list[SlackCall]:
-            found = [c for c in self.calls(method, channel=channel) if c.status == 200]
-            return found if len(found) >= count else []
-
-        result: list[SlackCall] = await self.wait_for(
-            done, timeout=timeout, what=f"{count} {method} call(s) in {channel}"
-        )
-        return result
-
-    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        """Read the bot's store directly, outside the bot."""
-        async with await psycopg.AsyncConnection.connect(
-            self.database_url, autocommit=True, row_factory=dict_row
-        ) as conn:
-            cur = await conn.execute(sql.encode(), tuple(params) or None)
-            return await cur.fetchall() if cur.description else []
-
-    async def audit(self, channel: str) -> list[dict[str, Any]]:
-        return await self.query(
-            "SELECT event, outcome, actor, approver, command, detail FROM audit_log"
-            " WHERE channel = %s ORDER BY id",
-            (channel,),
-        )
-
 
 def write_config(path: Path, extra: Mapping[str, Any] | None = None) -> Path:
-    data = {**CONFIG, **(extra or {})}
+    data = merge(ROLES_YAML, extra or {})
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     return path
 
@@ -359,26 +155,24 @@ def start_server(
     address_env = {"GARDENBOT_HOST": host, "PORT": str(port)} if address_from == "env" else {}
     if address_from == "port-only":
         address_env = {"PORT": str(port)}
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "LANG": "C.UTF-8",
-        "PYTHONIOENCODING": "utf-8",
-        "GARDENBOT_LOG_LEVEL": "INFO",
-        "GARDENBOT_CONFIG": str(config_path),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": REDIS_URL,
-        "GARDENBOT_REDIS_PREFIX": prefix,
-        "GARDEN_DATABASE_URL": target_database_url,
-        "GARDEN_REDIS_URL": target_redis_url(),
-        "GARDENBOT_STATE_DIR": str(state_dir),
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "GARDENBOT_AUDIT_KEY": AUDIT_KEY,
-        "SLACK_BOT_TOKEN": "xoxb-test",
-        "SLACK_API_URL": standin.url,
-        **address_env,
-        **(extra_env or {}),
-    }
+    env = child_env(
+        {
+            "GARDENBOT_LOG_LEVEL": "INFO",
+            "GARDENBOT_CONFIG": str(config_path),
+            "DATABASE_URL": database_url,
+            "REDIS_URL": REDIS_URL,
+            "GARDENBOT_REDIS_PREFIX": prefix,
+            "GARDEN_DATABASE_URL": target_database_url,
+            "GARDEN_REDIS_URL": target_redis_url(SERVE_REDIS_DB),
+            "GARDENBOT_STATE_DIR": str(state_dir),
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "GARDENBOT_AUDIT_KEY": AUDIT_KEY,
+            "SLACK_BOT_TOKEN": "xoxb-test",
+            "SLACK_API_URL": standin.url,
+            **address_env,
+            **(extra_env or {}),
+        }
+    )
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [str(GARDENBOT), "serve", *flags],
@@ -431,7 +225,8 @@ def serving(
 
 
 def target_redis() -> redis.Redis:
-    return redis.Redis.from_url(target_redis_url(), decode_responses=True)
+    """The target Redis database of the servers started here."""
+    return redis.Redis.from_url(target_redis_url(SERVE_REDIS_DB), decode_responses=True)
 
 
 # --- a private PostgreSQL that a test may freeze ----------------------------------------------

@@ -1,18 +1,28 @@
-"""Sign requests as Slack does; replay the recorded Slack payloads with a fresh signature."""
+"""Requests as Slack sends them: bodies of slash commands and clicks, signed; recorded payloads re-signed.
+
+Both test tiers use these: the in-process scenarios (tests/support/slack_scenario.py) dispatch them
+to the Bolt app, the end-to-end tests (tests/support/serve.py) POST them to `gardenbot serve`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from tests.support.fixtures import PAYLOADS, SLACK_FIXTURES
+from tests.support.slack_api import TEAM_ID
 
 __all__ = ["PAYLOADS", "SLACK_FIXTURES"]
-# The secret the recorded payloads were signed with (payloads/index.json).
-FIXTURE_SECRET = "test-signing-secret"
+# The secret the bot under test checks, and the one the recorded payloads were signed with
+# (payloads/index.json).
+SIGNING_SECRET = "test-signing-secret"
+FIXTURE_SECRET = SIGNING_SECRET
+FORM = "application/x-www-form-urlencoded"
 
 
 def signature(body: bytes, secret: str, timestamp: int) -> str:
@@ -30,6 +40,92 @@ def sign(body: bytes, secret: str, timestamp: int | None = None) -> dict[str, st
     }
 
 
+def signed_headers(body: bytes, *, content_type: str = FORM, timestamp: int | None = None) -> dict[str, str]:
+    """Content type and signature headers, signed with the bot's secret."""
+    return {"Content-Type": content_type, **sign(body, SIGNING_SECRET, timestamp)}
+
+
+def new_channel() -> str:
+    """A channel id of its own for one test, so answers can be told apart on a shared bot."""
+    return "C0T" + secrets.token_hex(4).upper()
+
+
+def new_trigger_id() -> str:
+    return f"{int(time.time())}.{secrets.randbelow(10**9)}.{secrets.token_hex(8)}"
+
+
+def slash_body(
+    text: str,
+    *,
+    user: str,
+    channel: str,
+    trigger_id: str,
+    response_url: str,
+    team: str = TEAM_ID,
+    enterprise: str | None = None,
+) -> bytes:
+    """A `/garden` slash command body, field for field as Slack sends it."""
+    fields = {"enterprise_id": enterprise} if enterprise else {}
+    return urlencode(
+        {
+            **fields,
+            "token": "verification_token",
+            "team_id": team,
+            "team_domain": "garden-dx",
+            "channel_id": channel,
+            "channel_name": "ops",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": "/garden",
+            "text": text,
+            "api_app_id": "A0GARDEN",
+            "response_url": response_url,
+            "trigger_id": trigger_id,
+        }
+    ).encode()
+
+
+def block_action_body(
+    action_id: str,
+    value: str,
+    *,
+    user: str,
+    channel: str,
+    message_ts: str,
+    response_url: str,
+    team: str = TEAM_ID,
+) -> bytes:
+    """A button click (block_actions), shaped like payloads/block_actions_button.json."""
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team},
+        "api_app_id": "A0GARDEN",
+        "token": "verification_token",
+        "container": {
+            "type": "message",
+            "message_ts": message_ts,
+            "channel_id": channel,
+            "is_ephemeral": False,
+        },
+        "trigger_id": new_trigger_id(),
+        "team": {"id": team, "domain": "garden-dx"},
+        "channel": {"id": channel, "name": "ops"},
+        "message": {"type": "message", "ts": message_ts, "text": "approval"},
+        "response_url": response_url,
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": "approval",
+                "text": {"type": "plain_text", "text": action_id.title(), "emoji": True},
+                "value": value,
+                "type": "button",
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
 @dataclass(frozen=True)
 class SignedPayload:
     name: str
@@ -38,7 +134,7 @@ class SignedPayload:
 
     @property
     def content_type(self) -> str:
-        return self.headers.get("Content-Type", "application/x-www-form-urlencoded")
+        return self.headers.get("Content-Type", FORM)
 
 
 def recorded_payload(name: str) -> SignedPayload:
@@ -49,7 +145,7 @@ def recorded_payload(name: str) -> SignedPayload:
 
 
 def load_payload(name: str, secret: str = FIXTURE_SECRET, timestamp: int | None = None) -> SignedPayload:
-    """A recorded payload re-signed with `secret` at `timestamp` (default: now), ready to POST."""
+    """A recorded payload re-signed with `secret` at `timestamp` (default: now), ready to send."""
     recorded = recorded_payload(name)
     headers = {**recorded.headers, **sign(recorded.body, secret, timestamp)}
     return SignedPayload(name=name, body=recorded.body, headers=headers)
