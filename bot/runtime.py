@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -147,13 +149,7 @@ async def prepare_store(services: Services, registry: Registry) -> StartupReport
         report.migrations = await services.store.migrate()
         await services.audit.drain_spool()
         await PendingEnds(services.settings.job_spool_path).replay(services.store)
-        report.interrupted = await interrupt_orphans(
-            services.store,
-            me=services.instance,
-            stale_after_seconds=services.settings.jobs.stale_after_seconds,
-            lock_held=partial(lock_held_by_job, services),
-        )
-        await registry.recover(services, report.interrupted)
+        report.interrupted = await sweep_interrupted(services, registry)
         await registry.start(services)
     except StoreUnavailable:
         log.warning(
@@ -164,3 +160,35 @@ async def prepare_store(services: Services, registry: Registry) -> StartupReport
     for job in report.interrupted:
         log.warning("job %s (%s) was interrupted: its process stopped", job.id, job.command)
     return report
+
+
+async def sweep_interrupted(services: Services, registry: Registry) -> list[Job]:
+    """Mark the jobs of dead processes interrupted (silent past the stale limit and not holding
+    their lock) and let their commands clean up after them (partial files, locks)."""
+    interrupted = await interrupt_orphans(
+        services.store,
+        me=services.instance,
+        stale_after_seconds=services.settings.jobs.stale_after_seconds,
+        lock_held=partial(lock_held_by_job, services),
+    )
+    await registry.recover(services, interrupted)
+    return interrupted
+
+
+async def keep_sweeping(
+    runtime: Runtime, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+) -> None:
+    """While serving: a replica killed mid-job must not leave its job 'running' until some restart.
+
+    Every stale limit, the jobs of processes gone meanwhile are marked interrupted and cleaned up.
+    """
+    every = runtime.settings.jobs.stale_after_seconds
+    while True:
+        await sleep(every)
+        try:
+            for job in await sweep_interrupted(runtime.services, runtime.pipeline.registry):
+                log.warning("job %s (%s) was interrupted: its process stopped", job.id, job.command)
+        except StoreUnavailable:
+            continue  # the next round tries again
+        except Exception:
+            log.exception("sweeping interrupted jobs failed")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 from bot.audit_head import publish_daily
 from bot.background import AckGate, BackgroundWork
 from bot.metrics import Metrics
-from bot.runtime import Runtime, open_runtime
+from bot.runtime import Runtime, keep_sweeping, open_runtime
 from bot.slack_app import BotIdentity, build_slack_app, build_web_client
 from core.config import Settings
 from core.i18n import Translator
@@ -88,6 +88,7 @@ def _lifespan(
         gate, metrics = AckGate(), Metrics()
         work = BackgroundWork(gate)
         slack = await _open_slack(runtime, work, metrics)
+        slack.background.append(asyncio.create_task(keep_sweeping(runtime), name="sweep-interrupted"))
         served.append(Served(runtime, slack.handler, work, gate, metrics))
         # Start-up objects live as long as the process: keep the collector from rescanning them,
         # so a full collection does not stall an ack.

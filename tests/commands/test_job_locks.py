@@ -15,6 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bot.runtime import Runtime, keep_sweeping
 from commands.base import Actor, Request
 from core.reply import Reply
 from store.coordination import Coordination
@@ -217,3 +220,30 @@ async def test_an_approval_whose_job_finds_the_lock_busy_stays_pending_and_says_
         again = await world.approve(rt, LEAD, approval_id)
         assert again.status == "succeeded", again.summary
         assert world.approvals()[0]["status"] == "approved"
+
+
+# --- while serving: a replica killed mid-job --------------------------------------------------------
+
+
+class _Rounds(Exception):
+    """Raised by the fake sleep to end `keep_sweeping` after its rounds."""
+
+
+async def test_a_serving_bot_marks_a_job_interrupted_once_its_process_has_gone_silent(
+    bot_runtime: Runtime, bot_world: BotWorld
+) -> None:
+    live = insert_backup_job(bot_world, heartbeat="1 second")
+    rounds = iter(range(2))
+
+    async def one_round_then_stop(_: float) -> None:
+        if next(rounds) == 1:
+            raise _Rounds
+
+    # The other replica's job falls silent after this process started: no restart follows.
+    silent = insert_backup_job(bot_world, heartbeat="10 minutes")
+    with pytest.raises(_Rounds):
+        await keep_sweeping(bot_runtime, sleep=one_round_then_stop)
+
+    assert dict(bot_world.query("SELECT id, status FROM jobs")) == {live: "running", silent: "interrupted"}
+    [(finished,)] = bot_world.query("SELECT finished_at IS NOT NULL FROM jobs WHERE id = %s", (silent,))
+    assert finished
