@@ -64,12 +64,17 @@ class SlackSurface:
         except SlackApiError as exc:
             log.warning("chat.update failed: %s", exc.response.get("error"))
 
-    async def tell_asker(self, reply: Reply) -> None:
+    async def tell_asker(self, reply: Reply, *, user: str | None = None) -> None:
+        """An ephemeral message to `user` (default: whoever made this request or click).
+
+        The response URL belongs to this surface's user: it is the fallback only for them."""
+        to = user or self.user
         try:
-            await self.client.chat_postEphemeral(
-                channel=self.channel, user=self.user, **render_message(reply)
-            )
+            await self.client.chat_postEphemeral(channel=self.channel, user=to, **render_message(reply))
         except SlackApiError as exc:
+            if to != self.user:
+                log.warning("chat.postEphemeral to the requester failed (%s)", exc.response.get("error"))
+                return
             log.info("chat.postEphemeral failed (%s); using the response URL", exc.response.get("error"))
             await self._respond(reply, in_channel=False)
 
@@ -90,7 +95,7 @@ async def watch_job(surface: SlackSurface, board: JobBoard, job_id: int) -> None
     """
     async for event in board.watch(job_id):
         if event.reply is not None:
-            await _show_result(surface, event.reply)
+            await _show_result(surface, event.reply, board.requested_by(job_id))
             return
         if event.text and surface.message_ts is not None:
             title = surface.title or f"#{job_id}"
@@ -98,10 +103,16 @@ async def watch_job(surface: SlackSurface, board: JobBoard, job_id: int) -> None
             await surface.update(Reply(status="running", summary=title, elements=(Text(title), progress)))
 
 
-async def _show_result(surface: SlackSurface, reply: Reply) -> None:
+async def _show_result(surface: SlackSurface, reply: Reply, requester: str | None) -> None:
     if reply.visibility == "asker":
-        # A private result (a temporary password) never goes to the channel message.
-        await surface.tell_asker(reply)
+        # A private result (a temporary password) never goes to the channel message, and goes to
+        # the job's requester: after an approval this surface is the approver's click.
+        if requester is not None:
+            await surface.tell_asker(reply, user=requester)
+        else:
+            log.warning("a private job result was not shown: its requester is unknown here")
+        if reply.status != "succeeded" and requester != surface.user:
+            await surface.tell_asker(reply)  # a failure holds no secret: the approver learns it too
         await surface.update(Reply(status=reply.status, summary=surface.title or "done"))
     else:
         await surface.update(reply)
