@@ -16,6 +16,14 @@ from core.reply import Progress, Reply, Text
 log = logging.getLogger(__name__)
 
 
+def slack_http_logger() -> logging.Logger:
+    """The logger handed to the Slack SDK's clients: never below INFO. At DEBUG they write whole
+    request bodies, and a private reply's body holds a temporary password."""
+    logger = logging.getLogger("bot.slack_http")
+    logger.setLevel(max(logger.level, logging.INFO))
+    return logger
+
+
 class SlackSurface:
     """Where one request's answers go: its channel, its asker, and the message being updated."""
 
@@ -83,7 +91,8 @@ class SlackSurface:
             return
         body: dict[str, Any] = dict(render_message(reply))
         body["response_type"] = "in_channel" if in_channel else "ephemeral"
-        response = await AsyncWebhookClient(self.response_url, timeout=10).send_dict(body)
+        webhook = AsyncWebhookClient(self.response_url, timeout=10, logger=slack_http_logger())
+        response = await webhook.send_dict(body)
         if response.status_code >= 400:
             log.warning("response_url answered %s", response.status_code)
 
