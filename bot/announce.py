@@ -50,7 +50,7 @@ class _ChannelSurface(SlackSurface):
     async def show(self, reply: Reply) -> None:
         await self.update(for_channel(reply, self.t, self.command))
 
-    async def show_result(self, reply: Reply) -> None:
+    async def show_result(self, reply: Reply, requester: str | None = None) -> None:
         await self.update(for_channel(reply, self.t, self.command))
 
 

@@ -24,7 +24,7 @@ from commands.policy import Policy
 from core.errors import GardenBotError, NotAllowed
 from core.formatting import progress_bar
 from core.i18n import Translator
-from core.reply import Actions, Button, Reply
+from core.reply import Actions, Button, Reply, Text, mention
 
 __all__ = ["Console", "render_text", "reply_json", "watch_job"]
 
@@ -119,8 +119,18 @@ class Console:
         reply = await self.pipeline.handle(request)
         job_id = started_job(reply)
         if wait and job_id is not None:
-            return await watch_job(self.pipeline, job_id)
+            result = await watch_job(self.pipeline, job_id)
+            return self.shown_here(result, self.pipeline.jobs.requested_by(job_id))
         return reply
+
+    def shown_here(self, result: Reply, requester: str | None) -> Reply:
+        """A private result (a temporary password) is printed only at the requester's console;
+        an approver who ran the job sees that it went to the requester, not what it said."""
+        if result.visibility != "asker" or result.status != "succeeded" or requester == self.user:
+            return result
+        t = Translator(self.locale or "en")
+        said = t("job.private_result", requester=mention(requester or "?"))
+        return Reply(status=result.status, summary=said, elements=(Text(said),), ids=result.ids)
 
     def choice(self, button: Button) -> Request:
         """A numbered choice, turned into a request exactly as the same Slack button would be."""

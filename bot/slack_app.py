@@ -29,7 +29,7 @@ from bot.clicks import click_ids, request_from_click
 from bot.membership import GroupDirectory
 from bot.metrics import Metrics
 from bot.runtime import Runtime
-from bot.slack_surface import SlackSurface, remember_message, watch_job
+from bot.slack_surface import SlackSurface, remember_message, slack_http_logger, watch_job
 from commands.base import Actor, Request
 from commands.job_watch import started_job
 from core.config import Settings
@@ -104,6 +104,7 @@ def build_web_client(runtime: Runtime, session: aiohttp.ClientSession | None = N
         base_url=slack.api_url,
         session=session,
         timeout=15,
+        logger=slack_http_logger(),
         retry_handlers=[
             AsyncRateLimitErrorRetryHandler(max_retry_count=5),
             AsyncConnectionErrorRetryHandler(max_retry_count=3),

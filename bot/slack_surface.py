@@ -21,6 +21,14 @@ from store.jobs import remember_message as remember_job_message
 log = logging.getLogger(__name__)
 
 
+def slack_http_logger() -> logging.Logger:
+    """The logger handed to the Slack SDK's clients: never below INFO. At DEBUG they write whole
+    request bodies, and a private reply's body holds a temporary password."""
+    logger = logging.getLogger("bot.slack_http")
+    logger.setLevel(max(logger.level, logging.INFO))
+    return logger
+
+
 class SlackSurface:
     """Where one request's answers go: its channel, its asker, and the message being updated."""
 
@@ -69,21 +77,32 @@ class SlackSurface:
         except SlackApiError as exc:
             log.warning("chat.update failed: %s", exc.response.get("error"))
 
-    async def show_result(self, reply: Reply) -> None:
-        """A job's result in place of its message; a private one (a temporary password) goes to
-        the asker alone and the channel message keeps only its title."""
-        if reply.visibility == "asker":
-            await self.tell_asker(reply)
-            await self.update(Reply(status=reply.status, summary=self.title or "done"))
-        else:
+    async def show_result(self, reply: Reply, requester: str | None = None) -> None:
+        """A job's result in place of its message. A private one (a temporary password) never goes
+        to the channel message, and goes to the job's requester: after an approval this surface is
+        the approver's click, so `requester` says who asked."""
+        if reply.visibility != "asker":
             await self.update(reply)
+            return
+        if requester is not None:
+            await self.tell_asker(reply, user=requester)
+        else:
+            log.warning("a private job result was not shown: its requester is unknown here")
+        if reply.status != "succeeded" and requester != self.user:
+            await self.tell_asker(reply)  # a failure holds no secret: the approver learns it too
+        await self.update(Reply(status=reply.status, summary=self.title or "done"))
 
-    async def tell_asker(self, reply: Reply) -> None:
+    async def tell_asker(self, reply: Reply, *, user: str | None = None) -> None:
+        """An ephemeral message to `user` (default: whoever made this request or click).
+
+        The response URL belongs to this surface's user: it is the fallback only for them."""
+        to = user or self.user
         try:
-            await self.client.chat_postEphemeral(
-                channel=self.channel, user=self.user, **render_message(reply)
-            )
+            await self.client.chat_postEphemeral(channel=self.channel, user=to, **render_message(reply))
         except SlackApiError as exc:
+            if to != self.user:
+                log.warning("chat.postEphemeral to the requester failed (%s)", exc.response.get("error"))
+                return
             log.info("chat.postEphemeral failed (%s); using the response URL", exc.response.get("error"))
             await self._respond(reply, in_channel=False)
 
@@ -92,7 +111,8 @@ class SlackSurface:
             return
         body: dict[str, Any] = dict(render_message(reply))
         body["response_type"] = "in_channel" if in_channel else "ephemeral"
-        response = await AsyncWebhookClient(self.response_url, timeout=10).send_dict(body)
+        webhook = AsyncWebhookClient(self.response_url, timeout=10, logger=slack_http_logger())
+        response = await webhook.send_dict(body)
         if response.status_code >= 400:
             log.warning("response_url answered %s", response.status_code)
 
@@ -104,7 +124,7 @@ async def watch_job(surface: SlackSurface, board: JobBoard, job_id: int) -> None
     """
     async for event in board.watch(job_id):
         if event.reply is not None:
-            await surface.show_result(event.reply)
+            await surface.show_result(event.reply, board.requested_by(job_id))
             return
         if event.text and surface.message_ts is not None:
             title = surface.title or f"#{job_id}"

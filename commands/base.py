@@ -161,7 +161,8 @@ def split_words(text: str) -> list[str]:
 
 
 def parse_args(model: type[Args], words: Sequence[str], *, usage: str) -> Args:
-    """Positional words fill the model's fields in order; `--name value` fills a field by name.
+    """Positional words fill the model's fields in order; `--name value` fills a field by name,
+    and `--name` alone sets a bool field (a flag).
 
     The model's `rest_field` takes every remaining word joined by spaces.
     """
@@ -174,6 +175,9 @@ def parse_args(model: type[Args], words: Sequence[str], *, usage: str) -> Args:
             key = word[2:].replace("-", "_")
             if key not in model.model_fields:
                 raise UsageError("usage.unknown_option", usage=usage, option=word)
+            if model.model_fields[key].annotation is bool:  # a flag (`--vacuum`) takes no value
+                values[key] = True
+                continue
             value = next(it, None)
             if value is None:
                 raise UsageError("usage.option_needs_value", usage=usage, option=word)

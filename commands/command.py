@@ -88,6 +88,8 @@ def derive_usage(name: str, model: type[Args]) -> str:
 
 def _usage_word(field_name: str, info: FieldInfo, model: type[Args]) -> str:
     placeholder = info.title or field_name.replace("_", "-")
+    if info.annotation is bool:
+        return f"[--{field_name.replace('_', '-')}]"
     if field_name in model.options:
         word = f"--{field_name.replace('_', '-')} <{placeholder}>"
         return word if info.is_required() else f"[{word}]"

@@ -6,11 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 from commands.base import Context, NoArgs, Role
 from commands.command import Command
+from commands.db import read_database_url
 from core.errors import StoreUnavailable
 from core.formatting import format_time
 from core.reply import Header, Note, Reply, Table
 from runbooks import health as checks
+from runbooks.db_admin import check_wal
 from runbooks.health import CheckResult, HealthReport, NamedCheck
+from runbooks.pg_tools import connect_target
 from store.backups import newest_good_backup
 
 
@@ -26,7 +29,14 @@ async def take_health_report(ctx: Context) -> HealthReport:
     planned, skipped = _target_checks(ctx)
     planned += _host_checks(ctx)
     report = await checks.run_checks(planned, timeout=s.health.timeout_seconds)
-    return HealthReport(checks=(*report.checks, *skipped), checked_at=report.checked_at)
+    return HealthReport(checks=(*_wal_line_if_useful(report.checks), *skipped), checked_at=report.checked_at)
+
+
+def _wal_line_if_useful(results: tuple[CheckResult, ...]) -> tuple[CheckResult, ...]:
+    """The WAL line only where the target archives WAL or has standbys (check_wal says "info"
+    otherwise), and not when the database line already says the database is failing."""
+    database_failed = any(c.name == "database" and c.level == "fail" for c in results)
+    return tuple(c for c in results if not (c.name == "wal" and (c.level == "info" or database_failed)))
 
 
 def _target_checks(ctx: Context) -> tuple[list[NamedCheck], list[CheckResult]]:
@@ -45,6 +55,7 @@ def _target_checks(ctx: Context) -> tuple[list[NamedCheck], list[CheckResult]]:
     if s.target.database_url:
         dsn = s.target.database_url.get_secret_value()
         planned.append(NamedCheck("database", lambda: checks.check_database(dsn, timeout=timeout)))
+        planned.append(NamedCheck("wal", lambda: _wal(read_database_url(svc))))
     else:
         skipped.append(_not_configured("database", "GARDEN_DATABASE_URL"))
     if s.target.redis_url:
@@ -53,6 +64,12 @@ def _target_checks(ctx: Context) -> tuple[list[NamedCheck], list[CheckResult]]:
     else:
         skipped.append(_not_configured("cache", "GARDEN_REDIS_URL"))
     return planned, skipped
+
+
+async def _wal(dsn: str) -> CheckResult:
+    """WAL archiving and replication; "info" when the target has neither (the line is left out)."""
+    async with connect_target(dsn) as conn:
+        return await check_wal(conn=conn)
 
 
 def _not_configured(name: str, variable: str) -> CheckResult:

@@ -37,10 +37,17 @@ class JobBoard:
     def __init__(self) -> None:
         self._last: OrderedDict[int, JobEvent] = OrderedDict()
         self._watchers: dict[int, list[asyncio.Queue[JobEvent]]] = {}
+        self._requesters: dict[int, str] = {}
 
-    def opened(self, job_id: int) -> None:
+    def opened(self, job_id: int, *, requested_by: str | None = None) -> None:
         """A job started here: watchers may subscribe before its first progress."""
         self._last[job_id] = JobEvent(job_id, 0, "")
+        if requested_by is not None:
+            self._requesters[job_id] = requested_by
+
+    def requested_by(self, job_id: int) -> str | None:
+        """Who asked for the job (not who approved it): the one a private result is for."""
+        return self._requesters.get(job_id)
 
     def progress(self, job_id: int, percent: int, text: str) -> None:
         self._publish(JobEvent(job_id, percent, text))
@@ -89,3 +96,4 @@ class JobBoard:
         for job_id in done[: max(0, len(done) - KEEP_FINISHED)]:
             del self._last[job_id]
             self._watchers.pop(job_id, None)
+            self._requesters.pop(job_id, None)

@@ -89,7 +89,7 @@ class JobRunner:
                 await release_lock(svc, lock)
             raise
         await self._audit(ctx, command, "job_started", "running", job.id)
-        self.board.opened(job.id)
+        self.board.opened(job.id, requested_by=request.actor.user_id)
         job_ctx = replace(ctx, job_id=job.id, progress=self._progress(job.id))
         if lock is not None:
             self._locks[job.id] = lock
