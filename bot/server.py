@@ -25,9 +25,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from bot.alert_desk import AlertDesk, open_alert_desk
+from bot.alerts_webhook import ALERTS_PATH, alert_webhook
 from bot.audit_head import publish_daily
 from bot.background import AckGate, BackgroundWork
 from bot.metrics import Metrics
+from bot.metrics_feed import MetricsFeed
 from bot.runtime import Runtime, open_runtime
 from bot.slack_app import BotIdentity, build_slack_app, build_web_client
 from core.config import Settings
@@ -47,6 +50,8 @@ class Served:
     work: BackgroundWork
     gate: AckGate
     metrics: Metrics
+    alerts: AlertDesk
+    feed: MetricsFeed
 
 
 def create_app(settings: Settings) -> SlackFirst:
@@ -58,6 +63,8 @@ def create_app(settings: Settings) -> SlackFirst:
         runtime = await open_runtime(settings)
         gate, metrics = AckGate(), Metrics()
         work = BackgroundWork(gate)
+        alerts, feed = open_alert_desk(runtime, metrics), MetricsFeed(runtime, metrics)
+        await feed.start()
         handler = None
         socket_mode = None
         background: list[asyncio.Task[None]] = []
@@ -81,7 +88,7 @@ def create_app(settings: Settings) -> SlackFirst:
                 await socket_mode.connect_async()  # type: ignore[no-untyped-call]
         else:
             log.warning("SLACK_SIGNING_SECRET not set: /slack/events answers 503")
-        served.append(Served(runtime, handler, work, gate, metrics))
+        served.append(Served(runtime, handler, work, gate, metrics, alerts, feed))
         # Start-up objects live as long as the process: keep the collector from rescanning them,
         # so a full collection does not stall an ack.
         gc.collect()
@@ -94,6 +101,8 @@ def create_app(settings: Settings) -> SlackFirst:
             for task in background:
                 task.cancel()
             await work.close()
+            await alerts.close()
+            await feed.close()
             if session is not None:
                 await session.close()
             await runtime.close()
@@ -136,11 +145,17 @@ def create_app(settings: Settings) -> SlackFirst:
     async def metrics(_: Request) -> Response:
         state = served[0]
         state.metrics.background_pending.set(state.work.pending())
+        await state.feed.at_scrape(state.alerts.pacer.pending())
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
     rest = Starlette(
         routes=[
             Route(SLACK_PATH, slack_events, methods=["POST"]),
+            Route(
+                ALERTS_PATH,
+                alert_webhook(settings, lambda: served[0].alerts if served else None),
+                methods=["POST"],
+            ),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

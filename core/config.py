@@ -52,6 +52,7 @@ ENV_KEYS: dict[str, str] = {
     "GARDEN_REDIS_URL": "target.redis_url",
     "GARDEN_API_URL": "target.api_url",
     "GARDEN_MONITOR_DATABASE_URL": "target.monitor_database_url",
+    "GARDEN_PROMETHEUS_URL": "target.prometheus_url",
     "GARDENBOT_SMTP_URL": "mail.url",
     "GARDENBOT_BACKUP_DIR": "backup.dir",
     "GARDENBOT_PG_BIN_DIR": "pg_bin_dir",
@@ -105,8 +106,11 @@ class Target(_Section):
     monitor_database_url: SecretStr | None = None  # a pg_monitor login for `db stats` and health reads
     redis_url: SecretStr | None = None
     api_url: str | None = None
+    # Prometheus scraping the Garden DX hosts (node_exporter) and API: `health` then shows every
+    # host's disk and memory and the API's 5xx ratio, read through its HTTP API.
+    prometheus_url: str | None = None
 
-    @field_validator("api_url")
+    @field_validator("api_url", "prometheus_url")
     @classmethod
     def _http(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^https?://", v):
