@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.asgi import served_app
 from tests.support.runtime import BotWorld
-from tests.support.serve import SIGNING_SECRET, call_text
+from tests.support.serve import SIGNING_SECRET, block_action_body, call_text, signed_headers
 from tests.support.slack_api import SlackApiStandIn, SlackCall
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alertmanager"
@@ -269,3 +269,81 @@ async def test_replicas_receiving_a_new_group_at_once_post_one_message(
 
     assert len(posts(standin)) == 1
     assert threads(world)[0][5] == 2
+
+
+# --- the buttons ----------------------------------------------------------------------------------
+
+
+async def click(app: Any, standin: SlackApiStandIn, action_id: str, value: str, user: str, ts: str) -> None:
+    body = block_action_body(
+        action_id, value, user=user, channel=ALERTS, message_ts=ts, response_url=standin.response_url("act")
+    )
+    ack = await app.post("/slack/events", content=body, headers=signed_headers(body))
+    assert ack.status_code == 200
+
+
+async def posted(world: BotWorld) -> list[tuple[Any, ...]]:
+    """The threads once the first one's message is posted and its ts stored."""
+
+    def with_ts() -> list[tuple[Any, ...]]:
+        rows = threads(world)
+        return rows if rows and rows[0][4] else []
+
+    return await wait_until(with_ts, what="the message ts")
+
+
+def ephemerals(standin: SlackApiStandIn, user: str) -> list[SlackCall]:
+    return [c for c in standin.calls_to("chat.postEphemeral") if c.params.get("user") == user]
+
+
+async def test_acknowledge_records_who_and_when_updates_the_message_and_is_audited(
+    world: BotWorld, standin: SlackApiStandIn
+) -> None:
+    async with running(world) as app:
+        await app.post(PATH, content=payload("GardenDiskSpaceLow-firing"), headers=AUTH)
+        [(thread_id, *_, ts, _)] = await posted(world)
+        await click(app, standin, "alert_ack", str(thread_id), "U0OPS", ts)
+        [update] = await wait_until(lambda: updates(standin), what="the acknowledged message")
+        [told] = await wait_until(lambda: ephemerals(standin, "U0OPS"), what="the clicker's answer")
+        await click(app, standin, "alert_ack", str(thread_id), "U0LEAD", ts)
+        [refused] = await wait_until(lambda: ephemerals(standin, "U0LEAD"), what="the second click's answer")
+
+    shown = call_text(update)
+    assert update.params["ts"] == ts
+    assert "Acknowledged" in shown and "<@U0OPS>" in shown
+    assert '"alert_ack"' not in shown  # the button is gone once acknowledged
+    assert "You acknowledged alert group" in call_text(told)
+    assert "already acknowledged by U0OPS" in call_text(refused)
+    [(acked_by, acked_at)] = world.query("SELECT acked_by, acked_at FROM alert_threads")
+    assert acked_by == "U0OPS" and acked_at is not None
+    audited = world.query(
+        "SELECT actor, source, outcome FROM audit_log WHERE command = 'alert ack' ORDER BY id"
+    )
+    assert audited == [("U0OPS", "slack", "succeeded"), ("U0LEAD", "slack", "refused")]
+    assert len(updates(standin)) == 1  # the refused click changed nothing
+
+
+async def test_a_viewer_cannot_acknowledge(world: BotWorld, standin: SlackApiStandIn) -> None:
+    async with running(world) as app:
+        await app.post(PATH, content=payload("GardenDiskSpaceLow-firing"), headers=AUTH)
+        [(thread_id, *_, ts, _)] = await posted(world)
+        await click(app, standin, "alert_ack", str(thread_id), "U0INTERN", ts)
+        await wait_until(lambda: ephemerals(standin, "U0INTERN"), what="the refusal")
+
+    assert world.query("SELECT acked_by FROM alert_threads") == [(None,)]
+    assert updates(standin) == []
+
+
+async def test_run_health_check_answers_in_the_alert_thread_and_leaves_the_alert_as_it_is(
+    world: BotWorld, standin: SlackApiStandIn
+) -> None:
+    async with running(world) as app:
+        await app.post(PATH, content=payload("GardenDiskSpaceLow-firing"), headers=AUTH)
+        [(*_, ts, _)] = await posted(world)
+        await click(app, standin, "run_health", "", "U0INTERN", ts)
+        replies = await wait_until(
+            lambda: [p for p in posts(standin) if p.params.get("thread_ts") == ts], what="the health answer"
+        )
+
+    assert "Garden DX health" in call_text(replies[0])
+    assert updates(standin) == []  # the alert message itself is untouched

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from commands.registry import build_registry
-from core.alerts import AlertStatus
 from core import errors
+from core.alerts import AlertStatus
 from core.config import SEVERITIES
 from core.i18n import Translator
 from core.incidents import Status as IncidentStatus
