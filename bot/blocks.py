@@ -262,7 +262,7 @@ def _button(button: Button) -> ButtonElement:
     return ButtonElement(
         text=_plain(button.label, BUTTON_LABEL_MAX),
         action_id=button.action_id[:ACTION_ID_MAX],
-        value=button.value[:BUTTON_VALUE_MAX],
+        value=button.value[:BUTTON_VALUE_MAX] or None,  # Slack refuses an empty value
         style=button.style,
         confirm=_confirm(button.confirm) if button.confirm is not None else None,
     )

@@ -29,9 +29,12 @@ from starlette.types import Receive, Scope, Send
 if TYPE_CHECKING:
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
+from bot.alert_desk import AlertDesk, open_alert_desk
+from bot.alerts_webhook import ALERTS_PATH, alert_webhook
 from bot.audit_head import publish_daily
 from bot.background import AckGate, BackgroundWork
 from bot.metrics import Metrics
+from bot.metrics_feed import MetricsFeed
 from bot.runtime import Runtime, keep_sweeping, open_runtime
 from bot.slack_app import BotIdentity, build_slack_app, build_web_client
 from core.config import Settings
@@ -51,6 +54,8 @@ class Served:
     work: BackgroundWork
     gate: AckGate
     metrics: Metrics
+    alerts: AlertDesk
+    feed: MetricsFeed
 
 
 @dataclass
@@ -72,7 +77,7 @@ class _SlackSide:
 def create_app(settings: Settings) -> SlackFirst:
     """The ASGI application; nothing is connected until uvicorn runs its lifespan."""
     served: list[Served] = []
-    routes = _Routes(served)
+    routes = _Routes(served, settings)
     rest = Starlette(routes=routes.table(), lifespan=_lifespan(settings, served))
     return SlackFirst(rest, routes.slack_events)
 
@@ -87,9 +92,11 @@ def _lifespan(
         runtime = await open_runtime(settings)
         gate, metrics = AckGate(), Metrics()
         work = BackgroundWork(gate)
+        alerts, feed = open_alert_desk(runtime, metrics), MetricsFeed(runtime, metrics)
+        await feed.start()
         slack = await _open_slack(runtime, work, metrics)
         slack.background.append(asyncio.create_task(keep_sweeping(runtime), name="sweep-interrupted"))
-        served.append(Served(runtime, slack.handler, work, gate, metrics))
+        served.append(Served(runtime, slack.handler, work, gate, metrics, alerts, feed))
         # Start-up objects live as long as the process: keep the collector from rescanning them,
         # so a full collection does not stall an ack.
         gc.collect()
@@ -99,6 +106,8 @@ def _lifespan(
         finally:
             await slack.close()
             await work.close()
+            await alerts.close()
+            await feed.close()
             if slack.session is not None:
                 await slack.session.close()
             await runtime.close()
@@ -135,12 +144,17 @@ async def _open_slack(runtime: Runtime, work: BackgroundWork, metrics: Metrics) 
 class _Routes:
     """The HTTP endpoints, reading the state the lifespan opened."""
 
-    def __init__(self, served: list[Served]) -> None:
+    def __init__(self, served: list[Served], settings: Settings) -> None:
         self.served = served
+        self.settings = settings
+
+    def _alert_desk(self) -> AlertDesk | None:
+        return self.served[0].alerts if self.served else None
 
     def table(self) -> list[Route]:
         return [
             Route(SLACK_PATH, self.slack_events, methods=["POST"]),
+            Route(ALERTS_PATH, alert_webhook(self.settings, self._alert_desk), methods=["POST"]),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
@@ -183,6 +197,7 @@ class _Routes:
     async def metrics(self, _: Request) -> Response:
         state = self.served[0]
         state.metrics.background_pending.set(state.work.pending())
+        await state.feed.at_scrape(state.alerts.pacer.pending())
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

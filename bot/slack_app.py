@@ -246,6 +246,9 @@ class SlackHandlers:
         request = request_from_click(action_id, value, actor, channel)
         reply = await self.runtime.pipeline.handle(request)
         self.metrics.count_command(self.runtime.pipeline.command_name(request.text), reply.status)
+        if request.decision is None:  # a command button (on an alert...): the message stays
+            await self._answer_in_thread(reply, surface)
+            return
         if reply.status in ("refused", "failed") and "job_id" not in reply.ids:
             await surface.tell_asker(reply)  # expired, already decided, not an approver: clicker only
             return
@@ -253,6 +256,17 @@ class SlackHandlers:
         await surface.update(reply)  # the decision is shown first; only then is its job watched
         await self._remember(reply.ids, surface)
         self._watch(reply, surface)
+
+    async def _answer_in_thread(self, reply: Reply, clicked: SlackSurface) -> None:
+        """A command button's answer: private ones to the clicker, others in the message's thread."""
+        if reply.visibility == "asker":
+            await clicked.tell_asker(reply)
+            return
+        thread = SlackSurface(
+            self.client, channel=clicked.channel, user=clicked.user, thread_ts=clicked.message_ts
+        )
+        await thread.show(reply)
+        self._watch(reply, thread)
 
     def _watch(self, reply: Reply, surface: SlackSurface) -> None:
         """A started job's progress and result go to the message just shown, in order."""

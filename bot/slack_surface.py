@@ -40,12 +40,14 @@ class SlackSurface:
         user: str,
         response_url: str | None = None,
         message_ts: str | None = None,
+        thread_ts: str | None = None,
     ) -> None:
         self.client = client
         self.channel = channel
         self.user = user
         self.response_url = response_url
         self.message_ts = message_ts
+        self.thread_ts = thread_ts  # post as a reply in this message's thread
         self.title = ""
 
     async def show(self, reply: Reply) -> None:
@@ -60,7 +62,9 @@ class SlackSurface:
     async def post(self, reply: Reply) -> None:
         self.title = self.title or reply.summary
         try:
-            response = await self.client.chat_postMessage(channel=self.channel, **render_message(reply))
+            response = await self.client.chat_postMessage(
+                channel=self.channel, thread_ts=self.thread_ts, **render_message(reply)
+            )
             self.message_ts = str(response["ts"])
             self.channel = str(response.get("channel") or self.channel)
         except SlackApiError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from commands.base import Context, NoArgs, Role
@@ -10,7 +11,9 @@ from commands.db import read_database_url
 from core.errors import StoreUnavailable
 from core.formatting import format_time
 from core.reply import Header, Note, Reply, Table
+from core.secrets import mask_text
 from runbooks import health as checks
+from runbooks import prometheus_health as prometheus
 from runbooks.db_admin import check_wal
 from runbooks.health import CheckResult, HealthReport, NamedCheck
 from runbooks.pg_tools import connect_target
@@ -28,8 +31,12 @@ async def take_health_report(ctx: Context) -> HealthReport:
     s = svc.settings
     planned, skipped = _target_checks(ctx)
     planned += _host_checks(ctx)
-    report = await checks.run_checks(planned, timeout=s.health.timeout_seconds)
-    return HealthReport(checks=(*_wal_line_if_useful(report.checks), *skipped), checked_at=report.checked_at)
+    report, hosts = await asyncio.gather(
+        checks.run_checks(planned, timeout=s.health.timeout_seconds), _garden_hosts(ctx)
+    )
+    return HealthReport(
+        checks=(*_wal_line_if_useful(report.checks), *hosts, *skipped), checked_at=report.checked_at
+    )
 
 
 def _wal_line_if_useful(results: tuple[CheckResult, ...]) -> tuple[CheckResult, ...]:
@@ -37,6 +44,35 @@ def _wal_line_if_useful(results: tuple[CheckResult, ...]) -> tuple[CheckResult, 
     otherwise), and not when the database line already says the database is failing."""
     database_failed = any(c.name == "database" and c.level == "fail" for c in results)
     return tuple(c for c in results if not (c.name == "wal" and (c.level == "info" or database_failed)))
+
+
+async def _garden_hosts(ctx: Context) -> list[CheckResult]:
+    """With GARDEN_PROMETHEUS_URL: every Garden DX host's disk and memory and the API's 5xx ratio."""
+    s = ctx.services.settings
+    url = s.target.prometheus_url
+    if url is None:
+        return []
+    http, timeout = ctx.services.http, s.health.timeout_seconds
+    errors = checks.NamedCheck("errors_5xx", lambda: prometheus.error_ratio_result(http, url))
+    lines, ratio = await asyncio.gather(_host_lines(ctx, url), checks.run_checks([errors], timeout=timeout))
+    return [*lines, *ratio.checks]
+
+
+async def _host_lines(ctx: Context, url: str) -> list[CheckResult]:
+    """One line per host and measure; Prometheus unreachable or slow is one failing line."""
+    s = ctx.services.settings
+    timeout = s.health.timeout_seconds
+    warn = (s.thresholds.disk_percent, s.thresholds.memory_percent)
+    fail = (s.health.disk_fail_percent, s.health.memory_fail_percent)
+    try:
+        return await asyncio.wait_for(
+            prometheus.host_results(ctx.services.http, url, warn=warn, fail=fail), timeout
+        )
+    except TimeoutError:
+        return [checks.result("hosts", "fail", "health.figure.timeout", seconds=f"{timeout:g}")]
+    except Exception as exc:  # unreachable, or an answer that is not Prometheus's
+        detail = mask_text(str(exc).strip() or type(exc).__name__)[:200]
+        return [checks.result("hosts", "fail", "health.figure.unreachable", detail=detail)]
 
 
 def _target_checks(ctx: Context) -> tuple[list[NamedCheck], list[CheckResult]]:

@@ -5,13 +5,16 @@ starts from the last state; a finished job gives its final reply at once."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from core.errors import GardenBotError
 from core.reply import Reply
 
+log = logging.getLogger(__name__)
 KEEP_FINISHED = 500  # finished jobs remembered for late watchers; older ones are forgotten
 
 
@@ -33,15 +36,35 @@ def started_job(reply: Reply) -> int | None:
     return job_id if reply.status == "running" and isinstance(job_id, int) else None
 
 
+@dataclass(frozen=True)
+class JobEnd:
+    """A job that finished in this process: its command, how it ended, how long it ran."""
+
+    job_id: int
+    kind: str
+    outcome: str  # succeeded, failed, interrupted
+    seconds: float
+
+
+EndListener = Callable[[JobEnd], None]
+
+
 class JobBoard:
     def __init__(self) -> None:
         self._last: OrderedDict[int, JobEvent] = OrderedDict()
         self._watchers: dict[int, list[asyncio.Queue[JobEvent]]] = {}
         self._requesters: dict[int, str] = {}
+        self._opened: dict[int, tuple[str, float]] = {}
+        self._end_listeners: list[EndListener] = []
 
-    def opened(self, job_id: int, *, requested_by: str | None = None) -> None:
+    def on_end(self, listener: EndListener) -> None:
+        """Call `listener` for every job that finishes from now on (metrics, catalog gauges)."""
+        self._end_listeners.append(listener)
+
+    def opened(self, job_id: int, kind: str = "", *, requested_by: str | None = None) -> None:
         """A job started here: watchers may subscribe before its first progress."""
         self._last[job_id] = JobEvent(job_id, 0, "")
+        self._opened[job_id] = (kind, time.monotonic())
         if requested_by is not None:
             self._requesters[job_id] = requested_by
 
@@ -52,10 +75,17 @@ class JobBoard:
     def progress(self, job_id: int, percent: int, text: str) -> None:
         self._publish(JobEvent(job_id, percent, text))
 
-    def finished(self, job_id: int, reply: Reply) -> None:
+    def finished(self, job_id: int, reply: Reply, outcome: str | None = None) -> None:
         last = self._last.get(job_id)
         self._publish(JobEvent(job_id, last.percent if last else 100, last.text if last else "", reply))
         self._forget_old()
+        kind, started = self._opened.pop(job_id, ("", time.monotonic()))
+        end = JobEnd(job_id, kind, outcome or reply.status, time.monotonic() - started)
+        for listener in self._end_listeners:
+            try:
+                listener(end)
+            except Exception:  # a listener's failure never fails the job
+                log.exception("job end listener failed for job %s", job_id)
 
     async def watch(self, job_id: int) -> AsyncIterator[JobEvent]:
         """The job's last state, then every event until it finishes."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from commands import audit, backup, cache, db, health, jobs, logs, restore, users
+from commands import alert, audit, backup, cache, db, health, jobs, logs, restore, users
 from commands import help as help_command
 from commands.command import Command
 from commands.services import Services
@@ -28,6 +28,7 @@ ALL_COMMANDS: tuple[Command, ...] = (
     *users.COMMANDS,
     *db.COMMANDS,
     *logs.COMMANDS,
+    *alert.COMMANDS,
 )
 
 

@@ -89,7 +89,7 @@ class JobRunner:
                 await release_lock(svc, lock)
             raise
         await self._audit(ctx, command, "job_started", "running", job.id)
-        self.board.opened(job.id, requested_by=request.actor.user_id)
+        self.board.opened(job.id, command.name, requested_by=request.actor.user_id)
         job_ctx = replace(ctx, job_id=job.id, progress=self._progress(job.id))
         if lock is not None:
             self._locks[job.id] = lock
@@ -169,7 +169,7 @@ class JobRunner:
         why = self._stopped_by.pop(job_id, None)
         detail = {"reason": why} if why is not None else {}
         await self._audit(ctx, command, "job_finished", status, job_id, duration_ms, detail)
-        self.board.finished(job_id, reply)
+        self.board.finished(job_id, reply, status)
         return reply
 
     async def _outcome(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import httpx
 import redis.asyncio as aioredis
@@ -23,6 +24,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class AlertMessages(Protocol):
+    """The bot's seam for alert group messages: a command changed a thread, show it again."""
+
+    def refresh(self, thread_id: int) -> None: ...
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -33,6 +40,7 @@ class Services:
     policy: Policy
     instance: Instance = field(default_factory=Instance.current)
     bot_host: BotHost = field(default_factory=BotHost)  # what `health` measures locally
+    alert_messages: AlertMessages | None = None  # set by `serve` when it keeps alert messages
 
     @property
     def access(self) -> Access:

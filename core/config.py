@@ -120,7 +120,9 @@ class Target(_Section):
     monitor_database_url: SecretStr | None = None  # a pg_monitor login for `db stats` and health reads
     redis_url: SecretStr | None = None
     api_url: str | None = None
-    prometheus_url: str | None = None  # the Prometheus that scrapes Garden DX; reports read it when set
+    # Prometheus scraping the Garden DX hosts (node_exporter) and API: `health` then shows every
+    # host's disk and memory and the API's 5xx ratio, read through its HTTP API.
+    prometheus_url: str | None = None
 
     @field_validator("api_url", "prometheus_url")
     @classmethod

@@ -13,6 +13,7 @@ import pytest
 
 from commands.registry import build_registry
 from core import errors
+from core.alerts import AlertStatus
 from core.config import SEVERITIES
 from core.i18n import Translator
 from core.incidents import Status as IncidentStatus
@@ -34,7 +35,11 @@ ERROR_CLASSES = {
 }
 # Keys built with an f-string: the prefix and the values the placeholder takes.
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "interrupted")  # jobs.status CHECK
-CHECK_NAMES = ("api", "database", "cache", "disk", "memory", "backup", "wal")  # health, db_admin; tls:* apart
+# health, db_admin, runbooks/prometheus.py; tls:* apart
+CHECK_NAMES = (
+    *("api", "database", "cache", "disk", "memory", "backup", "wal"),
+    *("host_disk", "host_memory", "hosts", "errors_5xx"),
+)
 BACKUP_STATUSES = ("running", "good", "failed", "interrupted", "pruned")  # backups.status CHECK
 VERIFY_STATUSES = ("passed", "failed", "never")  # backups.verify_status CHECK, or never verified
 # runbooks/verify_backup.py VerifyOutcome.problem
@@ -49,6 +54,7 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
     "lock.held.": tuple(sorted({c.lock for c in build_registry() if c.lock})),
     "progress.": STEP_KEYS,
     "incident.severity.": SEVERITIES,
+    "alert.status.": typing.get_args(AlertStatus),
     "incident.status.": typing.get_args(IncidentStatus),
     "incident.kind.": typing.get_args(TimelineKind),
     "incident.empty_": ("impact", "update", "summary"),  # core.incidents.check_text

@@ -139,7 +139,9 @@ def alertmanager_config(url: str, token_file: Path, max_alerts: int) -> dict[str
 
 
 class RealAlertmanager:
-    def __init__(self, recorder: WebhookRecorder, token: str, max_alerts: int = 0) -> None:
+    """`receiver` is a WebhookRecorder, or the URL of a real webhook (`gardenbot serve`'s)."""
+
+    def __init__(self, receiver: WebhookRecorder | str, token: str, max_alerts: int = 0) -> None:
         binary = shutil.which(BINARY)
         if binary is None:
             raise RuntimeError(f"{BINARY} is missing: scripts/test.sh installs Debian's package")
@@ -148,7 +150,8 @@ class RealAlertmanager:
         token_file = self._dir / "token"
         token_file.write_text(token + "\n", encoding="utf-8")
         token_file.chmod(0o400)
-        config = alertmanager_config(recorder.url, token_file, max_alerts)
+        url = receiver if isinstance(receiver, str) else receiver.url
+        config = alertmanager_config(url, token_file, max_alerts)
         (self._dir / "alertmanager.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None

@@ -1,0 +1,123 @@
+"""Alert threads in the bot's store: one row per Alertmanager alert group (groupKey).
+
+A webhook stores the group's latest payload (`record_notification`); whoever sends the Slack
+message reads the row then, so it always shows the latest state. Posting the first message is
+claimed with a short lease (`claim_posting`), so two replicas receiving the same new group post
+one message: the other waits for the `ts` and updates it. Times are the caller's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from core.alerts import AlertGroup
+from core.errors import Conflict, NotFound
+from store.db import Store
+
+COLUMNS = (
+    "id, group_key, status, payload, notifications, first_at, received_at, channel, ts, acked_by, acked_at"
+)
+POSTING_LEASE = timedelta(seconds=30)  # longer than a chat.postMessage with its retries
+
+
+@dataclass(frozen=True)
+class AlertThread:
+    id: int
+    group_key: str
+    status: str
+    payload: dict[str, Any]
+    notifications: int
+    first_at: datetime
+    received_at: datetime
+    channel: str | None
+    ts: str | None
+    acked_by: str | None
+    acked_at: datetime | None
+
+    @property
+    def group(self) -> AlertGroup:
+        return AlertGroup.model_validate(self.payload)
+
+
+def _thread(row: dict[str, Any]) -> AlertThread:
+    return AlertThread(**row)
+
+
+async def record_notification(store: Store, group: AlertGroup, *, at: datetime) -> AlertThread:
+    """Keep the group's latest state; the first notification of a group opens its thread."""
+    payload = Jsonb(group.model_dump(mode="json", by_alias=True))
+    async with store.connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO alert_threads (group_key, status, payload, first_at, received_at)"
+            " VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (group_key) DO UPDATE SET status = EXCLUDED.status,"
+            " payload = EXCLUDED.payload, received_at = EXCLUDED.received_at,"
+            " notifications = alert_threads.notifications + 1"
+            f" RETURNING {COLUMNS}",
+            (group.group_key, group.status, payload, at, at),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return _thread(row)
+
+
+async def get_thread(store: Store, thread_id: int) -> AlertThread:
+    async with store.connection() as conn:
+        cur = await conn.execute(f"SELECT {COLUMNS} FROM alert_threads WHERE id = %s", (thread_id,))
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFound("alert.not_found", alert=thread_id)
+    return _thread(row)
+
+
+async def thread_of(store: Store, group_key: str) -> AlertThread | None:
+    async with store.connection() as conn:
+        cur = await conn.execute(f"SELECT {COLUMNS} FROM alert_threads WHERE group_key = %s", (group_key,))
+        row = await cur.fetchone()
+    return _thread(row) if row is not None else None
+
+
+async def claim_posting(store: Store, thread_id: int, *, now: datetime) -> bool:
+    """True when this caller is to post the thread's first message (none yet, nobody posting)."""
+    async with store.connection() as conn:
+        cur = await conn.execute(
+            "UPDATE alert_threads SET posting_until = %s WHERE id = %s AND ts IS NULL"
+            " AND (posting_until IS NULL OR posting_until < %s) RETURNING id",
+            (now + POSTING_LEASE, thread_id, now),
+        )
+        return await cur.fetchone() is not None
+
+
+async def release_posting(store: Store, thread_id: int) -> None:
+    """The post failed: let the next attempt (here or on another replica) claim it again."""
+    async with store.connection() as conn:
+        await conn.execute(
+            "UPDATE alert_threads SET posting_until = NULL WHERE id = %s AND ts IS NULL", (thread_id,)
+        )
+
+
+async def remember_message(store: Store, thread_id: int, *, channel: str, ts: str) -> None:
+    async with store.connection() as conn:
+        await conn.execute(
+            "UPDATE alert_threads SET channel = %s, ts = %s, posting_until = NULL WHERE id = %s",
+            (channel, ts, thread_id),
+        )
+
+
+async def acknowledge(store: Store, thread_id: int, *, by: str, at: datetime) -> AlertThread:
+    """Record who acknowledged the group; a second acknowledgement is a Conflict naming the first."""
+    async with store.connection() as conn:
+        cur = await conn.execute(
+            "UPDATE alert_threads SET acked_by = %s, acked_at = %s WHERE id = %s AND acked_by IS NULL"
+            f" RETURNING {COLUMNS}",
+            (by, at, thread_id),
+        )
+        row = await cur.fetchone()
+    if row is not None:
+        return _thread(row)
+    thread = await get_thread(store, thread_id)
+    raise Conflict("alert.already_acknowledged", alert=thread_id, by=thread.acked_by or "?")
