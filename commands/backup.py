@@ -34,6 +34,7 @@ from runbooks.progress import ProgressCallback as StepCallback
 from runbooks.progress import Step
 from runbooks.verify_backup import verify_backup
 from store import backups as catalog
+from store import releases as release_store
 from store.jobs import Job
 from store.pending import PendingEnds
 
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 BACKUP_LOCK = "backup"  # backup, verify and restore: one at a time across every replica
 MAX_ID = 10**15
 LIST_LIMIT = 30  # rows shown by `backup list`
+FILE_ARCHIVES_SHOWN = 10  # host file archives shown under the backups by `backup list`
 
 
 class BackupIdArgs(Args):
@@ -223,8 +225,29 @@ async def list_backups(ctx: Context, args: Args) -> Reply:
         elements.append(Text(t("backup.none")))
     problems = await asyncio.to_thread(_reconcile, svc, good, catalogued, t)
     elements.extend(Text(p) for p in problems)
+    elements.extend(await _file_archives(ctx))
     summary = t("backup.list_summary", count=len(rows), problems=len(problems))
     return Reply(status="succeeded", summary=summary, elements=tuple(elements))
+
+
+async def _file_archives(ctx: Context) -> list[Element]:
+    """Archives of the application's files, which stay on the hosts (`backup files`, releases)."""
+    t = ctx.t
+    archives = await release_store.list_file_archives(ctx.services.store, limit=FILE_ARCHIVES_SHOWN)
+    if not archives:
+        return []
+    rows = tuple(
+        (
+            str(a.id),
+            format_time(a.created_at, ctx.services.settings.zone),
+            a.host,
+            a.path,
+            format_bytes(a.size_bytes),
+        )
+        for a in archives
+    )
+    columns = ("#", t("backup.col.time"), t("hosts.col.host"), t("files.col.path"), t("backup.col.size"))
+    return [Header(t("files.list_header")), Table(columns=columns, rows=rows)]
 
 
 def _reconcile(

@@ -25,6 +25,9 @@ Preflight = Callable[[Context, Any], Awaitable[None]]
 # After a crash: the jobs of dead processes, for the command that owns their leftovers.
 RecoverHook = Callable[["Services", Sequence["Job"]], Awaitable[None]]
 StartHook = Callable[["Services"], Awaitable[None]]
+# Break-glass: a risky command that may run without a second person right now (an open P1) returns
+# what says why (kept as the job's binding and audited); None asks for approval as usual.
+Waiver = Callable[[Context, Any], Awaitable[dict[str, Any] | None]]
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Command:
     preflight: Preflight | None = None  # refuse before anything starts (unknown id, unusable backup)
     recover: RecoverHook | None = None  # crash recovery at start-up, given the interrupted jobs
     on_start: StartHook | None = None  # once per process, after the store is prepared
+    waive_approval: Waiver | None = None  # risky, except when this says why not (break-glass)
 
     def __post_init__(self) -> None:
         if not self.usage:
@@ -73,6 +77,8 @@ def declaration_problem(command: Command) -> str | None:
         return "a lock is held by a stored job: lock needs background=True"
     if command.risky and not command.mutates:
         return "a risky command changes something: risky needs mutates=True"
+    if command.waive_approval is not None and not command.risky:
+        return "only a risky command's approval can be waived: waive_approval needs risky=True"
     if command.risky and command.describe is None:
         return "a risky command needs describe() for its approval text"
     return None

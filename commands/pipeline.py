@@ -108,7 +108,7 @@ class Pipeline:
         ctx = self._context(request, t)
         if command.preflight is not None:
             await command.preflight(ctx, args)
-        if command.risky:
+        if command.risky and not await self._waived(command, ctx, args):
             return await self._open_approval(command, ctx, args)
         if not command.background:
             return await command.run(ctx, args)
@@ -218,6 +218,19 @@ class Pipeline:
             t=t,
             progress=no_progress,
         )
+
+    async def _waived(self, command: Command, ctx: Context, args: Args) -> bool:
+        """Break-glass: the command says it may run without a second person now; audited, and the
+        reason goes to the run as its binding."""
+        if command.waive_approval is None:
+            return False
+        why = await command.waive_approval(ctx, args)
+        if why is None:
+            return False
+        ctx.binding = {"break_glass": why}
+        detail = {"break_glass": why, "args": args.model_dump(mode="json")}
+        await self._audit(ctx.request, command.name, "approval_waived", "waived", detail)
+        return True
 
     async def _open_approval(self, command: Command, ctx: Context, args: Args) -> Reply:
         assert command.describe is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from commands import alert, audit, backup, cache, db, health, jobs, logs, restore, users
+from commands import alert, audit, backup, cache, db, health, hosts, jobs, logs, release, restore, users
 from commands import help as help_command
 from commands.command import Command
 from commands.services import Services
@@ -29,6 +29,8 @@ ALL_COMMANDS: tuple[Command, ...] = (
     *db.COMMANDS,
     *logs.COMMANDS,
     *alert.COMMANDS,
+    *hosts.COMMANDS,
+    *release.COMMANDS,
 )
 
 

@@ -54,6 +54,7 @@ ENV_KEYS: dict[str, str] = {
     "GARDEN_PROMETHEUS_URL": "target.prometheus_url",
     "GARDEN_MONITOR_DATABASE_URL": "target.monitor_database_url",
     "GARDENBOT_SMTP_URL": "mail.url",
+    "GARDENBOT_INVENTORY": "hosts.inventory",
     "GARDENBOT_BACKUP_DIR": "backup.dir",
     "GARDENBOT_PG_BIN_DIR": "pg_bin_dir",
     "GARDENBOT_LOCALE": "locale",
@@ -325,6 +326,37 @@ class Mail(_Section):
         return v
 
 
+GARDEN_VAR = re.compile(r"^garden_[a-z0-9_]{1,60}$")
+
+
+class HostVars(BaseModel):
+    """The playbooks' variables (docs/hosts.md); any other `garden_*` variable may be set too."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    garden_root: str = "/opt/garden-dx"  # git checkout of the application; its origin has the releases
+    # the services the playbooks look after (`service restart <name>` takes one of these)
+    garden_services: list[str] = Field(default_factory=lambda: ["garden-backend", "garden-frontend"])
+    # how services are run: systemd units, the docker compose stack, or supervisord programs
+    garden_service_manager: Literal["systemd", "compose", "supervisor"] = "systemd"
+    garden_health_url: str = "http://localhost:8000/health"  # asked on each host by the health gate
+
+    @model_validator(mode="after")
+    def _garden_names(self) -> HostVars:
+        for name in self.model_extra or {}:
+            if not GARDEN_VAR.match(name):
+                raise ValueError(f"{name!r}: the playbooks' variables are named garden_…")
+        return self
+
+
+class Hosts(_Section):
+    """The Garden DX servers, reached through Ansible (docs/hosts.md)."""
+
+    # an Ansible inventory with groups garden_app and garden_db; unset: no host commands
+    inventory: Path | None = None
+    vars: HostVars = HostVars()  # handed to every playbook as extra variables; never secrets
+
+
 class Thresholds(_Section):
     """The manual's warning levels: the one place a health check learns when to warn."""
 
@@ -428,6 +460,7 @@ class Settings(BaseSettings):
     logs: Logs = Logs()
     mail: Mail = Mail()
     tls_hosts: list[str] = Field(default_factory=list)
+    hosts: Hosts = Hosts()
     health: Health = Health()
     thresholds: Thresholds = Thresholds()
     jobs: Jobs = Jobs()

@@ -173,6 +173,11 @@ class SystemFacts(_Model):
     app_version: str
 
 
+class MaintenanceFlag(_Model):
+    path: str
+    set: bool
+
+
 class HostChores(_Model):
     upgradable: int | None  # None where there is no apt
     disks: tuple[Disk, ...]
@@ -313,3 +318,10 @@ async def monthly_chores(
 ) -> HostsReport[HostChores]:
     """Upgradable packages and disk usage per mount on every host."""
     return await _run("monthly_chores", HostChores, setup=setup, progress=progress)
+
+
+async def maintenance_flag(
+    *, setup: HostsSetup, progress: TaskProgress | None = None
+) -> HostsReport[MaintenanceFlag]:
+    """Whether the maintenance flag is set on each garden_app host (after a release was cut short)."""
+    return await _run("maintenance_check", MaintenanceFlag, setup=setup, progress=progress)

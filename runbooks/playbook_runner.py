@@ -47,6 +47,7 @@ PLAYBOOKS = (
     "evidence",
     "system_info",
     "monthly_chores",
+    "maintenance_check",
 )
 DEFAULT_TIMEOUT_S = 600.0
 # How often the runner thread looks at the cancel flag while the playbook is silent.

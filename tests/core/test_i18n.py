@@ -22,8 +22,10 @@ from core.locales.en import MESSAGES as EN
 from core.locales.ja import MESSAGES as JA
 from core.reply import Level
 from runbooks.incidents import LIST_COLUMNS
+from runbooks.playbook_runner import TaskStatus
 from runbooks.postmortem import SECTIONS
 from runbooks.progress import STEP_KEYS
+from store.releases import ReleaseStatus
 from tests.support.runtime import REPO_ROOT
 
 PACKAGES = ("bot", "commands", "core", "runbooks", "store", "scheduler")
@@ -61,6 +63,10 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
     "incident.page.": ("unacknowledged", "unresolved"),  # runbooks.incidents.page_text
     "incident.col.": LIST_COLUMNS,
     "incident.pm.": SECTIONS,
+    "hosts.task.": typing.get_args(TaskStatus),
+    "release.outcome.": ("released", "rolled_back", "rollback_failed"),  # runbooks.hosts.HostRelease
+    "release.migrations.": ("ran", "started", "skipped", "not_reached"),
+    "release.status.": typing.get_args(ReleaseStatus),  # releases.status CHECK
 }
 
 

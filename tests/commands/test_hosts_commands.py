@@ -1,0 +1,289 @@
+"""The hosts commands through the pipeline, with real Ansible against the sample Garden DX host
+(runbooks/sample_hosts.py: a git-deployed app under supervisord, origin holding v1, v2 and v2-bad).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bot.clicks import request_from_click
+from bot.runtime import Runtime
+from commands.base import Actor, Request
+from commands.release import release_reply
+from commands.services import utc_now
+from core.i18n import Translator
+from core.reply import Actions, Note, Reply, Table
+from runbooks.hosts import HostRelease, HostsReport
+from runbooks.playbook_runner import PlaybookRun
+from runbooks.sample_hosts import SampleHosts, running_sample_hosts
+from store import incidents as incident_store
+from store import jobs as job_store
+from store import releases as release_store
+from store.jobs import Instance
+from store.releases import ReleaseEnd
+from tests.runbooks.test_hosts import checkout_describe, pids, serving_version
+from tests.support.runtime import BotWorld, table_of
+from tests.support.servers import throwaway_database
+
+pytestmark = pytest.mark.slow
+
+ADMIN, OPERATOR, LEAD, VIEWER = "U0ADMIN", "U0OPS", "U0LEAD", "U0INTERN"
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SampleHosts]:
+    with running_sample_hosts(tmp_path_factory.mktemp("hostcmd") / "garden") as sample:
+        yield sample
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[SampleHosts]:
+    with running_sample_hosts(tmp_path / "garden") as sample:
+        yield sample
+
+
+def configure(world: BotWorld, sample: SampleHosts, **more: object) -> None:
+    world.configure(hosts={"inventory": str(sample.inventory), "vars": {**sample.vars(), **more}})
+
+
+@pytest.fixture
+async def on_shared(bot_world: BotWorld, shared: SampleHosts) -> AsyncIterator[Runtime]:
+    configure(bot_world, shared)
+    async with bot_world.runtime() as rt:
+        yield rt
+
+
+@pytest.fixture
+async def on_fresh(bot_world: BotWorld, fresh: SampleHosts) -> AsyncIterator[Runtime]:
+    """A bot whose target database holds a table (an empty database makes no usable backup)."""
+    configure(bot_world, fresh, garden_health_timeout=4)
+    with throwaway_database("gbt_rel") as target:
+        with psycopg.connect(target, autocommit=True) as conn:
+            conn.execute(b"CREATE TABLE garden (id int PRIMARY KEY); INSERT INTO garden VALUES (1)")
+        bot_world.extra_env["GARDEN_DATABASE_URL"] = target
+        async with bot_world.runtime() as rt:
+            yield rt
+
+
+def ask(user: str, text: str) -> Request:
+    return Request(actor=Actor(user_id=user), text=text, source="console", channel="C0OPS", locale="en")
+
+
+async def finish(rt: Runtime, reply: Reply, seen: list[str] | None = None) -> Reply:
+    job_id = reply.ids.get("job_id")
+    if reply.status != "running" or not isinstance(job_id, int):
+        return reply
+    final: Reply | None = None
+    async for event in rt.pipeline.jobs.watch(job_id):
+        if event.finished:
+            final = event.reply
+        elif seen is not None:
+            seen.append(event.text)
+    assert final is not None
+    return final
+
+
+async def approve(rt: Runtime, approval_id: int, seen: list[str] | None = None) -> Reply:
+    reply = await rt.pipeline.decide(ask(LEAD, f"approve {approval_id}"), approval_id, "approved")
+    return await finish(rt, reply, seen)
+
+
+async def test_service_status_shows_each_service_running_on_the_host(on_shared: Runtime) -> None:
+    reply = await on_shared.pipeline.handle(ask(VIEWER, "service status"))
+
+    assert reply.status == "succeeded", reply
+    rows = {row[1]: row for row in table_of(reply).rows}
+    assert set(rows) == {"garden-backend", "garden-frontend"}
+    assert all(row[0] == "localhost" and row[2] == "RUNNING" for row in rows.values())
+
+
+async def test_service_restart_waits_for_a_second_person_then_restarts_both_services(
+    on_shared: Runtime, shared: SampleHosts, bot_world: BotWorld
+) -> None:
+    before = pids(shared)
+
+    asked = await on_shared.pipeline.handle(ask(OPERATOR, "service restart all"))
+
+    assert asked.status == "pending", asked
+    assert pids(shared) == before  # nothing before the approval
+    done = await approve(on_shared, int(asked.ids["approval_id"]))
+    assert done.status == "succeeded", done
+    after = pids(shared)
+    assert all(after[name] != before[name] for name in before)
+    [(requested, approved)] = bot_world.query(
+        "SELECT requested_by, approved_by FROM jobs WHERE command = 'service restart'"
+    )
+    assert (requested, approved) == (OPERATOR, LEAD)
+    events = [r[0] for r in bot_world.query("SELECT event FROM audit_log WHERE command = 'service restart'")]
+    assert "playbook_run" in events
+
+
+async def test_an_unknown_service_is_refused_before_any_approval(
+    on_shared: Runtime, bot_world: BotWorld
+) -> None:
+    reply = await on_shared.pipeline.handle(ask(OPERATOR, "service restart sshd"))
+
+    assert reply.status == "refused", reply
+    assert "garden-backend" in reply.summary
+    assert bot_world.query("SELECT id FROM approvals") == []
+
+
+async def test_during_an_open_p1_a_restart_runs_without_approval_and_is_noted_on_the_incident(
+    on_shared: Runtime, shared: SampleHosts, bot_world: BotWorld
+) -> None:
+    store = on_shared.services.store
+    p1 = await incident_store.declare_incident(
+        store, severity="P1", title="API down", impact=None, declared_by=OPERATOR, at=utc_now()
+    )
+    before = pids(shared)
+
+    reply = await finish(
+        on_shared, await on_shared.pipeline.handle(ask(OPERATOR, "service restart garden-backend"))
+    )
+
+    assert reply.status == "succeeded", reply
+    assert pids(shared)["garden-backend"] != before["garden-backend"]
+    assert pids(shared)["garden-frontend"] == before["garden-frontend"]
+    assert bot_world.query("SELECT id FROM approvals") == []
+    assert any(isinstance(e, Note) and f"incident {p1.id}" in e.text for e in reply.elements)
+    notes = [e for e in await incident_store.timeline(store, p1.id) if e.kind == "action"]
+    assert len(notes) == 1
+    assert notes[0].detail["break_glass"] is True and notes[0].actor == OPERATOR
+    assert "service restart garden-backend" in notes[0].text
+    waived = bot_world.query("SELECT outcome FROM audit_log WHERE event = 'approval_waived'")
+    assert waived == [("waived",)]
+
+
+async def test_a_version_not_in_origin_is_refused_before_any_approval(
+    on_shared: Runtime, bot_world: BotWorld, shared: SampleHosts
+) -> None:
+    reply = await on_shared.pipeline.handle(ask(ADMIN, "release v9.9"))
+
+    assert reply.status == "refused", reply
+    assert "v9.9" in reply.summary and "origin" in reply.summary
+    assert bot_world.query("SELECT id FROM approvals") == []
+    assert bot_world.query("SELECT id FROM jobs") == []
+    assert serving_version(shared) == "v1"
+
+
+async def test_release_v2_goes_live_then_v2_bad_is_rolled_back_and_release_list_shows_both(
+    on_fresh: Runtime, fresh: SampleHosts, bot_world: BotWorld
+) -> None:
+    asked = await on_fresh.pipeline.handle(ask(ADMIN, "release v2"))
+    assert asked.status == "pending", asked
+    assert serving_version(fresh) == "v1"
+    lines: list[str] = []
+
+    good = await approve(on_fresh, int(asked.ids["approval_id"]), lines)
+
+    assert good.status == "succeeded", good
+    assert serving_version(fresh) == "v2" and checkout_describe(fresh) == "v2"
+    assert any("localhost: " in line for line in lines), lines  # the playbook's tasks as progress lines
+    backup = bot_world.query("SELECT kind, status FROM backups WHERE id = %s", (good.ids["backup_id"],))
+    assert backup == [("safety", "good")]
+    archives = bot_world.query("SELECT host, release_id FROM file_backups")
+    assert archives == [("localhost", good.ids["release_id"])]
+
+    asked_bad = await on_fresh.pipeline.handle(ask(ADMIN, "release v2-bad"))
+    bad = await approve(on_fresh, int(asked_bad.ids["approval_id"]))
+
+    assert bad.status == "failed", bad
+    assert "rolled back" in bad.summary
+    assert serving_version(fresh) == "v2" and checkout_describe(fresh) == "v2"
+    assert not Path(fresh.vars()["garden_maintenance_flag"]).exists()
+    assert not any(isinstance(e, Actions) for e in bad.elements)  # no migrations ran: nothing to restore
+
+    listing = await on_fresh.pipeline.handle(ask(VIEWER, "release list"))
+    rows = table_of(listing).rows
+    assert [(r[1], r[2], r[3], r[5]) for r in rows] == [
+        ("v2-bad", ADMIN, LEAD, "rolled back"),
+        ("v2", ADMIN, LEAD, "released"),
+    ]
+    assert rows[0][7] == "Wait for healthy answers in a row" and rows[1][7] == "-"
+    backups = await on_fresh.pipeline.handle(ask(VIEWER, "backup list"))
+    assert len([e for e in backups.elements if isinstance(e, Table)]) == 2  # DB backups, then file archives
+
+
+def test_a_rollback_after_migrations_offers_the_restore_as_a_button_that_asks_for_restore() -> None:
+    report = HostsReport(
+        run=PlaybookRun(
+            run_id="r1",
+            playbook="release",
+            status="failed",
+            hosts=(),
+            started_at=datetime.now(UTC),
+            duration_s=9,
+        ),
+        by_host={
+            "web1": HostRelease.model_validate(
+                {
+                    "outcome": "rolled_back",
+                    "version": "v3",
+                    "previous": {"commit": "a", "describe": "v2"},
+                    "now": {"commit": "a", "describe": "v2"},
+                    "migrations": "ran",
+                    "failed_step": "Wait for healthy answers in a row",
+                }
+            )
+        },
+    )
+    end = ReleaseEnd(status="rolled_back", migrations="ran", failed_step="Wait for healthy answers in a row")
+
+    reply = release_reply(_ctx(), "v3", 5, 41, report, end)
+
+    [actions] = [e for e in reply.elements if isinstance(e, Actions)]
+    [button] = actions.buttons
+    assert (button.action_id, button.value) == ("restore_backup", "41")
+    click = request_from_click(button.action_id, button.value, Actor(user_id=ADMIN), "C0OPS")
+    assert click.text == "restore 41"  # the restore's own request, which opens its own approval
+
+
+def _ctx() -> object:
+    class Ctx:
+        t = Translator("en")
+
+    return Ctx()
+
+
+async def test_a_release_whose_bot_died_is_interrupted_and_says_the_maintenance_flag_is_still_set(
+    bot_world: BotWorld, shared: SampleHosts
+) -> None:
+    configure(bot_world, shared)
+    flag = Path(shared.vars()["garden_maintenance_flag"])
+    async with bot_world.runtime() as rt:
+        store = rt.services.store
+        dead = Instance(host="gone", pid=1, id="deadbeef0000")
+        job = await job_store.create_job(
+            store,
+            command="release",
+            args={"version": "v2"},
+            requested_by=ADMIN,
+            approved_by=LEAD,
+            approval_id=None,
+            channel="C0OPS",
+            source="slack",
+            correlation_id="c1",
+            owner=dead,
+            lock_name="release",
+        )
+        release_id = await release_store.start_release(
+            store, job_id=job.id, version="v2", requested_by=ADMIN, approved_by=LEAD
+        )
+    silent = datetime.now(UTC) - timedelta(hours=1)
+    bot_world.query("UPDATE jobs SET heartbeat_at = %s WHERE id = %s", (silent, job.id))
+    flag.write_text("release in progress\n", encoding="utf-8")  # what the killed release left
+    try:
+        async with bot_world.runtime() as rt:  # start-up recovery
+            record = await release_store.get_release(rt.services.store, release_id)
+            listing = await rt.pipeline.handle(ask(VIEWER, "release list"))
+    finally:
+        flag.unlink()
+
+    assert record.status == "interrupted"
+    assert record.error is not None and "still set" in record.error and str(flag) in record.error
+    assert table_of(listing).rows[0][5] == "interrupted"
