@@ -31,6 +31,7 @@ from runbooks.backups import (
 from runbooks.pg_tools import PgTools, admin_dsn, database_name, find_pg_tools
 from runbooks.progress import ProgressCallback as StepCallback
 from runbooks.progress import Step
+from runbooks.restore import parallel_jobs
 from runbooks.verify_backup import verify_backup
 from store import backups as catalog
 from store.jobs import Job
@@ -242,12 +243,14 @@ async def run_verify(ctx: Context, args: BackupIdArgs) -> Reply:
     svc = ctx.services
     record = await good_backup(svc, args.id)
     tools = await pg_tools(svc)
+    admin = admin_dsn(svc.target_database_url())
     outcome = await verify_backup(
-        admin_dsn=admin_dsn(svc.target_database_url()),
+        admin_dsn=admin,
         path=svc.settings.backup_dir / record.file_name,
         expected_rows=record.row_counts,
         expected_sha256=record.sha256,
         tools=tools,
+        jobs=await parallel_jobs(admin, svc.settings.backup.configured_jobs),
         progress=worded_progress(ctx),
     )
     await catalog.record_verification(svc.store, record.id, passed=outcome.passed, detail=outcome.as_detail())
