@@ -167,7 +167,7 @@ class StreamProgress:
 
     def _worded(self, stream: str, step: Step) -> str:
         t = self.ctx.t
-        label = t(f"restore.stream_{stream}")
+        label = t("restore.stream_safety") if stream == "safety" else t("restore.stream_restore")
         if step.key in DONE_STEPS:
             return t("restore.stream_done", stream=label)
         if step.key in STREAM_STEPS and step.percent >= 0:
