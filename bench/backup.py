@@ -31,6 +31,7 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
+from core.config import Backup
 from runbooks.backups import BackupFile, open_backup, take_backup
 from runbooks.pg_tools import PgTools, child_env, dsn_for_database, find_pg_tools
 from runbooks.restore import (
@@ -42,6 +43,7 @@ from runbooks.restore import (
 )
 
 T = TypeVar("T")
+SAFETY_COMPRESSION = Backup.model_fields["safety_compression"].default  # as the `restore` command
 BLOB_BYTES = 2048
 
 
@@ -227,6 +229,7 @@ async def bot_whole_restore(
             tools=tools,
             file_name=safety.name,
             expected_bytes=backup.size_bytes,
+            compress=SAFETY_COMPRESSION,
         )
 
     try:

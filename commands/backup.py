@@ -124,6 +124,7 @@ async def take_catalogued_backup(
             progress=progress,
             lock_wait_timeout_s=svc.settings.backup.lock_wait_timeout_seconds,
             timeout_s=svc.settings.backup.timeout_seconds,
+            compress=svc.settings.backup.safety_compression if kind == "safety" else None,
         )
     except GardenBotError as exc:
         with contextlib.suppress(StoreUnavailable):  # the job's end, kept locally, fails the row later

@@ -123,6 +123,9 @@ class Backup(_Section):
     timeout_seconds: float = Field(default=7200, gt=0, le=86400)
     # After a restore's swap, how long the API may take to answer /health healthy again.
     restore_health_wait_seconds: float = Field(default=10, ge=0, le=600)
+    # pg_dump's zlib level for a restore's safety backup: it runs while the restore waits for it,
+    # and level 1 dumps about twice as fast as the default for a few percent more bytes.
+    safety_compression: int = Field(default=1, ge=0, le=9)
     # pg_restore --jobs for `restore` and `backup verify`: "auto" sizes it to the target's cores.
     restore_jobs: Literal["auto"] | int = "auto"
 

@@ -423,6 +423,8 @@ async def test_the_safety_dump_and_the_parallel_restore_overlap_and_the_swap_wai
     safety = world.backup_row(int(reply.ids["safety_backup_id"]))
     assert (safety["kind"], safety["status"], safety["row_counts"]) == ("safety", "good", changed["counts"])
     assert "--jobs=2" in gate.restore_args.read_text()
+    regular_dump, safety_dump = gate.dump_args.read_text().splitlines()
+    assert "--compress" not in regular_dump and "--compress=1" in safety_dump  # the quicker safety dump
     # Recovery time, from the approval to the swap and to the first healthy /health after it.
     to_swap, to_healthy = reply.ids["recovery_to_swap_ms"], reply.ids["recovery_to_healthy_ms"]
     assert isinstance(to_swap, int) and isinstance(to_healthy, int)

@@ -78,7 +78,8 @@ def private_redis() -> Iterator[PrivateRedis]:
 @dataclass
 class GatedPgDump:
     """A pg_bin folder whose pg_dump touches `started`, waits for `gate`, then runs the real one
-    (or fails, when `fail` exists); its pg_restore records its arguments in `restore_args`."""
+    (or fails, when `fail` exists); pg_dump and pg_restore record their arguments in `dump_args`
+    and `restore_args`."""
 
     folder: Path
 
@@ -97,6 +98,10 @@ class GatedPgDump:
     @property
     def restore_args(self) -> Path:
         return self.folder / "pg_restore.args"
+
+    @property
+    def dump_args(self) -> Path:
+        return self.folder / "pg_dump.args"
 
     def open(self) -> None:
         self.gate.touch()
@@ -123,6 +128,7 @@ def gated_pg_dump(folder: Path) -> GatedPgDump:
     script.write_text(
         "#!/bin/sh\n"
         f'if [ "$1" = "--version" ]; then echo "{version}"; exit 0; fi\n'
+        f'echo "$@" >> "{folder}/pg_dump.args"\n'
         f'touch "{folder}/started"\n'
         f'while [ ! -e "{folder}/gate" ]; do sleep 0.05; done\n'
         f'if [ -e "{folder}/fail" ]; then echo "pg_dump: error: simulated failure" >&2; exit 1; fi\n'
