@@ -32,9 +32,10 @@ import psycopg
 from psycopg import sql
 
 from core.config import Backup
-from runbooks.backups import BackupFile, open_backup, take_backup
+from runbooks.backups import BackupFile, OpenedBackup, open_backup, take_backup
 from runbooks.pg_tools import PgTools, child_env, dsn_for_database, find_pg_tools
 from runbooks.restore import (
+    RestoreOutcome,
     check_restored_database,
     drop_database,
     parallel_jobs,
@@ -211,9 +212,20 @@ async def raw_restore(admin: str, name: str, path: Path, tools: PgTools) -> floa
 
 
 async def bot_whole_restore(
-    admin: str, name: str, backup: BackupFile, tools: PgTools, folder: Path, jobs: int
+    admin: str,
+    name: str,
+    backup: BackupFile,
+    tools: PgTools,
+    folder: Path,
+    jobs: int,
+    *,
+    before: bool = False,
 ) -> float:
-    """Seconds of the bot's whole restore over a copy of `name` (made and dropped outside the time)."""
+    """Seconds of the bot's whole restore over a copy of `name` (made and dropped outside the time).
+
+    before=True: as it ran before, the safety dump (pg_dump's default compression) first, then a
+    single-job restore.
+    """
     live = f"{name}_live_{secrets.token_hex(3)}"
     async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
         await conn.execute(
@@ -229,22 +241,25 @@ async def bot_whole_restore(
             tools=tools,
             file_name=safety.name,
             expected_bytes=backup.size_bytes,
-            compress=SAFETY_COMPRESSION,
+            compress=None if before else SAFETY_COMPRESSION,
+        )
+
+    async def whole(opened: OpenedBackup) -> RestoreOutcome:
+        if before:
+            await safety_dump()
+        return await restore_backup(
+            dsn=live_dsn,
+            backup=opened,
+            expected_sha256=backup.sha256,
+            expected_rows=backup.row_counts,
+            tools=tools,
+            jobs=1 if before else jobs,
+            alongside=None if before else safety_dump,
         )
 
     try:
         with open_backup(backup.path) as opened:
-            seconds, outcome = await timed(
-                restore_backup(
-                    dsn=live_dsn,
-                    backup=opened,
-                    expected_sha256=backup.sha256,
-                    expected_rows=backup.row_counts,
-                    tools=tools,
-                    jobs=jobs,
-                    alongside=safety_dump,
-                )
-            )
+            seconds, outcome = await timed(whole(opened))
         await drop_database(admin, outcome.kept_as)
     finally:
         await drop_database(admin, live)
@@ -253,7 +268,7 @@ async def bot_whole_restore(
 
 
 async def measure_whole_restore(
-    admin: str, name: str, tools: PgTools, folder: Path, rounds: int
+    admin: str, name: str, tools: PgTools, folder: Path, rounds: int, *, before: bool
 ) -> dict[str, float]:
     """Raw single-job pg_restore vs the bot's whole restore (safety dump included), same file."""
     backup = await take_backup(
@@ -262,17 +277,25 @@ async def measure_whole_restore(
     jobs = await parallel_jobs(admin)
     raw: list[float] = []
     bot: list[float] = []
+    old: list[float] = []
     try:
         for n in range(rounds):
             raw.append(await raw_restore(admin, name, backup.path, tools))
             bot.append(await bot_whole_restore(admin, name, backup, tools, folder, jobs))
-            print(f"whole restore round {n + 1}: raw -j1 {raw[-1]:.1f}s bot {bot[-1]:.1f}s", flush=True)
+            if before:
+                old.append(await bot_whole_restore(admin, name, backup, tools, folder, jobs, before=True))
+            print(
+                f"whole restore round {n + 1}: raw -j1 {raw[-1]:.1f}s bot {bot[-1]:.1f}s"
+                + (f" bot before (one after the other) {old[-1]:.1f}s" if old else ""),
+                flush=True,
+            )
     finally:
         backup.path.unlink(missing_ok=True)
     return {
         "whole_raw": statistics.median(raw),
         "whole_bot": statistics.median(bot),
         "whole_jobs": jobs,
+        "whole_before": statistics.median(old) if old else 0.0,
         "dump_bytes": backup.size_bytes,
     }
 
@@ -290,6 +313,9 @@ async def main() -> None:
     parser.add_argument("--dir", type=Path, default=None, help="where dumps go (same disk)")
     parser.add_argument("--keep", action="store_true", help="keep the bench databases")
     parser.add_argument("--restore-only", action="store_true", help="only the whole-restore figure")
+    parser.add_argument(
+        "--before", action="store_true", help="also the restore as it was: safety dump, then one job"
+    )
     options = parser.parse_args()
     admin: str = options.admin_dsn
     tools = await find_pg_tools(None)
@@ -303,7 +329,9 @@ async def main() -> None:
             results[name] = {"db_bytes": await database_size(dsn_for_database(admin, name))}
             if not options.restore_only:
                 results[name] |= await measure(admin, name, tools, folder, options.rounds)
-        results["whole"] = await measure_whole_restore(admin, big, tools, folder, options.rounds)
+        results["whole"] = await measure_whole_restore(
+            admin, big, tools, folder, options.rounds, before=options.before
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         if not options.keep:
@@ -327,6 +355,11 @@ async def main() -> None:
         f" {w['whole_raw']:.2f} s | {w['whole_bot']:.2f} s |"
         f" {w['whole_bot'] / w['whole_raw']:.2f}x | <= 1.0x |"
     )
+    if w["whole_before"]:
+        print(
+            f"| whole restore before (safety dump, then pg_restore 1 job) | {w['whole_raw']:.2f} s |"
+            f" {w['whole_before']:.2f} s | {w['whole_before'] / w['whole_raw']:.2f}x | |"
+        )
     sys.stdout.flush()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from commands.backup import (
     BACKUP_LOCK,
@@ -23,6 +24,7 @@ from runbooks.health import check_database
 from runbooks.pg_tools import admin_dsn, database_name, estimate_rows
 from runbooks.progress import Step
 from runbooks.restore import (
+    RestoreOutcome,
     check_checksum,
     parallel_jobs,
     prune_old_databases,
@@ -98,33 +100,51 @@ async def run_restore(ctx: Context, args: BackupIdArgs) -> Reply:
         )
     to_swap_ms = _ms_since(started)
     lines, healthy_at = await _after_swap(ctx, live=outcome.live)
-    to_healthy_ms = None if healthy_at is None else int((healthy_at - started) * 1000)
-    summary = ctx.t("restore.done", backup_id=record.id, database=outcome.live)
+    recovery = RecoveryTime(to_swap_ms, None if healthy_at is None else int((healthy_at - started) * 1000))
+    return _restored_reply(
+        ctx, record.id, outcome, safety_id=safety[0], jobs=jobs, recovery=recovery, lines=lines
+    )
+
+
+@dataclass(frozen=True)
+class RecoveryTime:
+    """From the approval (the job's start) to the swap, and to the first healthy /health after it."""
+
+    to_swap_ms: int
+    to_healthy_ms: int | None  # None: the API was not checked, or not healthy within the wait
+
+
+def _restored_reply(
+    ctx: Context,
+    backup_id: int,
+    outcome: RestoreOutcome,
+    *,
+    safety_id: int,
+    jobs: int,
+    recovery: RecoveryTime,
+    lines: list[str],
+) -> Reply:
+    summary = ctx.t("restore.done", backup_id=backup_id, database=outcome.live)
     ids: dict[str, int | str] = {
-        "backup_id": record.id,
-        "safety_backup_id": safety[0],
-        "recovery_to_swap_ms": to_swap_ms,
+        "backup_id": backup_id,
+        "safety_backup_id": safety_id,
+        "recovery_to_swap_ms": recovery.to_swap_ms,
     }
-    if to_healthy_ms is not None:
-        ids["recovery_to_healthy_ms"] = to_healthy_ms
+    if recovery.to_healthy_ms is not None:
+        ids["recovery_to_healthy_ms"] = recovery.to_healthy_ms
+    fields = (
+        (ctx.t("restore.kept_as"), outcome.kept_as),
+        (ctx.t("restore.safety_backup"), str(safety_id)),
+        (ctx.t("restore.rows"), str(sum(outcome.row_counts.values()))),
+        (ctx.t("restore.parallel_jobs"), str(jobs)),
+        (ctx.t("backup.duration"), format_duration(outcome.duration_ms / 1000)),
+        (ctx.t("restore.recovery_to_swap"), format_duration(recovery.to_swap_ms / 1000)),
+        (ctx.t("restore.recovery_to_healthy"), _healthy_figure(ctx, recovery.to_healthy_ms)),
+    )
     return Reply(
         status="succeeded",
         summary=summary,
-        elements=(
-            Text(summary),
-            Fields(
-                (
-                    (ctx.t("restore.kept_as"), outcome.kept_as),
-                    (ctx.t("restore.safety_backup"), str(safety[0])),
-                    (ctx.t("restore.rows"), str(sum(outcome.row_counts.values()))),
-                    (ctx.t("restore.parallel_jobs"), str(jobs)),
-                    (ctx.t("backup.duration"), format_duration(outcome.duration_ms / 1000)),
-                    (ctx.t("restore.recovery_to_swap"), format_duration(to_swap_ms / 1000)),
-                    (ctx.t("restore.recovery_to_healthy"), _healthy_figure(ctx, to_healthy_ms)),
-                )
-            ),
-            *(Text(line) for line in lines),
-        ),
+        elements=(Text(summary), Fields(fields), *(Text(line) for line in lines)),
         ids=ids,
     )
 
