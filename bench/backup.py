@@ -220,6 +220,7 @@ async def bot_whole_restore(
     jobs: int,
     *,
     before: bool = False,
+    safety_compression: int = SAFETY_COMPRESSION,
 ) -> float:
     """Seconds of the bot's whole restore over a copy of `name` (made and dropped outside the time).
 
@@ -241,7 +242,7 @@ async def bot_whole_restore(
             tools=tools,
             file_name=safety.name,
             expected_bytes=backup.size_bytes,
-            compress=None if before else SAFETY_COMPRESSION,
+            compress=None if before else safety_compression,
         )
 
     async def whole(opened: OpenedBackup) -> RestoreOutcome:
@@ -268,7 +269,7 @@ async def bot_whole_restore(
 
 
 async def measure_whole_restore(
-    admin: str, name: str, tools: PgTools, folder: Path, rounds: int, *, before: bool
+    admin: str, name: str, tools: PgTools, folder: Path, rounds: int, *, before: bool, safety_compression: int
 ) -> dict[str, float]:
     """Raw single-job pg_restore vs the bot's whole restore (safety dump included), same file."""
     backup = await take_backup(
@@ -281,7 +282,11 @@ async def measure_whole_restore(
     try:
         for n in range(rounds):
             raw.append(await raw_restore(admin, name, backup.path, tools))
-            bot.append(await bot_whole_restore(admin, name, backup, tools, folder, jobs))
+            bot.append(
+                await bot_whole_restore(
+                    admin, name, backup, tools, folder, jobs, safety_compression=safety_compression
+                )
+            )
             if before:
                 old.append(await bot_whole_restore(admin, name, backup, tools, folder, jobs, before=True))
             print(
@@ -314,6 +319,9 @@ async def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the bench databases")
     parser.add_argument("--restore-only", action="store_true", help="only the whole-restore figure")
     parser.add_argument(
+        "--safety-compression", type=int, default=SAFETY_COMPRESSION, help="the safety dump's zlib level"
+    )
+    parser.add_argument(
         "--before", action="store_true", help="also the restore as it was: safety dump, then one job"
     )
     options = parser.parse_args()
@@ -330,7 +338,13 @@ async def main() -> None:
             if not options.restore_only:
                 results[name] |= await measure(admin, name, tools, folder, options.rounds)
         results["whole"] = await measure_whole_restore(
-            admin, big, tools, folder, options.rounds, before=options.before
+            admin,
+            big,
+            tools,
+            folder,
+            options.rounds,
+            before=options.before,
+            safety_compression=options.safety_compression,
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -350,7 +364,8 @@ async def main() -> None:
         report(results, small, big)
     w = results["whole"]
     print(
-        f"| whole restore (pg_restore -d, 1 job vs restore incl. safety dump alongside,"
+        f"| whole restore (pg_restore -d, 1 job vs restore incl. safety dump -Z{options.safety_compression}"
+        " alongside,"
         f" --jobs={w['whole_jobs']:.0f}, checksum, row counts, swap) |"
         f" {w['whole_raw']:.2f} s | {w['whole_bot']:.2f} s |"
         f" {w['whole_bot'] / w['whole_raw']:.2f}x | <= 1.0x |"
