@@ -6,7 +6,10 @@ Builds (or reuses) a database of about 330 MB whose custom-format dump is about 
 tables plus a table of random bytea that does not compress), then in one run measures:
 raw `pg_dump -Fc -f` vs take_backup (checksum and list check included), raw `pg_restore -d` vs
 restore_into_new_database + row count check, and the peak RSS of this process while the bot works,
-on a small database and on the big one (it should stay flat). Prints a markdown table.
+on a small database and on the big one (it should stay flat). Then the whole restore, as the
+`restore` command runs it after the approval: checksum, the safety dump of the live database
+alongside a parallel pg_restore, row counts, swap; against a raw single-job `pg_restore -d` of the
+same file into a fresh database (`--restore-only` measures only this). Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -28,11 +31,20 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
-from runbooks.backups import BackupFile, open_backup, take_backup
+from core.config import Backup
+from runbooks.backups import BackupFile, OpenedBackup, open_backup, take_backup
 from runbooks.pg_tools import PgTools, child_env, dsn_for_database, find_pg_tools
-from runbooks.restore import check_restored_database, drop_database, restore_into_new_database
+from runbooks.restore import (
+    RestoreOutcome,
+    check_restored_database,
+    drop_database,
+    parallel_jobs,
+    restore_backup,
+    restore_into_new_database,
+)
 
 T = TypeVar("T")
+SAFETY_COMPRESSION = Backup.model_fields["safety_compression"].default  # as the `restore` command
 BLOB_BYTES = 2048
 
 
@@ -185,6 +197,114 @@ async def measure(admin: str, name: str, tools: PgTools, folder: Path, rounds: i
     }
 
 
+async def raw_restore(admin: str, name: str, path: Path, tools: PgTools) -> float:
+    """Seconds of a single-job `pg_restore -d` into a fresh database (dropped afterwards)."""
+    target = f"{name}_raw_{secrets.token_hex(3)}"
+    async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+        await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
+    try:
+        seconds, _ = await timed(
+            run([str(tools.pg_restore), "--exit-on-error", "-d", target, str(path)], child_env(admin))
+        )
+    finally:
+        await drop_database(admin, target)
+    return seconds
+
+
+async def bot_whole_restore(
+    admin: str,
+    name: str,
+    backup: BackupFile,
+    tools: PgTools,
+    folder: Path,
+    jobs: int,
+    *,
+    before: bool = False,
+    safety_compression: int = SAFETY_COMPRESSION,
+) -> float:
+    """Seconds of the bot's whole restore over a copy of `name` (made and dropped outside the time).
+
+    before=True: as it ran before, the safety dump (pg_dump's default compression) first, then a
+    single-job restore.
+    """
+    live = f"{name}_live_{secrets.token_hex(3)}"
+    async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
+        await conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(live), sql.Identifier(name))
+        )
+    live_dsn = dsn_for_database(admin, live)
+    safety = folder / f"safety-{live}.dump"
+
+    def safety_dump() -> Awaitable[BackupFile]:
+        return take_backup(
+            dsn=live_dsn,
+            backup_dir=folder,
+            tools=tools,
+            file_name=safety.name,
+            expected_bytes=backup.size_bytes,
+            compress=None if before else safety_compression,
+        )
+
+    async def whole(opened: OpenedBackup) -> RestoreOutcome:
+        if before:
+            await safety_dump()
+        return await restore_backup(
+            dsn=live_dsn,
+            backup=opened,
+            expected_sha256=backup.sha256,
+            expected_rows=backup.row_counts,
+            tools=tools,
+            jobs=1 if before else jobs,
+            alongside=None if before else safety_dump,
+        )
+
+    try:
+        with open_backup(backup.path) as opened:
+            seconds, outcome = await timed(whole(opened))
+        await drop_database(admin, outcome.kept_as)
+    finally:
+        await drop_database(admin, live)
+        safety.unlink(missing_ok=True)
+    return seconds
+
+
+async def measure_whole_restore(
+    admin: str, name: str, tools: PgTools, folder: Path, rounds: int, *, before: bool, safety_compression: int
+) -> dict[str, float]:
+    """Raw single-job pg_restore vs the bot's whole restore (safety dump included), same file."""
+    backup = await take_backup(
+        dsn=dsn_for_database(admin, name), backup_dir=folder, tools=tools, file_name="whole.dump"
+    )
+    jobs = await parallel_jobs(admin)
+    raw: list[float] = []
+    bot: list[float] = []
+    old: list[float] = []
+    try:
+        for n in range(rounds):
+            raw.append(await raw_restore(admin, name, backup.path, tools))
+            bot.append(
+                await bot_whole_restore(
+                    admin, name, backup, tools, folder, jobs, safety_compression=safety_compression
+                )
+            )
+            if before:
+                old.append(await bot_whole_restore(admin, name, backup, tools, folder, jobs, before=True))
+            print(
+                f"whole restore round {n + 1}: raw -j1 {raw[-1]:.1f}s bot {bot[-1]:.1f}s"
+                + (f" bot before (one after the other) {old[-1]:.1f}s" if old else ""),
+                flush=True,
+            )
+    finally:
+        backup.path.unlink(missing_ok=True)
+    return {
+        "whole_raw": statistics.median(raw),
+        "whole_bot": statistics.median(bot),
+        "whole_jobs": jobs,
+        "whole_before": statistics.median(old) if old else 0.0,
+        "dump_bytes": backup.size_bytes,
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -197,6 +317,13 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="where dumps go (same disk)")
     parser.add_argument("--keep", action="store_true", help="keep the bench databases")
+    parser.add_argument("--restore-only", action="store_true", help="only the whole-restore figure")
+    parser.add_argument(
+        "--safety-compression", type=int, default=SAFETY_COMPRESSION, help="the safety dump's zlib level"
+    )
+    parser.add_argument(
+        "--before", action="store_true", help="also the restore as it was: safety dump, then one job"
+    )
     options = parser.parse_args()
     admin: str = options.admin_dsn
     tools = await find_pg_tools(None)
@@ -207,27 +334,53 @@ async def main() -> None:
         for name, scale, blobs in ((small, 1, 4_000), (big, options.scale, options.blobs)):
             if not await database_exists(admin, name):
                 await build_database(admin, name, scale, blobs)
-            results[name] = await measure(admin, name, tools, folder, options.rounds)
-            results[name]["db_bytes"] = await database_size(dsn_for_database(admin, name))
+            results[name] = {"db_bytes": await database_size(dsn_for_database(admin, name))}
+            if not options.restore_only:
+                results[name] |= await measure(admin, name, tools, folder, options.rounds)
+        results["whole"] = await measure_whole_restore(
+            admin,
+            big,
+            tools,
+            folder,
+            options.rounds,
+            before=options.before,
+            safety_compression=options.safety_compression,
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         if not options.keep:
             for name in (small, big):
                 await drop_database(admin, name)
-    report(results, small, big, tools, options.rounds)
-
-
-def report(results: dict[str, dict[str, float]], small: str, big: str, tools: PgTools, rounds: int) -> None:
-    b, s = results[big], results[small]
-    mb = 1e6
     print()
     print(
-        f"PostgreSQL tools {tools.version_text}; database {b['db_bytes'] / mb:.0f} MB,"
-        f" dump {b['dump_bytes'] / mb:.0f} MB; median of {rounds} rounds; {os.cpu_count()} CPUs"
+        f"PostgreSQL tools {tools.version_text}; database {results[big]['db_bytes'] / 1e6:.0f} MB,"
+        f" dump {results['whole']['dump_bytes'] / 1e6:.0f} MB; median of {options.rounds} rounds;"
+        f" {os.cpu_count()} CPUs"
     )
     print()
     print("| measure | raw tool | bot | ratio | target |")
     print("| --- | --- | --- | --- | --- |")
+    if not options.restore_only:
+        report(results, small, big)
+    w = results["whole"]
+    print(
+        f"| whole restore (pg_restore -d, 1 job vs restore incl. safety dump -Z{options.safety_compression}"
+        " alongside,"
+        f" --jobs={w['whole_jobs']:.0f}, checksum, row counts, swap) |"
+        f" {w['whole_raw']:.2f} s | {w['whole_bot']:.2f} s |"
+        f" {w['whole_bot'] / w['whole_raw']:.2f}x | <= 1.0x |"
+    )
+    if w["whole_before"]:
+        print(
+            f"| whole restore before (safety dump, then pg_restore 1 job) | {w['whole_raw']:.2f} s |"
+            f" {w['whole_before']:.2f} s | {w['whole_before'] / w['whole_raw']:.2f}x | |"
+        )
+    sys.stdout.flush()
+
+
+def report(results: dict[str, dict[str, float]], small: str, big: str) -> None:
+    b, s = results[big], results[small]
+    mb = 1e6
     print(
         f"| backup (pg_dump -Fc vs take_backup incl. sha256 + list check) |"
         f" {b['dump_raw']:.2f} s | {b['dump_bot']:.2f} s |"
@@ -246,7 +399,6 @@ def report(results: dict[str, dict[str, float]], small: str, big: str, tools: Pg
         f"| peak RSS during restore, {s['db_bytes'] / mb:.0f} MB db -> {b['db_bytes'] / mb:.0f} MB db |"
         f" | {s['rss_restore']:.0f} MiB -> {b['rss_restore']:.0f} MiB | | <= 150 MB, flat |"
     )
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

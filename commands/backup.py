@@ -32,6 +32,7 @@ from runbooks.backups import (
 from runbooks.pg_tools import PgTools, admin_dsn, database_name, find_pg_tools
 from runbooks.progress import ProgressCallback as StepCallback
 from runbooks.progress import Step
+from runbooks.restore import parallel_jobs
 from runbooks.verify_backup import verify_backup
 from store import backups as catalog
 from store import releases as release_store
@@ -126,6 +127,7 @@ async def take_catalogued_backup(
             progress=progress,
             lock_wait_timeout_s=svc.settings.backup.lock_wait_timeout_seconds,
             timeout_s=svc.settings.backup.timeout_seconds,
+            compress=svc.settings.backup.safety_compression if kind == "safety" else None,
         )
     except GardenBotError as exc:
         with contextlib.suppress(StoreUnavailable):  # the job's end, kept locally, fails the row later
@@ -266,12 +268,14 @@ async def run_verify(ctx: Context, args: BackupIdArgs) -> Reply:
     svc = ctx.services
     record = await good_backup(svc, args.id)
     tools = await pg_tools(svc)
+    admin = admin_dsn(svc.target_database_url())
     outcome = await verify_backup(
-        admin_dsn=admin_dsn(svc.target_database_url()),
+        admin_dsn=admin,
         path=svc.settings.backup_dir / record.file_name,
         expected_rows=record.row_counts,
         expected_sha256=record.sha256,
         tools=tools,
+        jobs=await parallel_jobs(admin, svc.settings.backup.configured_jobs),
         progress=worded_progress(ctx),
     )
     await catalog.record_verification(svc.store, record.id, passed=outcome.passed, detail=outcome.as_detail())

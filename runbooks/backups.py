@@ -200,18 +200,24 @@ async def _dump_to(
     progress: ProgressCallback | None,
     expected_bytes: int | None,
     lock_wait_timeout_s: float,
+    compress: int | None = None,
 ) -> None:
     """Run pg_dump into a pipe and copy it to fd; raise RunbookFailed if pg_dump fails."""
     read_fd, write_fd = os.pipe()
     with contextlib.suppress(OSError):
         fcntl.fcntl(read_fd, F_SETPIPE_SZ, CHUNK_BYTES)
+    args = [
+        "--format=custom",
+        "--no-password",
+        f"--snapshot={snapshot}",
+        f"--lock-wait-timeout={max(1, int(lock_wait_timeout_s * 1000))}",  # milliseconds
+    ]
+    if compress is not None:
+        args.append(f"--compress={compress}")
     try:
         proc = await asyncio.create_subprocess_exec(
             str(tools.pg_dump),
-            "--format=custom",
-            "--no-password",
-            f"--snapshot={snapshot}",
-            f"--lock-wait-timeout={max(1, int(lock_wait_timeout_s * 1000))}",  # milliseconds
+            *args,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=write_fd,
             stderr=asyncio.subprocess.PIPE,
@@ -282,6 +288,7 @@ async def count_toc_entries(backup: OpenedBackup, *, tools: PgTools) -> int:
 class _DumpLimits:
     lock_wait_timeout_s: float
     timeout_s: float
+    compress: int | None = None  # pg_dump's zlib level; None: its default
 
 
 async def _dump_in_snapshot(
@@ -313,6 +320,7 @@ async def _dump_in_snapshot(
                 progress=progress,
                 expected_bytes=expected_bytes,
                 lock_wait_timeout_s=limits.lock_wait_timeout_s,
+                compress=limits.compress,
             )
         )
         # The exporting transaction stays open until pg_dump is done with the snapshot.
@@ -342,13 +350,15 @@ async def take_backup(
     progress: ProgressCallback | None = None,
     lock_wait_timeout_s: float = LOCK_WAIT_TIMEOUT_S,
     timeout_s: float = DUMP_TIMEOUT_S,
+    compress: int | None = None,
 ) -> BackupFile:
     """Dump the target into backup_dir; only a complete, checked file ever gets the final name.
 
     Row counts are taken in the snapshot pg_dump uses, so they describe exactly what is in the dump.
     `expected_bytes` (e.g. the previous backup's size) turns progress into a percentage. A table
     locked by another session longer than lock_wait_timeout_s, or a backup longer than timeout_s,
-    fails the backup instead of hanging it.
+    fails the backup instead of hanging it. `compress` is pg_dump's zlib level (0-9; None: its
+    default): a lower level dumps faster into a somewhat bigger file.
     """
     started = time.monotonic()
     name = file_name or backup_file_name(label)
@@ -358,7 +368,7 @@ async def take_backup(
     if final.exists():
         raise RunbookFailed("backup.file_exists", file=final.name)
     await asyncio.to_thread(backup_dir.mkdir, parents=True, exist_ok=True)
-    limits = _DumpLimits(lock_wait_timeout_s=lock_wait_timeout_s, timeout_s=timeout_s)
+    limits = _DumpLimits(lock_wait_timeout_s=lock_wait_timeout_s, timeout_s=timeout_s, compress=compress)
     meter = _Meter()
     try:
         async with asyncio.timeout(timeout_s):

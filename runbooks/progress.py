@@ -19,6 +19,7 @@ STEP_KEYS = (
     "restoring",
     "counting_rows",
     "database_properties",
+    "ready_to_swap",
     "swapping",
     "restored",
     "verified",

@@ -1,23 +1,27 @@
 """Restore a backup beside the live database, check it, then swap the two by renaming.
 
 Until the swap commits the live database is never touched, so a failed restore leaves it as it was.
-The approval and the safety backup before a restore are the caller's.
+The approval and the safety backup are the caller's; the safety backup may run alongside the
+restore (the live database stays whole until the swap), and the swap waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import re
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import httpx
 from psycopg import errors as pg_errors
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from core.errors import NotFound, RunbookFailed
 from core.secrets import mask_text
@@ -39,11 +43,17 @@ from runbooks.pg_tools import (
 )
 from runbooks.progress import ProgressCallback, Step, report
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 MAX_IDENTIFIER = 63
 STAMP_FORMAT = "%Y%m%d_%H%M%S"
 SWAP_ATTEMPTS = 5
 DRAIN_WAIT_S = 5.0
 RESTORE_STEP = re.compile(rb"^pg_restore: (creating|processing|executing|launching)")
+MAX_AUTO_JOBS = 8  # pg_restore --jobs when sized to the target's cores
+UNKNOWN_CORES_JOBS = 2  # a remote server that does not tell its cores
+LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
 
 
 @dataclass(frozen=True)
@@ -110,6 +120,40 @@ async def database_owner(admin: str, name: str) -> str:
     if row is None:
         raise NotFound("restore.database_not_found", database=name)
     return str(row[0])
+
+
+async def server_cores(admin: str) -> int | None:
+    """The target server's CPU count read through the server (/proc/cpuinfo; superuser or
+    pg_read_server_files), or None when it cannot tell: PostgreSQL itself does not report it."""
+    try:
+        async with connect_target(admin) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM regexp_split_to_table(pg_read_file('/proc/cpuinfo'), E'\\n') AS l"
+                " WHERE l ~ '^processor\\s*:'"
+            )
+            row = await cur.fetchone()
+    except pg_errors.Error:
+        return None
+    return int(row[0]) if row is not None and int(row[0]) > 0 else None
+
+
+def _is_local(admin: str) -> bool:
+    host = str(conninfo_to_dict(admin).get("host") or "")
+    return host.startswith("/") or host in LOCAL_HOSTS
+
+
+async def parallel_jobs(admin: str, configured: int | None = None) -> int:
+    """pg_restore --jobs: `configured` if given, else the target's cores (at most MAX_AUTO_JOBS).
+
+    Cores come from the server when it can tell, else from this host when the server is local,
+    else UNKNOWN_CORES_JOBS.
+    """
+    if configured is not None:
+        return max(1, configured)
+    cores = await server_cores(admin)
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if _is_local(admin) else UNKNOWN_CORES_JOBS
+    return max(1, min(MAX_AUTO_JOBS, cores))
 
 
 async def check_checksum(
@@ -437,9 +481,12 @@ async def restore_backup(
     at: datetime | None = None,
     progress: ProgressCallback | None = None,
     before_swap: Callable[[], Awaitable[None]] | None = None,
+    alongside: Callable[[], Awaitable[object]] | None = None,
 ) -> RestoreOutcome:
     """Checksum, restore into `<live>_restore_<time>`, check row counts, swap.
 
+    `alongside` (the caller's safety backup of the live database) runs at the same time as the
+    restore; the swap waits for both, and a failed `alongside` stops the restore before the swap.
     `before_swap` runs right before the swap and stops the restore by raising (the caller's check
     that it still holds its lock).
 
@@ -457,6 +504,78 @@ async def restore_backup(
     check_tools_match_server(tools, version)
     new_name, keep_as = restore_database_names(live, at)
     owner = await database_owner(admin, live)
+    restore = _restore_stream(
+        admin=admin,
+        backup=backup,
+        new_name=new_name,
+        expected_sha256=expected_sha256,
+        expected_rows=expected_rows,
+        tools=tools,
+        owner=owner,
+        jobs=jobs,
+        progress=progress,
+    )
+    try:
+        actual = await side_by_side(restore, alongside() if alongside is not None else None)
+        if before_swap is not None:
+            await before_swap()
+        await report(progress, Step("swapping", 99))
+        await swap_databases(admin_dsn=admin, live=live, replacement=new_name, keep_as=keep_as)
+    except BaseException:
+        await asyncio.shield(drop_database(admin, new_name))
+        raise
+    await report(progress, Step("restored", 100))
+    return RestoreOutcome(
+        live=live,
+        kept_as=keep_as,
+        row_counts=actual,
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+
+
+async def side_by_side(main: Awaitable[T], other: Awaitable[object] | None) -> T:
+    """Run both at once and return main's result once both succeeded.
+
+    If `other` fails, main is cancelled and other's error raised. If main fails, other still
+    finishes (a safety backup is worth keeping) and main's error is raised. Cancelled, both are.
+    """
+    if other is None:
+        return await main
+    main_task = asyncio.ensure_future(main)
+    other_task = asyncio.ensure_future(other)
+    try:
+        await asyncio.wait([main_task, other_task], return_when=asyncio.FIRST_EXCEPTION)
+        if other_task.done() and other_task.exception() is not None:
+            main_task.cancel()
+            await asyncio.wait([main_task])
+            other_task.result()  # raises other's error
+        await asyncio.wait([main_task, other_task])
+    except BaseException:
+        for task in (main_task, other_task):
+            task.cancel()
+        await asyncio.wait([main_task, other_task])
+        raise
+    if main_task.exception() is not None:
+        if not other_task.cancelled() and other_task.exception() is not None:
+            log.warning("alongside the failed restore, this failed too: %r", other_task.exception())
+        return main_task.result()  # raises main's error
+    other_task.result()
+    return main_task.result()
+
+
+async def _restore_stream(
+    *,
+    admin: str,
+    backup: OpenedBackup,
+    new_name: str,
+    expected_sha256: str,
+    expected_rows: Mapping[str, int],
+    tools: PgTools,
+    owner: str,
+    jobs: int,
+    progress: ProgressCallback | None,
+) -> dict[str, int]:
+    """The new database created, restored and checked, ready to swap; dropped on any failure."""
     await restore_into_new_database(
         admin_dsn=admin,
         backup=backup,
@@ -476,20 +595,11 @@ async def restore_backup(
             tools=tools,
             progress=progress,
         )
-        if before_swap is not None:
-            await before_swap()
-        await report(progress, Step("swapping", 99))
-        await swap_databases(admin_dsn=admin, live=live, replacement=new_name, keep_as=keep_as)
     except BaseException:
         await asyncio.shield(drop_database(admin, new_name))
         raise
-    await report(progress, Step("restored", 100))
-    return RestoreOutcome(
-        live=live,
-        kept_as=keep_as,
-        row_counts=actual,
-        duration_ms=int((time.monotonic() - started) * 1000),
-    )
+    await report(progress, Step("ready_to_swap", 99))
+    return actual
 
 
 async def _finish_new_database(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bot.runtime import Runtime
+from bot.runtime import Runtime, open_runtime
 from commands.base import Actor, Request
 from core.reply import Table, Text
 from tests.support.backup_env import (
@@ -29,6 +29,7 @@ from tests.support.backup_env import (
     take_backup,
 )
 from tests.support.chinook import CHINOOK_ROWS
+from tests.support.faults import gated_pg_dump
 from tests.support.runtime import closed_port
 
 __all__ = ["scratch_names"]  # a fixture, used by name
@@ -146,6 +147,33 @@ async def test_verify_passes_on_a_good_backup_and_is_recorded(
     assert row["verify_detail"]["differences"] == []
     assert len(scratch_names) == 1  # it really restored somewhere...
     assert databases_like(scratch_names[0]) == set()  # ...and dropped it
+
+
+def cpuinfo_cores() -> int:
+    """The processors /proc/cpuinfo lists: the target server's (it runs on this host)."""
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    return sum(1 for line in lines if re.match(r"processor\s*:", line))
+
+
+@pytest.mark.parametrize("configured", [3, "auto"])
+async def test_verify_restores_with_parallel_jobs_configured_or_sized_to_the_target(
+    world: BackupWorld, tmp_path: Path, scratch_names: list[str], configured: int | str
+) -> None:
+    gate = gated_pg_dump(tmp_path / "pg-bin")  # opened: its pg_restore only records its arguments
+    gate.open()
+    world.set_env(GARDENBOT_PG_BIN_DIR=str(gate.folder))
+    world.bot.configure(backup={"restore_jobs": configured})
+    runtime = await open_runtime(world.bot.settings())
+    try:
+        backup_id = await take_backup(world, runtime)
+        reply = await world.run(runtime, OPERATOR, f"backup verify {backup_id}")
+    finally:
+        await runtime.close()
+
+    assert reply.status == "succeeded", reply
+    [restore_line] = [line for line in gate.restore_args.read_text().splitlines() if "--dbname" in line]
+    jobs = configured if isinstance(configured, int) else min(8, cpuinfo_cores())
+    assert (f"--jobs={jobs}" in restore_line) if jobs > 1 else ("--jobs" not in restore_line), restore_line
 
 
 async def test_verify_of_a_corrupted_file_fails_and_is_recorded(world: BackupWorld, rt: Runtime) -> None:

@@ -9,6 +9,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,7 +17,7 @@ import pytest
 
 from bot.runtime import Runtime, open_runtime
 from core.formatting import format_bytes, format_time
-from core.reply import Reply, Text
+from core.reply import Fields, Reply, Text
 from tests.support.backup_env import (
     ADMIN,
     LEAD,
@@ -27,6 +28,7 @@ from tests.support.backup_env import (
     sha256_file,
     take_backup,
 )
+from tests.support.faults import gated_pg_dump
 
 
 def change_data(world: BackupWorld) -> None:
@@ -348,3 +350,108 @@ async def test_a_failed_prune_of_old_copies_is_a_warning_not_a_failure(
     assert "Warning: old copies of the database could not be dropped" in reply_text(reply)
     assert [j["status"] for j in world.jobs() if j["command"] == "restore"] == ["succeeded"]
     assert old in world.related_databases()
+
+
+# --- recovery time: the safety dump alongside the restore ------------------------------------------
+
+
+@asynccontextmanager
+async def gated_runtime(world: BackupWorld, tmp_path: Path, *, jobs: int = 2) -> AsyncIterator[Any]:
+    """A bot whose pg_dump waits at a gate (see GatedPgDump); yields (runtime, gate)."""
+    gate = gated_pg_dump(tmp_path / "pg-bin")
+    world.set_env(GARDENBOT_PG_BIN_DIR=str(gate.folder))
+    world.bot.configure(backup={"restore_jobs": jobs})
+    runtime = await open_runtime(world.bot.settings())
+    try:
+        yield runtime, gate
+    finally:
+        gate.open()  # nothing stays stuck at the gate
+        await runtime.close()
+
+
+def job_progress(world: BackupWorld, command: str) -> str:
+    rows = [j for j in world.jobs() if j["command"] == command]
+    return str(rows[-1]["progress_text"] or "") if rows else ""
+
+
+async def progress_until(world: BackupWorld, words: str, running: asyncio.Task[Reply]) -> str:
+    """The restore job's progress text once it contains words (within 90 s)."""
+    deadline = asyncio.get_running_loop().time() + 90
+    while True:
+        text = job_progress(world, "restore")
+        if words in text:
+            return text
+        assert not running.done(), running.result()
+        assert asyncio.get_running_loop().time() < deadline, f"progress never said {words!r}: {text!r}"
+        await asyncio.sleep(0.1)
+
+
+async def approved_while_gated(
+    world: BackupWorld, rt: Runtime, gate: Any
+) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """A backup, the data changed, a restore requested, the gate closed: (at backup, changed, approval)."""
+    gate.open()
+    backup_id = await take_backup(world, rt)
+    at_backup = world.fingerprint()
+    change_data(world)
+    changed = world.fingerprint()
+    approval_id = await request_restore(world, rt, backup_id)
+    gate.close()
+    return at_backup, changed, approval_id
+
+
+async def test_the_safety_dump_and_the_parallel_restore_overlap_and_the_swap_waits_for_both(
+    world: BackupWorld, tmp_path: Path
+) -> None:
+    async with gated_runtime(world, tmp_path, jobs=2) as (rt, gate):
+        at_backup, changed, approval_id = await approved_while_gated(world, rt, gate)
+        running = asyncio.create_task(world.approve(rt, LEAD, approval_id))
+
+        # The safety pg_dump has started and is held before it writes a byte, yet the restore
+        # runs to its end beside it: the two overlap. Nothing is swapped while the dump runs.
+        text = await progress_until(world, "restore done", running)
+        assert gate.started.exists()
+        assert "safety dump" in text, text
+        assert world.fingerprint() == changed
+        assert any(db.startswith(f"{world.target_name}_restore_") for db in world.related_databases())
+
+        gate.open()
+        reply = await running
+
+    assert reply.status == "succeeded", reply
+    assert world.fingerprint() == at_backup
+    safety = world.backup_row(int(reply.ids["safety_backup_id"]))
+    assert (safety["kind"], safety["status"], safety["row_counts"]) == ("safety", "good", changed["counts"])
+    assert "--jobs=2" in gate.restore_args.read_text()
+    regular_dump, safety_dump = gate.dump_args.read_text().splitlines()
+    assert "--compress" not in regular_dump and "--compress=1" in safety_dump  # the quicker safety dump
+    # Recovery time, from the approval to the swap and to the first healthy /health after it.
+    to_swap, to_healthy = reply.ids["recovery_to_swap_ms"], reply.ids["recovery_to_healthy_ms"]
+    assert isinstance(to_swap, int) and isinstance(to_healthy, int)
+    assert 0 < to_swap <= to_healthy
+    text = reply_text(reply)
+    fields = dict(next(e for e in reply.elements if isinstance(e, Fields)).pairs)
+    assert fields["recovery time, approval to swap"] and fields["recovery time, approval to healthy API"]
+    assert fields["parallel restore jobs"] == "2"
+    assert "API /health after the swap: healthy" in text
+
+
+async def test_a_failed_safety_dump_stops_the_swap_and_leaves_the_live_database_as_it_was(
+    world: BackupWorld, tmp_path: Path
+) -> None:
+    async with gated_runtime(world, tmp_path) as (rt, gate):
+        _, changed, approval_id = await approved_while_gated(world, rt, gate)
+        running = asyncio.create_task(world.approve(rt, LEAD, approval_id))
+        # The restore is done and ready to swap; then the safety pg_dump fails.
+        await progress_until(world, "restore done", running)
+        gate.fail.touch()
+        gate.open()
+        reply = await running
+
+    assert reply.status == "failed", reply
+    assert "safety backup failed" in reply.summary and "simulated failure" in reply.summary, reply.summary
+    assert "live database is unchanged" in reply.summary
+    assert_untouched(world, changed)  # not swapped, and the restored copy dropped
+    [job] = [j for j in world.jobs() if j["command"] == "restore"]
+    assert job["status"] == "failed"
+    assert {b["kind"]: b["status"] for b in world.backups()} == {"regular": "good", "safety": "failed"}

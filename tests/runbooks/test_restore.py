@@ -17,6 +17,7 @@ from runbooks.pg_tools import PgTools, count_rows, find_pg_tools
 from runbooks.progress import Step
 from runbooks.restore import (
     RestoreOutcome,
+    parallel_jobs,
     prune_old_databases,
     restore_backup,
     restore_database_names,
@@ -237,6 +238,15 @@ async def test_old_before_databases_are_pruned(live: str) -> None:
     )
     assert sorted(dropped) == sorted([old, abandoned])
     assert databases_like(live) == {live, recent}
+
+
+async def test_auto_parallel_jobs_are_the_target_servers_cores_at_most_8() -> None:
+    # The test server runs on this host: the processors it reads are the ones /proc/cpuinfo lists.
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    cores = sum(1 for line in lines if line.startswith("processor") and ":" in line)
+
+    assert await parallel_jobs(ADMIN_DSN) == max(1, min(8, cores))
+    assert await parallel_jobs(ADMIN_DSN, 3) == 3  # configured: taken as it is
 
 
 def test_restore_names_fit_postgres_identifiers() -> None:

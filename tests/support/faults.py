@@ -77,7 +77,9 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 @dataclass
 class GatedPgDump:
-    """A pg_bin folder whose pg_dump touches `started`, waits for `gate`, then runs the real one."""
+    """A pg_bin folder whose pg_dump touches `started`, waits for `gate`, then runs the real one
+    (or fails, when `fail` exists); pg_dump and pg_restore record their arguments in `dump_args`
+    and `restore_args`."""
 
     folder: Path
 
@@ -88,6 +90,18 @@ class GatedPgDump:
     @property
     def started(self) -> Path:
         return self.folder / "started"
+
+    @property
+    def fail(self) -> Path:
+        return self.folder / "fail"
+
+    @property
+    def restore_args(self) -> Path:
+        return self.folder / "pg_restore.args"
+
+    @property
+    def dump_args(self) -> Path:
+        return self.folder / "pg_dump.args"
 
     def open(self) -> None:
         self.gate.touch()
@@ -114,12 +128,19 @@ def gated_pg_dump(folder: Path) -> GatedPgDump:
     script.write_text(
         "#!/bin/sh\n"
         f'if [ "$1" = "--version" ]; then echo "{version}"; exit 0; fi\n'
+        f'echo "$@" >> "{folder}/pg_dump.args"\n'
         f'touch "{folder}/started"\n'
         f'while [ ! -e "{folder}/gate" ]; do sleep 0.05; done\n'
+        f'if [ -e "{folder}/fail" ]; then echo "pg_dump: error: simulated failure" >&2; exit 1; fi\n'
         f'exec "{real}" "$@"\n'
     )
     script.chmod(0o755)
-    for tool in ("pg_restore", "psql"):
+    restore = folder / "pg_restore"
+    restore.write_text(
+        f'#!/bin/sh\necho "$@" >> "{folder}/pg_restore.args"\nexec "{PG_BIN / "pg_restore"}" "$@"\n'
+    )
+    restore.chmod(0o755)
+    for tool in ("psql",):
         target = shutil.which(tool, path=str(PG_BIN))
         if target is not None:
             (folder / tool).symlink_to(target)
