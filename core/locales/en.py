@@ -519,7 +519,6 @@ MESSAGES: dict[str, str] = {
     "db.reindex_describe": "Rebuild the index *{index}* on {table} ({size}) in {where} with REINDEX INDEX CONCURRENTLY: writes go on, the table is not locked.",
     "db.reindexing": "REINDEX INDEX CONCURRENTLY {index}",
     "db.reindexed": "Rebuilt the index {index}: {before} before, {after} after, in {duration}.",
-    "restore.describe": "Restore *{database}* ({where}) from backup {backup_id} taken {taken} ({size}, SHA-256 {sha}…). The live database ({tables} tables, about {rows} rows) will be replaced and kept as `{database}_before_<time>`. A safety backup is taken first; if anything fails, the live database stays as it is.",
     "restore.describe": "Restore *{database}* ({where}) from backup {backup_id} taken {taken} ({size}, SHA-256 {sha}…). The live database ({tables} tables, about {rows} rows) will be replaced and kept as `{database}_before_<time>`. A safety backup of it is taken while the backup is restored, and the swap waits for both; if anything fails, the live database stays as it is.",
     "restore.binding_changed": "Backup {backup_id} changed after the approval was asked: refused. Ask again.",
     "restore.done": "Restored {database} from backup {backup_id}.",

@@ -518,7 +518,6 @@ MESSAGES: dict[str, str] = {
     "db.reindex_describe": "{where} の {table} のインデックス *{index}*({size})を REINDEX INDEX CONCURRENTLY で再構築します。書き込みは続けられ、テーブルはロックされません。",
     "db.reindexing": "REINDEX INDEX CONCURRENTLY {index}",
     "db.reindexed": "インデックス {index} を再構築しました: 前 {before}、後 {after}、所要 {duration}。",
-    "restore.describe": "*{database}*({where})をバックアップ {backup_id}({taken} 取得、{size}、SHA-256 {sha}…)でリストアします。現在のデータベース({tables} テーブル、約 {rows} 行)は置き換えられ、`{database}_before_<時刻>` として保存されます。先に安全用バックアップを取得し、失敗した場合は現在のデータベースはそのまま残ります。",
     "restore.describe": "*{database}*({where})をバックアップ {backup_id}({taken} 取得、{size}、SHA-256 {sha}…)でリストアします。現在のデータベース({tables} テーブル、約 {rows} 行)は置き換えられ、`{database}_before_<時刻>` として保存されます。リストアと同時に安全用バックアップを取得し、両方が終わってから切り替えます。失敗した場合は現在のデータベースはそのまま残ります。",
     "restore.binding_changed": "承認依頼の後にバックアップ {backup_id} が変更されたため拒否しました。再度依頼してください。",
     "restore.done": "{database} をバックアップ {backup_id} からリストアしました。",
