@@ -12,7 +12,11 @@ from commands.base import Actor, Decision, Request, Source
 from core.errors import UsageError
 
 # action id -> the command line it asks for (the button's value is appended when it has one)
-CLICK_COMMANDS: dict[str, str] = {"run_health": "health"}
+CLICK_COMMANDS: dict[str, str] = {
+    "run_health": "health",
+    "incident_ack": "incident ack",
+    "incident_resolve": "incident resolve",
+}
 
 
 def request_from_click(

@@ -27,7 +27,9 @@ from starlette.types import Receive, Scope, Send
 
 from bot.audit_head import publish_daily
 from bot.background import AckGate, BackgroundWork
+from bot.escalation import escalate_forever
 from bot.metrics import Metrics
+from bot.notify import SlackNotifier
 from bot.runtime import Runtime, open_runtime
 from bot.slack_app import BotIdentity, build_slack_app, build_web_client
 from core.config import Settings
@@ -67,6 +69,7 @@ def create_app(settings: Settings) -> SlackFirst:
             client = build_web_client(runtime, session)
             identity = BotIdentity()
             bolt = build_slack_app(runtime, client=client, work=work, metrics=metrics, identity=identity)
+            runtime.services.notifier = SlackNotifier(client)  # notices share the session
             handler = AsyncSlackRequestHandler(bolt)
             background.append(asyncio.create_task(learn_identity(client, identity)))
             background.append(asyncio.create_task(_announce_interrupted(runtime, client)))
@@ -81,6 +84,7 @@ def create_app(settings: Settings) -> SlackFirst:
                 await socket_mode.connect_async()  # type: ignore[no-untyped-call]
         else:
             log.warning("SLACK_SIGNING_SECRET not set: /slack/events answers 503")
+        background.append(asyncio.create_task(escalate_forever(runtime.services), name="escalation"))
         served.append(Served(runtime, handler, work, gate, metrics))
         # Start-up objects live as long as the process: keep the collector from rescanning them,
         # so a full collection does not stall an ack.

@@ -3,6 +3,9 @@
 Point a client at it with `AsyncWebClient(base_url=standin.url)` (or SLACK_API_URL=standin.url).
 It runs an HTTP server in a background thread so it answers while a test's event loop is busy;
 POSTs to `standin.response_url(name)` are recorded as method "response_url" (Slack's response_url).
+File uploads go the current way: files.getUploadURLExternal hands out a URL on the stand-in, whose
+POST is recorded as method "file_upload" (the bytes in params["_raw"], the id in params["_file"]),
+then files.completeUploadExternal shares the file.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class _State:
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     ts_counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     ts_base: int = field(default_factory=lambda: int(time.time()))
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
 
 def _parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
@@ -232,6 +236,9 @@ class SlackApiStandIn:
             return recorded, (0, {}, None)
         if call.method == "response_url" and status == 200:
             return recorded, (200, {"Content-Type": "text/plain"}, b"ok")
+        if call.method == "file_upload" and status == 200:  # files.slack.com answers in plain text
+            size = len(call.params.get("_raw", b""))
+            return recorded, (200, {"Content-Type": "text/plain"}, f"OK - {size}".encode())
         encoded = json.dumps(body).encode()
         return recorded, (
             status,
@@ -274,6 +281,18 @@ class SlackApiStandIn:
         if call.method == "conversations.open":
             users = str(p.get("users", "")).replace(",", "")
             return {"ok": True, "channel": {"id": f"D{users or 'X'}"[:11]}}
+        if call.method == "conversations.create":
+            name = str(p.get("name", ""))
+            return {"ok": True, "channel": {"id": f"C0NEW{next(self._state.ids):04d}", "name": name}}
+        if call.method == "conversations.invite":
+            return {"ok": True, "channel": {"id": channel}}
+        if call.method == "files.getUploadURLExternal":
+            file_id = f"F0FILE{next(self._state.ids):04d}"
+            upload_url = f"http://127.0.0.1:{self.port}/upload/{file_id}"
+            return {"ok": True, "upload_url": upload_url, "file_id": file_id}
+        if call.method == "files.completeUploadExternal":
+            files = call.json_param("files") or []
+            return {"ok": True, "files": [{"id": f.get("id"), "title": f.get("title")} for f in files]}
         if call.method in ("views.open", "views.update", "views.push"):
             view = call.json_param("view") or {}
             return {"ok": True, "view": {"id": "V0GARDEN", **view}}
@@ -322,11 +341,16 @@ def _handler_for(
                 method = parts.path.removeprefix("/api/").strip("/")
             elif parts.path.startswith("/hooks/"):
                 method = "response_url"
+            elif parts.path.startswith("/upload/"):
+                method = "file_upload"
             else:
                 self._send(404, {"Content-Type": "text/plain"}, b"not found")
                 return
             params: dict[str, Any] = dict(parse_qsl(parts.query, keep_blank_values=True))
-            params.update(_parse_body(self.headers.get("Content-Type", ""), raw))
+            if method == "file_upload":  # the file's bytes as sent, whatever they are
+                params.update({"_file": parts.path.removeprefix("/upload/"), "_raw": raw})
+            else:
+                params.update(_parse_body(self.headers.get("Content-Type", ""), raw))
             if method == "response_url":
                 params["_hook"] = parts.path.removeprefix("/hooks/")
             headers = {k.lower(): v for k, v in self.headers.items()}
