@@ -11,15 +11,24 @@ channel, not to whoever asked.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from commands.services import Services
 from core.errors import GardenBotError, RunbookFailed
 from core.i18n import Translator
 from core.incidents import Incident, Page, channel_name, levels_to_notify, next_deadline
 from core.reply import Reply
-from runbooks.incidents import Announcement, announce, notice_mail, notice_reply, page_mail, page_reply
+from runbooks.incidents import (
+    Announcement,
+    MailNotice,
+    announce,
+    notice_mail,
+    notice_reply,
+    page_mail,
+    page_reply,
+)
 from store import incidents as incident_store
 from store.escalation import Pager, escalation_tick, unresolved_with_pages
 
@@ -42,8 +51,19 @@ def incidents_channel(services: Services) -> str:
     return channel
 
 
-async def post_to_incidents(services: Services, reply: Reply) -> dict[str, object]:
-    return await services.notifier.post(incidents_channel(services), reply)
+async def _announce(services: Services, reply: Reply, mail: MailNotice | None) -> Announcement:
+    """announce() to the incidents channel; our own refusals (no channel) read as translated text."""
+    refused: list[GardenBotError] = []
+
+    async def post(message: Reply) -> dict[str, Any]:
+        try:
+            return await services.notifier.post(incidents_channel(services), message)
+        except GardenBotError as exc:
+            refused.append(exc)
+            raise
+
+    sent = await announce(reply, mail, post=post, settings=services.settings)
+    return replace(sent, post_error=_why(refused[0], services)) if refused else sent
 
 
 async def announce_declared(services: Services, incident: Incident) -> Announcement:
@@ -51,7 +71,7 @@ async def announce_declared(services: Services, incident: Incident) -> Announcem
     settings = services.settings
     t = Translator(settings.locale)
     reply, mail = notice_reply(incident, settings, t), notice_mail(incident, settings, t)
-    sent = await announce(reply, mail, post=lambda r: post_to_incidents(services, r), settings=settings)
+    sent = await _announce(services, reply, mail)
     await _note_announcement(services, incident.id, sent)
     if sent.message_ref is not None:
         await incident_store.remember_notice(services.store, incident.id, sent.message_ref)
@@ -124,7 +144,7 @@ def escalation_pager(services: Services) -> Pager:
         incident = await incident_store.get_incident(services.store, owed.incident_id)
         mail = page_mail(owed, incident, settings, t)
         reply = page_reply(owed, incident, settings, t)
-        sent = await announce(reply, mail, post=lambda r: post_to_incidents(services, r), settings=settings)
+        sent = await _announce(services, reply, mail)
         if sent.message_ref is None and sent.mail is None:
             raise RunbookFailed("incident.page_not_sent", incident=incident.ref, error=sent.post_error or "-")
         await _note_announcement(services, incident.id, sent)

@@ -329,3 +329,33 @@ async def test_a_job_that_ends_while_an_incident_is_open_lands_on_its_timeline_i
     assert (actor, command) == ("U0ADMIN2", "cache flush")
     assert detail["outcome"] == "succeeded" and detail["approved_by"] == "U0LEAD"
     assert detail["job_id"] == approved.ids["job_id"]
+
+
+# --- without Slack --------------------------------------------------------------------------------
+
+
+async def test_at_the_console_the_notice_is_printed_and_the_postmortem_saved_under_the_state_dir(
+    bot_world: BotWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with bot_world.runtime() as runtime:
+        declared = await run(runtime, "U0OPS", "incident declare P3 Slow export")
+        incident_id = declared.ids["incident_id"]
+        resolved = await run(runtime, "U0OPS", f"incident resolve {incident_id}")
+
+    assert f"[C0INC] INC-{incident_id} declared: [P3] Slow export" in capsys.readouterr().err
+    saved = bot_world.state_dir / "postmortems" / f"postmortem-inc-{incident_id}.md"
+    assert saved.read_text(encoding="utf-8").startswith(f"# Postmortem: INC-{incident_id} Slow export")
+    assert str(saved) in " ".join(str(e) for e in resolved.elements)
+
+
+async def test_with_no_incidents_channel_configured_the_declaration_stands_and_says_why_nothing_was_posted(
+    bot_world: BotWorld, standin: SlackApiStandIn, inbox: Inbox
+) -> None:
+    bot_world.yaml_data["channels"] = {"ops": "C0OPS"}
+    async with incident_bot(bot_world, standin, inbox.url) as (runtime, _):
+        reply = await run(runtime, "U0OPS", "incident declare P1 Everything is down")
+
+    why = "No incidents channel is configured (channels.incidents)."
+    assert reply.status == "succeeded" and why in " ".join(str(e) for e in reply.elements)
+    assert standin.calls_to("chat.postMessage") == [] and len(inbox.received) == 1
+    assert bot_world.query("SELECT text FROM incident_timeline WHERE kind = 'notice_failed'") == [(why,)]
