@@ -16,6 +16,8 @@ CLICK_COMMANDS: dict[str, str] = {
     "run_health": "health",
     "alert_ack": "alert ack",
     "restore_backup": "restore",
+    "incident_ack": "incident ack",
+    "incident_resolve": "incident resolve",
 }
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import httpx
 from pydantic import SecretStr
 
+from bot.notify import notifier_for
 from commands.locks import lock_held_by_job
 from commands.pipeline import Pipeline
 from commands.policy import Policy
@@ -123,6 +124,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         audit=audit,
         http=httpx.AsyncClient(timeout=settings.health.timeout_seconds, follow_redirects=False),
         policy=Policy(settings),
+        notifier=notifier_for(settings),
     )
     pipeline = Pipeline(services, build_registry())
     warn_about_roleless_approvers(services.policy)

@@ -33,8 +33,10 @@ from bot.alert_desk import AlertDesk, open_alert_desk
 from bot.alerts_webhook import ALERTS_PATH, alert_webhook
 from bot.audit_head import publish_daily
 from bot.background import AckGate, BackgroundWork
+from bot.escalation import escalate_forever
 from bot.metrics import Metrics
 from bot.metrics_feed import MetricsFeed
+from bot.notify import SlackNotifier
 from bot.runtime import Runtime, keep_sweeping, open_runtime
 from bot.slack_app import BotIdentity, build_slack_app, build_web_client
 from core.config import Settings
@@ -96,6 +98,7 @@ def _lifespan(
         await feed.start()
         slack = await _open_slack(runtime, work, metrics)
         slack.background.append(asyncio.create_task(keep_sweeping(runtime), name="sweep-interrupted"))
+        slack.background.append(asyncio.create_task(escalate_forever(runtime.services), name="escalation"))
         served.append(Served(runtime, slack.handler, work, gate, metrics, alerts, feed))
         # Start-up objects live as long as the process: keep the collector from rescanning them,
         # so a full collection does not stall an ack.
@@ -126,6 +129,7 @@ async def _open_slack(runtime: Runtime, work: BackgroundWork, metrics: Metrics) 
     client = build_web_client(runtime, side.session)
     identity = BotIdentity()
     bolt = build_slack_app(runtime, client=client, work=work, metrics=metrics, identity=identity)
+    runtime.services.notifier = SlackNotifier(client)  # notices share the session
     side.handler = AsyncSlackRequestHandler(bolt)
     side.background.append(asyncio.create_task(learn_identity(client, identity)))
     side.background.append(asyncio.create_task(_announce_interrupted(runtime, client)))

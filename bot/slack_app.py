@@ -17,19 +17,15 @@ from typing import Any
 import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.authorization import AuthorizeResult
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.background import BackgroundWork
 from bot.clicks import click_ids, request_from_click
 from bot.membership import GroupDirectory
 from bot.metrics import Metrics
+from bot.notify import slack_client
 from bot.runtime import Runtime
-from bot.slack_surface import SlackSurface, remember_message, slack_http_logger, watch_job
+from bot.slack_surface import SlackSurface, remember_message, watch_job
 from commands.base import Actor, Request
 from commands.job_watch import started_job
 from core.config import Settings
@@ -97,20 +93,7 @@ def build_web_client(runtime: Runtime, session: aiohttp.ClientSession | None = N
 
     One shared HTTP session keeps connections to Slack open instead of one per call.
     """
-    slack = runtime.settings.slack
-    token = slack.bot_token.get_secret_value() if slack.bot_token else None
-    return AsyncWebClient(
-        token=token,
-        base_url=slack.api_url,
-        session=session,
-        timeout=15,
-        logger=slack_http_logger(),
-        retry_handlers=[
-            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
-            AsyncConnectionErrorRetryHandler(max_retry_count=3),
-            AsyncServerErrorRetryHandler(max_retry_count=2),
-        ],
-    )
+    return slack_client(runtime.settings, session)
 
 
 def build_slack_app(

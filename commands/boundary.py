@@ -2,18 +2,26 @@
 
 The pipeline (a request, a decision) and the job runner (a job's start and end) use these two and
 nothing else, so a refusal reads the same and a record has the same shape wherever it came from.
+The same two places put what the bot did (a restore's end, a restart) on every open incident's
+timeline through `note_on_incidents`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from commands.base import Request
-from core.errors import GardenBotError, UsageError
+from core.errors import GardenBotError, StoreUnavailable, UsageError
 from core.i18n import Translator
 from core.reply import Element, Reply, Text
 from store.audit import AuditRecord
+from store.db import Store
+from store.incidents import note_action
+
+if TYPE_CHECKING:
+    from commands.command import Command
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +74,37 @@ def audit_record(
         duration_ms=duration_ms,
         detail=full,
     )
+
+
+def is_bot_action(command: Command) -> bool:
+    """Whether running it changes something an incident's timeline should show (not `incident …`)."""
+    return command.needs_store and command.name.split()[0] != "incident"
+
+
+async def note_on_incidents(
+    store: Store,
+    request: Request,
+    command: Command,
+    outcome: str,
+    *,
+    at: datetime,
+    approver: str | None = None,
+    job_id: int | None = None,
+) -> None:
+    """Put a bot action that ran (succeeded or failed) on every unresolved incident's timeline.
+
+    Best effort: with the store down the audit record (spooled) still says it happened.
+    """
+    if not is_bot_action(command) or outcome in ("refused", "pending", "running"):
+        return
+    detail: dict[str, Any] = {"source": request.source}
+    if job_id is not None:
+        detail["job_id"] = job_id
+    if approver is not None:
+        detail["approved_by"] = approver
+    try:
+        await note_action(
+            store, at=at, actor=request.actor.user_id, command=command.name, outcome=outcome, detail=detail
+        )
+    except StoreUnavailable:
+        log.warning("%s not put on the open incidents' timelines (store unreachable)", command.name)

@@ -25,7 +25,7 @@ from commands.base import (
     parse_args,
     split_words,
 )
-from commands.boundary import audit_record, reply_for
+from commands.boundary import audit_record, note_on_incidents, reply_for
 from commands.command import Command
 from commands.registry import Registry
 from commands.runner import JobRunner
@@ -276,6 +276,9 @@ class Pipeline:
         detail.update({k: v for k, v in reply.ids.items()})
         name = command.name if command else (request.text.split(" ", 1)[0][:40] or "help")
         await self._audit(request, name, "request", reply.status, detail, started=started)
+        if command is not None:  # a job's end, or an approval's, is noted when its job ends
+            at = self.services.clock()
+            await note_on_incidents(self.services.store, request, command, reply.status, at=at)
 
     async def _audit(
         self,

@@ -9,7 +9,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from commands import alert, audit, backup, cache, db, health, hosts, jobs, logs, release, restore, users
+from commands import (
+    alert,
+    audit,
+    backup,
+    cache,
+    db,
+    health,
+    hosts,
+    incident,
+    jobs,
+    logs,
+    release,
+    restore,
+    users,
+)
 from commands import help as help_command
 from commands.command import Command
 from commands.services import Services
@@ -31,6 +45,7 @@ ALL_COMMANDS: tuple[Command, ...] = (
     *alert.COMMANDS,
     *hosts.COMMANDS,
     *release.COMMANDS,
+    *incident.COMMANDS,
 )
 
 

@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from commands.base import Args, Context, ProgressCallback
-from commands.boundary import audit_record, reply_for
+from commands.boundary import audit_record, note_on_incidents, reply_for
 from commands.command import Command
 from commands.job_watch import JobBoard
 from commands.locks import release_lock, renew_lock, take_lock
@@ -169,6 +169,15 @@ class JobRunner:
         why = self._stopped_by.pop(job_id, None)
         detail = {"reason": why} if why is not None else {}
         await self._audit(ctx, command, "job_finished", status, job_id, duration_ms, detail)
+        await note_on_incidents(
+            self.services.store,
+            ctx.request,
+            command,
+            status,
+            at=self.services.clock(),
+            approver=ctx.approved_by,
+            job_id=job_id,
+        )
         self.board.finished(job_id, reply, status)
         return reply
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 import redis.asyncio as aioredis
@@ -13,6 +14,7 @@ from commands.access import Access
 from commands.policy import Policy
 from core.config import Settings
 from core.errors import RunbookFailed
+from core.reply import Reply
 from runbooks.health import BotHost
 from store.audit import AuditLog
 from store.coordination import Coordination
@@ -30,6 +32,38 @@ class AlertMessages(Protocol):
     def refresh(self, thread_id: int) -> None: ...
 
 
+class Notifier(Protocol):
+    """How a command reaches a channel other than the asker's (bot/notify.py: Slack or console).
+
+    Each method returns a reference to what it made and raises when nothing went out.
+    """
+
+    async def post(self, channel: str, reply: Reply) -> dict[str, Any]:
+        """Post a message; {"channel": id, "ts": ts}."""
+        ...
+
+    async def open_channel(self, name: str, members: Sequence[str]) -> dict[str, Any]:
+        """Create a channel and invite these user IDs; {"channel": id, "name": name}."""
+        ...
+
+    async def upload(self, channel: str, filename: str, content: str, *, title: str) -> dict[str, Any]:
+        """Share a text file in a channel; {"file": id} or {"path": where it was saved}."""
+        ...
+
+
+class NoNotifier:
+    """Nothing connects this process to Slack: every notice fails and says so."""
+
+    async def post(self, channel: str, reply: Reply) -> dict[str, Any]:
+        raise RunbookFailed("notify.unavailable")
+
+    async def open_channel(self, name: str, members: Sequence[str]) -> dict[str, Any]:
+        raise RunbookFailed("notify.unavailable")
+
+    async def upload(self, channel: str, filename: str, content: str, *, title: str) -> dict[str, Any]:
+        raise RunbookFailed("notify.unavailable")
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -41,6 +75,8 @@ class Services:
     instance: Instance = field(default_factory=Instance.current)
     bot_host: BotHost = field(default_factory=BotHost)  # what `health` measures locally
     alert_messages: AlertMessages | None = None  # set by `serve` when it keeps alert messages
+    notifier: Notifier = field(default_factory=NoNotifier)  # set by bot/ (Slack, or the console)
+    clock: Callable[[], datetime] = utc_now  # incidents' times; a test sets its own
 
     @property
     def access(self) -> Access:

@@ -76,6 +76,7 @@ class _State:
     base_url: str = ""
     files: dict[str, bytes] = field(default_factory=dict)  # file id -> uploaded bytes
     file_counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
 
 def _parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
@@ -292,6 +293,11 @@ class SlackApiStandIn:
         if call.method == "conversations.open":
             users = str(p.get("users", "")).replace(",", "")
             return {"ok": True, "channel": {"id": f"D{users or 'X'}"[:11]}}
+        if call.method == "conversations.create":
+            name = str(p.get("name", ""))
+            return {"ok": True, "channel": {"id": f"C0NEW{next(self._state.ids):04d}", "name": name}}
+        if call.method == "conversations.invite":
+            return {"ok": True, "channel": {"id": channel}}
         if call.method in ("files.getUploadURLExternal", "file_upload", "files.completeUploadExternal"):
             return self._file_reply(call)
         if call.method in ("views.open", "views.update", "views.push"):
