@@ -12,7 +12,7 @@ import zoneinfo
 from core.alerts import AlertGroup
 from core.formatting import format_duration, format_time
 from core.i18n import Translator
-from core.reply import Actions, Button, Element, Fields, Header, Note, Reply, Text, mention
+from core.reply import Actions, Button, Confirm, Element, Fields, Header, Note, Reply, Text, mention
 from store.alerts import AlertThread
 
 MAX_INSTANCES = 10  # distinct alerts listed by what tells them apart; the rest are counted
@@ -110,4 +110,28 @@ def _buttons(thread: AlertThread, t: Translator) -> Actions:
     buttons = [Button("run_health", t("alert.button.health"), "")]  # `health`: nothing appended
     if thread.acked_by is None:
         buttons.insert(0, Button("alert_ack", t("alert.button.ack"), str(thread.id), style="primary"))
+    buttons.insert(-1, _declare_button(thread.group, t))
     return Actions(tuple(buttons))
+
+
+# A critical alert is a major function down until someone says it is the whole system (P1).
+ALERT_SEVERITY_TO_INCIDENT = {"critical": "P2", "warning": "P3"}
+INCIDENT_TITLE_CHARS = 150
+
+
+def declare_value(group: AlertGroup) -> str:
+    """The rest of `incident declare` pre-filled from the alert: severity and a quoted title."""
+    severity = ALERT_SEVERITY_TO_INCIDENT.get(group.severity.lower(), "P4")
+    title = " ".join((group.summary or _names(group)).replace('"', "'").split())[:INCIDENT_TITLE_CHARS]
+    return f'{severity} "{title or _names(group)}"'
+
+
+def _declare_button(group: AlertGroup, t: Translator) -> Button:
+    value = declare_value(group)
+    confirm = Confirm(
+        t("alert.declare_confirm_title"),
+        t("alert.declare_confirm_text", incident=value),
+        t("alert.button.declare"),
+        t("approval.cancel"),
+    )
+    return Button("declare_incident", t("alert.button.declare"), value, confirm=confirm)

@@ -17,6 +17,7 @@ CLICK_COMMANDS: dict[str, str] = {
     "alert_ack": "alert ack",
     "restore_backup": "restore",
     "incident_ack": "incident ack",
+    "declare_incident": "incident declare",  # an alert's button: severity and title pre-filled
     "incident_resolve": "incident resolve",
 }
 

@@ -342,6 +342,9 @@ MESSAGES: dict[str, str] = {
     "alert.note": "Alert group {alert} · {count} notifications",
     "alert.button.ack": "Acknowledge",
     "alert.button.health": "Run health check",
+    "alert.button.declare": "Declare incident",
+    "alert.declare_confirm_title": "Declare an incident?",
+    "alert.declare_confirm_text": "This declares the incident {incident} and pages the people on duty for its severity.",
     # incidents (core/incidents.py, store/incidents.py, runbooks/incidents.py)
     "incident.bad_severity": "Unknown severity `{severity}`: use one of {severities}.",
     "incident.empty_title": "Give the incident a title.",

@@ -341,6 +341,9 @@ MESSAGES: dict[str, str] = {
     "alert.note": "アラートグループ {alert}・通知 {count} 回",
     "alert.button.ack": "確認済みにする",
     "alert.button.health": "ヘルスチェック実行",
+    "alert.button.declare": "インシデント宣言",
+    "alert.declare_confirm_title": "インシデントを宣言しますか?",
+    "alert.declare_confirm_text": "インシデント {incident} を宣言し、重大度に応じた担当者を呼び出します。",
     # incidents (core/incidents.py, store/incidents.py, runbooks/incidents.py)
     "incident.bad_severity": "重大度 `{severity}` はありません。{severities} のいずれかを指定してください。",
     "incident.empty_title": "インシデントのタイトルを指定してください。",

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.alertmanager import RealAlertmanager, postgres_alert
-from tests.support.serve import BotServer, call_text, serving
+from tests.support.serve import BotServer, serving
+from tests.support.slack_driver import call_text
 
 TOKEN = "alertmanager-to-gardenbot-token"
 ALERTS = "C0ALERTS"

@@ -16,8 +16,10 @@ import pytest
 
 from tests.support.asgi import served_app
 from tests.support.runtime import BotWorld
-from tests.support.serve import SIGNING_SECRET, block_action_body, call_text, signed_headers
+from tests.support.serve import SIGNING_SECRET
+from tests.support.signing import block_action_body, signed_headers
 from tests.support.slack_api import SlackApiStandIn, SlackCall
+from tests.support.slack_driver import call_text
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "alertmanager"
 TOKEN = "alert-token-for-tests"
@@ -347,3 +349,27 @@ async def test_run_health_check_answers_in_the_alert_thread_and_leaves_the_alert
 
     assert "Garden DX health" in call_text(replies[0])
     assert updates(standin) == []  # the alert message itself is untouched
+
+
+async def test_declare_incident_from_an_alert_opens_one_prefilled_from_the_alert(
+    world: BotWorld, standin: SlackApiStandIn
+) -> None:
+    async with running(world) as app:
+        await app.post(PATH, content=payload("GardenDiskSpaceLow-firing"), headers=AUTH)
+        [(*_, ts, _)] = await posted(world)
+        [alert_post] = [p for p in posts(standin) if p.params.get("channel") == "C0ALERTS"]
+        [declare] = [
+            b
+            for block in alert_post.json_param("blocks") or []
+            for b in block.get("elements", [])
+            if b.get("action_id") == "declare_incident"
+        ]
+        await click(app, standin, "declare_incident", str(declare["value"]), "U0OPS", ts)
+        rows = await wait_until(
+            lambda: world.query("SELECT severity, title, declared_by FROM incidents"), what="the incident"
+        )
+
+    [(severity, title, declared_by)] = rows
+    assert declare["confirm"]  # a click that pages people asks first
+    assert (severity, declared_by) == ("P3", "U0OPS")  # a warning alert: a minor fault
+    assert title and title in str(declare["value"])

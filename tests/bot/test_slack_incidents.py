@@ -22,7 +22,8 @@ from bot.runtime import Runtime
 from bot.server import learn_identity
 from bot.slack_app import BotIdentity, build_slack_app, build_web_client
 from tests.support.runtime import BotWorld, closed_port, request
-from tests.support.serve import SIGNING_SECRET, block_action_body, new_trigger_id, signed_headers, slash_body
+from tests.support.serve import SIGNING_SECRET
+from tests.support.signing import block_action_body, new_trigger_id, signed_headers, slash_body
 from tests.support.slack_api import SlackApiStandIn, SlackCall
 from tests.support.smtp import Inbox, smtp_inbox
 
