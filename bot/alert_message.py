@@ -117,13 +117,21 @@ def _buttons(thread: AlertThread, t: Translator) -> Actions:
 # A critical alert is a major function down until someone says it is the whole system (P1).
 ALERT_SEVERITY_TO_INCIDENT = {"critical": "P2", "warning": "P3"}
 INCIDENT_TITLE_CHARS = 150
+QUOTE_LIKE = frozenset("\"'`\\\u201c\u201d\u2018\u2019\u201e\u201f\u00ab\u00bb\uff02\uff07\u3000")
 
 
 def declare_value(group: AlertGroup) -> str:
     """The rest of `incident declare` pre-filled from the alert: severity and a quoted title."""
     severity = ALERT_SEVERITY_TO_INCIDENT.get(group.severity.lower(), "P4")
-    title = " ".join((group.summary or _names(group)).replace('"', "'").split())[:INCIDENT_TITLE_CHARS]
-    return f'{severity} "{title or _names(group)}"'
+    title = _plain_title(group.summary or _names(group)) or _plain_title(_names(group)) or "alert"
+    return f'{severity} "{title}"'
+
+
+def _plain_title(text: str) -> str:
+    """Alert text as one quoted word of a command line: no quote of any kind (Slack's curly ones
+    included, which the parser reads as quotes), no backslash, no leading dash (never an option)."""
+    kept = "".join(" " if ch in QUOTE_LIKE else ch for ch in text)
+    return " ".join(kept.split())[:INCIDENT_TITLE_CHARS].lstrip("-").strip()
 
 
 def _declare_button(group: AlertGroup, t: Translator) -> Button:

@@ -73,6 +73,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_REFUSED
+    # The demo may let anyone act as anyone only where nothing real can be touched.
+    real_target = _names_a_real_target(settings)
     try:
         settings, embedded = with_embedded_default(settings)
     except Exception as exc:  # the embedded servers failed to start: say so in one line
@@ -88,7 +90,7 @@ def _main(argv: Sequence[str] | None) -> int:
             stop_embedded(embedded)
         return EXIT_REFUSED
     # The demo: embedded servers and nobody configured. Only there may anyone act as anyone.
-    demo = embedded is not None and not _names_anyone(settings)
+    demo = embedded is not None and not _names_anyone(settings) and not real_target
     if demo:
         settings = settings.model_copy(update={"roles": DEMO_ROLES, "approvers": DEMO_APPROVERS})
         log.info("embedded demo: no roles configured, using the demo users (see README)")
@@ -115,6 +117,12 @@ def _dispatch(args: Any, settings: Settings, demo: bool) -> int:
         "audit": lambda rt: _audit(rt, args),
     }
     return asyncio.run(_with_runtime(settings, handlers[args.action]))
+
+
+def _names_a_real_target(settings: Settings) -> bool:
+    """A Garden DX database, cache, API or hosts of its own: then no demo rules, whatever the store."""
+    target = settings.target
+    return any((target.database_url, target.redis_url, target.api_url, settings.hosts.inventory))
 
 
 def _names_anyone(settings: Settings) -> bool:

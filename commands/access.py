@@ -60,7 +60,9 @@ class Access:
             return Verdict(False, "approval.same_os_login", {"approval_id": approval_id, "login": login})
         if deciders(request) & approval.requested_by():
             return Verdict(False, "approval.own_request", {"approval_id": approval_id})
-        if not self.policy.is_approver(actor):
+        behind = request.console.impersonated_by if request.console is not None else None
+        people = [actor] if behind is None else [actor, Actor(user_id=behind)]
+        if not all(self.policy.is_approver(person) for person in people):
             return Verdict(False, "approval.not_an_approver", {"approval_id": approval_id})
         return ALLOWED
 

@@ -133,9 +133,14 @@ async def describe_restart(ctx: Context, args: ServiceArgs) -> ApprovalText:
 
 
 async def open_p1(ctx: Context, args: Args) -> dict[str, Any] | None:
-    """Break-glass: during an open P1 incident a restart runs without waiting for a second person."""
+    """Break-glass: during an open P1 incident a restart runs without waiting for a second person.
+
+    The P1 must come from someone else (declared or acknowledged by another person): declaring a P1
+    oneself is no way around the two-person rule."""
+    me = ctx.actor.user_id
     for incident in await incident_store.list_incidents(ctx.services.store):
-        if incident.severity == "P1" and incident.is_open:
+        vouched = incident.declared_by != me or (incident.acked_by not in (None, me))
+        if incident.severity == "P1" and incident.is_open and vouched:
             return {"incident_id": incident.id, "severity": "P1"}
     return None
 

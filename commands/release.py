@@ -119,9 +119,11 @@ async def _release(ctx: Context, args: VersionArgs, release_id: int) -> Reply:
     files = await archive_files(ctx, release_id=release_id, start=20, span=10)
     if files.status != "succeeded":
         raise RunbookFailed("release.files_failed", detail=files.summary)
+    # What was approved is what runs: the commit the approver was shown, not what the name means now.
+    approved = str(ctx.binding.get("commit") or args.version)
     report = await hosts.release(
         setup=hosts_setup(svc),
-        version=args.version,
+        version=approved,
         progress=task_progress(ctx, start=30, span=69, expected=RELEASE_TASKS),
     )
     await audit_run(ctx, "release", report.run)

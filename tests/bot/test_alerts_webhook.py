@@ -14,6 +14,10 @@ from typing import Any, TypeVar
 
 import pytest
 
+from bot.alert_message import declare_value
+from commands.base import parse_args, split_words
+from commands.registry import build_registry
+from core.alerts import parse_alert_group
 from tests.support.asgi import served_app
 from tests.support.runtime import BotWorld
 from tests.support.serve import SIGNING_SECRET
@@ -373,3 +377,25 @@ async def test_declare_incident_from_an_alert_opens_one_prefilled_from_the_alert
     assert declare["confirm"]  # a click that pages people asks first
     assert (severity, declared_by) == ("P3", "U0OPS")  # a warning alert: a minor fault
     assert title and title in str(declare["value"])
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        "disk full\u201d --severity P1 \u201cx",
+        'disk full" --severity P1 "x',
+        "--severity P1",
+        "disk full' --impact 'everything",
+        '\\" --severity P1 \\"',
+    ],
+)
+def test_alert_text_can_never_change_the_declared_severity_or_add_options(summary: str) -> None:
+    group = parse_alert_group(
+        with_fields("GardenDiskSpaceLow-firing", commonAnnotations={"summary": summary})
+    )
+    registry = build_registry()
+    command, rest = registry.find(split_words("incident declare " + declare_value(group)))
+    args = parse_args(command.args, rest, usage=command.usage)
+
+    assert args.model_dump()["severity"] == "P3"  # a warning alert, whatever its text says
+    assert args.model_dump().get("impact") in (None, "")

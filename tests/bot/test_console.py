@@ -163,3 +163,22 @@ async def test_an_admin_cannot_approve_their_own_slack_request_by_acting_as_anot
 
     assert decided.status == "refused", decided
     assert target_redis().dbsize() == len(target_keys)  # nothing ran
+
+
+async def test_an_admin_who_is_no_approver_cannot_approve_by_acting_as_one(
+    bot_runtime: Runtime, bot_world: BotWorld, target_keys: dict[str, str]
+) -> None:
+    asked = await bot_runtime.pipeline.handle(
+        Request(actor=Actor("U0ADMIN"), text="cache flush", source="slack", channel="C1")
+    )
+    approval_id = asked.ids["approval_id"]
+    as_lead = ConsoleOrigin(os_login="someone-else", host=HOST, impersonated_by="U0ADMIN2")  # not an approver
+
+    decided = await bot_runtime.pipeline.handle(
+        Request(actor=Actor("U0LEAD"), text=f"approve {approval_id}", source="console", console=as_lead)
+    )
+
+    assert decided.status == "refused", decided
+    assert "not an approver" in decided.summary or "approver" in decided.summary
+    assert target_redis().dbsize() == len(target_keys)
+    assert bot_world.query("SELECT status FROM approvals") == [("pending",)]

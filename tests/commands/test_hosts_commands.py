@@ -13,7 +13,8 @@ import pytest
 
 from bot.clicks import request_from_click
 from bot.runtime import Runtime
-from commands.base import Actor, Request
+from commands.base import Actor, Context, Request, no_progress
+from commands.hosts import ServiceArgs, open_p1
 from commands.release import release_reply
 from commands.services import utc_now
 from core.i18n import Translator
@@ -287,3 +288,23 @@ async def test_a_release_whose_bot_died_is_interrupted_and_says_the_maintenance_
     assert record.status == "interrupted"
     assert record.error is not None and "still set" in record.error and str(flag) in record.error
     assert table_of(listing).rows[0][5] == "interrupted"
+
+
+async def test_a_p1_declared_by_the_requester_alone_waives_no_approval(bot_runtime: Runtime) -> None:
+    store = bot_runtime.services.store
+    now = bot_runtime.services.clock()
+    mine = await incident_store.declare_incident(
+        store, severity="P1", title="all down", impact=None, declared_by="U0OPS", at=now, paged_levels=[]
+    )
+
+    def as_user(user: str) -> Context:
+        request = Request(actor=Actor(user), text="service restart all", source="slack", channel="C1")
+        return Context(
+            request=request, services=bot_runtime.services, t=Translator("en"), progress=no_progress
+        )
+
+    assert await open_p1(as_user("U0OPS"), ServiceArgs(service="all")) is None  # one person alone
+    assert await open_p1(as_user("U0LEAD2"), ServiceArgs(service="all")) == {
+        "incident_id": mine.id,
+        "severity": "P1",
+    }
