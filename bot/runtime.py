@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import httpx
 from pydantic import SecretStr
 
+from bot.scheduling import schedule_source
 from commands.locks import lock_held_by_job
 from commands.pipeline import Pipeline
 from commands.policy import Policy
@@ -122,6 +123,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         http=httpx.AsyncClient(timeout=settings.health.timeout_seconds, follow_redirects=False),
         policy=Policy(settings),
     )
+    services.schedules = schedule_source(store, settings)
     pipeline = Pipeline(services, build_registry())
     warn_about_roleless_approvers(services.policy)
     startup = await prepare_store(services, pipeline.registry)

@@ -29,6 +29,7 @@ from bot.audit_head import publish_daily
 from bot.background import AckGate, BackgroundWork
 from bot.metrics import Metrics
 from bot.runtime import Runtime, open_runtime
+from bot.scheduling import start_scheduling, stop_scheduling
 from bot.slack_app import BotIdentity, build_slack_app, build_web_client
 from core.config import Settings
 from core.i18n import Translator
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> SlackFirst:
                 await socket_mode.connect_async()  # type: ignore[no-untyped-call]
         else:
             log.warning("SLACK_SIGNING_SECRET not set: /slack/events answers 503")
+        scheduler = await start_scheduling(runtime, handler)
         served.append(Served(runtime, handler, work, gate, metrics))
         # Start-up objects live as long as the process: keep the collector from rescanning them,
         # so a full collection does not stall an ack.
@@ -89,6 +91,7 @@ def create_app(settings: Settings) -> SlackFirst:
         try:
             yield
         finally:
+            await stop_scheduling(scheduler)
             if socket_mode is not None:
                 await socket_mode.close_async()  # type: ignore[no-untyped-call]
             for task in background:

@@ -11,7 +11,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.blocks import render_message
 from commands.job_watch import JobBoard
-from core.reply import Progress, Reply, Text
+from core.reply import Attachment, Edit, Progress, Reply, Text
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,26 @@ class SlackSurface:
             await self.update(reply)
         else:
             await self.post(reply)
+        await self.follow_up(reply)
+
+    async def follow_up(self, reply: Reply) -> None:
+        """What goes with a reply: its file (uploaded to the channel) and edits of earlier messages."""
+        if reply.attachment is not None and reply.visibility == "channel":
+            await self.upload(reply.attachment)
+        await apply_edits(self.client, reply.edits)
+
+    async def upload(self, attachment: Attachment) -> None:
+        try:
+            await self.client.files_upload_v2(
+                channel=self.channel,
+                content=attachment.content,
+                filename=attachment.filename,
+                title=attachment.title or attachment.filename,
+                thread_ts=self.message_ts,
+                request_file_info=False,
+            )
+        except SlackApiError as exc:
+            log.warning("upload of %s failed: %s", attachment.filename, exc.response.get("error"))
 
     async def post(self, reply: Reply) -> None:
         self.title = self.title or reply.summary
@@ -83,6 +103,17 @@ class SlackSurface:
             log.warning("response_url answered %s", response.status_code)
 
 
+async def apply_edits(client: AsyncWebClient, edits: tuple[Edit, ...]) -> None:
+    """Change earlier messages in place (an expired approval's buttons go); one failure stops no other."""
+    for edit in edits:
+        try:
+            await client.chat_update(
+                channel=edit.ref["channel"], ts=edit.ref["ts"], **render_message(edit.reply)
+            )
+        except SlackApiError as exc:
+            log.warning("chat.update of %s failed: %s", edit.ref.get("ts"), exc.response.get("error"))
+
+
 async def watch_job(surface: SlackSurface, board: JobBoard, job_id: int) -> None:
     """Keep a job's channel message current: a progress bar, then the result, in place.
 
@@ -105,3 +136,4 @@ async def _show_result(surface: SlackSurface, reply: Reply) -> None:
         await surface.update(Reply(status=reply.status, summary=surface.title or "done"))
     else:
         await surface.update(reply)
+        await surface.follow_up(reply)

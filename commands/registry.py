@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from commands import audit, backup, cache, health, jobs, restore
+from commands import approvals, audit, backup, cache, health, jobs, probe, report, restore, schedules
 from commands import help as help_command
 from commands.command import Command
 from commands.services import Services
@@ -25,6 +25,10 @@ ALL_COMMANDS: tuple[Command, ...] = (
     *cache.COMMANDS,
     *backup.COMMANDS,
     *restore.COMMANDS,
+    *report.COMMANDS,
+    *schedules.COMMANDS,
+    *probe.COMMANDS,
+    *approvals.COMMANDS,
 )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import httpx
 import redis.asyncio as aioredis
@@ -17,10 +19,30 @@ from store.audit import AuditLog
 from store.coordination import Coordination
 from store.db import Store
 from store.jobs import Instance
+from store.schedule_runs import ScheduleRunRecord
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class ScheduleLike(Protocol):
+    """One schedule as `schedule list` shows it (scheduler.listing.ScheduleStatus has these)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def cron(self) -> str: ...
+    @property
+    def commands(self) -> tuple[str, ...]: ...
+    @property
+    def next_fire(self) -> datetime | None: ...
+    @property
+    def last_run(self) -> ScheduleRunRecord | None: ...
+
+
+# The schedules as of `now`; the process wiring supplies it (commands cannot import scheduler/).
+ScheduleSource = Callable[[datetime], Awaitable[Sequence[ScheduleLike]]]
 
 
 @dataclass
@@ -33,6 +55,7 @@ class Services:
     policy: Policy
     instance: Instance = field(default_factory=Instance.current)
     bot_host: BotHost = field(default_factory=BotHost)  # what `health` measures locally
+    schedules: ScheduleSource | None = None  # set by bot/scheduling.py
 
     @property
     def access(self) -> Access:

@@ -41,7 +41,7 @@ DEFAULT_SCHEDULES: tuple[ScheduleSpec, ...] = (
     _spec("morning_health", "0 9 * * *", ("health",), "ops", 2 * HOUR),
     _spec("nightly_backup", "0 2 * * *", ("backup", "db maintain"), "ops", 3 * HOUR),
     _spec("backup_verify", "0 4 * * *", ("backup verify latest",), "ops", 3 * HOUR),
-    _spec("wal_check", "0 */6 * * *", ("health wal",), "ops", HOUR),
+    _spec("wal_check", "0 */6 * * *", ("db stats",), "ops", HOUR),  # its WAL archiving and lag lines
     _spec("tls_check", "0 8 * * *", ("health tls",), "ops", 6 * HOUR),
     _spec("weekly_report", "0 9 * * 1", ("report weekly",), "reports", 12 * HOUR),
     _spec("monthly_report", "0 9 1 * *", ("report monthly",), "reports", 24 * HOUR),

@@ -22,7 +22,10 @@ from core.locales.ja import MESSAGES as JA
 from core.reply import Level
 from runbooks.incidents import LIST_COLUMNS
 from runbooks.postmortem import SECTIONS
+from runbooks.kpi import KpiKey
 from runbooks.progress import STEP_KEYS
+from runbooks.report import Period, ServiceSource
+from store.schedule_runs import RunStatus
 from tests.support.runtime import REPO_ROOT
 
 PACKAGES = ("bot", "commands", "core", "runbooks", "store", "scheduler")
@@ -55,6 +58,10 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
     "incident.page.": ("unacknowledged", "unresolved"),  # runbooks.incidents.page_text
     "incident.col.": LIST_COLUMNS,
     "incident.pm.": SECTIONS,
+    "report.period.": typing.get_args(Period),
+    "report.source.": typing.get_args(ServiceSource),
+    "report.kpi.": typing.get_args(KpiKey),
+    "schedule.status.": typing.get_args(RunStatus),
 }
 
 
