@@ -241,3 +241,26 @@ def test_gardenbot_schedule_run_goes_through_the_pipeline_as_scheduler_and_list_
     assert listed.returncode == 0, listed.stderr
     [line] = [row for row in listed.stdout.splitlines() if "approval_sweep" in row]
     assert "approvals sweep" in line and "succeeded" in line
+
+
+async def test_the_probe_schedule_records_each_probed_path_and_posts_nothing(
+    bot_world: BotWorld, standin: SlackApiStandIn
+) -> None:
+    async with slack_runtime(bot_world, standin) as (runtime, client):
+        scheduler = one_shot(runtime, client, spec("probe", "probe", None))
+
+        await scheduler.run_now("probe")
+
+        assert (await latest(runtime, "probe")).status == "succeeded"
+        rows = bot_world.query("SELECT path, status_code, healthy, latency_ms FROM probe_results")
+        assert [row[:3] for row in rows] == [("/health", 200, True)] and rows[0][3] is not None
+        assert standin.calls_to("chat.postMessage") == []
+
+
+async def test_health_tls_without_tls_hosts_says_they_are_not_configured(bot_world: BotWorld) -> None:
+    async with bot_world.runtime() as runtime:
+        reply = await runtime.pipeline.handle(request("U0INTERN", "health tls"))
+
+    assert reply.status == "succeeded", reply.summary
+    [row] = table_of(reply).rows
+    assert "tls_hosts" in " ".join(row)
