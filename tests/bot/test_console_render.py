@@ -15,8 +15,8 @@ from bot.console import reply_json, watch_job
 from bot.console_render import print_reply, render_text, terminal
 from commands.job_watch import JobBoard
 from core.reply import (
-    Attachment,
     Actions,
+    Attachment,
     Button,
     Element,
     Fields,

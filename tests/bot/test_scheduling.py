@@ -104,7 +104,7 @@ async def test_schedule_list_through_the_pipeline_shows_next_fire_and_last_resul
         assert reply.status == "succeeded", reply.summary
         rows = {row[0]: row for row in table_of(reply).rows}
         assert set(rows) >= {"probe", "morning_health", "nightly_backup", "weekly_report", "approval_sweep"}
-        name, cron, runs, next_fire, last = rows["morning_health"]
+        _, cron, runs, next_fire, last = rows["morning_health"]
         assert (cron, runs) == ("0 9 * * *", "health")
         assert next_fire.endswith("09:00 JST")
         assert last.startswith("failed") and "health: API down" in last
@@ -234,7 +234,8 @@ def test_gardenbot_schedule_run_goes_through_the_pipeline_as_scheduler_and_list_
     assert ran.returncode == 0, ran.stderr
     assert "approval(s) expired" in ran.stdout and "Schedule approval_sweep ran" in ran.stdout
     [audit] = bot_world.query(
-        "SELECT actor, source, detail->'console'->>'os_login' FROM audit_log WHERE command = 'approvals sweep'"
+        "SELECT actor, source, detail->'console'->>'os_login' FROM audit_log"
+        " WHERE command = 'approvals sweep'"
     )
     assert audit[:2] == ("scheduler", "scheduler") and audit[2]  # and the OS login that ran it
     listed = bot_world.cli("schedule", "list")

@@ -21,8 +21,8 @@ from core.locales.en import MESSAGES as EN
 from core.locales.ja import MESSAGES as JA
 from core.reply import Level
 from runbooks.incidents import LIST_COLUMNS
-from runbooks.postmortem import SECTIONS
 from runbooks.kpi import KpiKey
+from runbooks.postmortem import SECTIONS
 from runbooks.progress import STEP_KEYS
 from runbooks.report import Period, ServiceSource
 from store.schedule_runs import RunStatus
