@@ -1,4 +1,4 @@
-"""`gardenbot`: serve, shell, run, migrate, audit verify|export."""
+"""`gardenbot`: serve, shell, run, migrate, audit verify|export, schedule list|run."""
 
 from __future__ import annotations
 
@@ -6,21 +6,25 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from bot.console import Console, ConsoleAccess, reply_json
+from bot.console import Console, ConsoleAccess, os_login, reply_json
 from bot.console_render import print_reply
 from bot.logs import configure_logging
 from bot.runtime import Runtime, open_runtime, require_audit_key, with_embedded_default
+from bot.scheduling import ConsoleAnnouncer, build_scheduler
 from commands.base import ConsoleOrigin
 from commands.policy import Policy
 from core.config import Roles, Settings, load_settings
 from core.errors import ConfigError, GardenBotError, StoreUnavailable
 from core.i18n import Translator
 from core.timespan import parse_since
+from scheduler.table import find
 from store.audit import parse_head
+from store.schedule_runs import latest_runs
 
 log = logging.getLogger("gardenbot")
 
@@ -54,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     export = audit_sub.add_parser("export", help="write the audit log to stdout")
     export.add_argument("--since", help="7d, 24h or an ISO time")
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    schedule = sub.add_parser("schedule", help="list the schedules, or run one now")
+    schedule_sub = schedule.add_subparsers(dest="schedule_action", required=True)
+    listing = schedule_sub.add_parser("list", help="next run and last result of each schedule")
+    listing.add_argument("--user", help=act_as)
+    run_now = schedule_sub.add_parser("run", help="run one schedule now, as the scheduler would")
+    run_now.add_argument("name", help="a schedule name, e.g. nightly_backup")
     return parser
 
 
@@ -110,11 +120,14 @@ def _dispatch(args: Any, settings: Settings, demo: bool) -> int:
         host = args.host if args.host is not None else settings.server.host
         port = args.port if args.port is not None else settings.server.port
         return serve(settings, host=host, port=port)
+    if args.action == "schedule" and args.schedule_action == "list":
+        args.action, args.text, args.json = "run", "schedule list", False  # as `run "schedule list"`
     if args.action in ("shell", "run"):
         return _console_action(args, settings, demo)
     handlers: dict[str, Callable[[Runtime], Awaitable[int]]] = {
         "migrate": _migrate,
         "audit": lambda rt: _audit(rt, args),
+        "schedule": lambda rt: _schedule_run(rt, args.name),
     }
     return asyncio.run(_with_runtime(settings, handlers[args.action]))
 
@@ -233,6 +246,28 @@ async def _verify(runtime: Runtime, head: str | None) -> int:
     if result.head is not None:
         print(t("audit.verify_head", id=result.head.id, hash=result.head.hash))
     return EXIT_OK
+
+
+async def _schedule_run(runtime: Runtime, name: str) -> int:
+    """Through the same Submit as `gardenbot serve`, as the scheduler; the OS login goes in the audit."""
+    t = Translator(runtime.settings.locale)
+    origin = ConsoleOrigin(os_login=os_login(), host=socket.gethostname())
+    scheduler = build_scheduler(runtime, ConsoleAnnouncer(), origin=origin)
+    if find(scheduler.table, name) is None:
+        names = ", ".join(spec.name for spec in scheduler.table)
+        print(t("schedule.unknown", name=name, names=names), file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        run_id = await scheduler.run_now(name)
+        if run_id is None:
+            print(t("schedule.run_taken", name=name), file=sys.stderr)
+            return EXIT_REFUSED
+        run = (await latest_runs(runtime.services.store, [name]))[name]
+    except StoreUnavailable:
+        print(t("store.unavailable_for_changes"), file=sys.stderr)
+        return EXIT_FAILED
+    print(t("schedule.run_done", name=name, run_id=run_id, status=t(f"schedule.status.{run.status}")))
+    return EXIT_OK if run.status == "succeeded" else EXIT_FAILED
 
 
 def _quiet_broken_pipe() -> None:

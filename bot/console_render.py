@@ -19,7 +19,7 @@ from rich.rule import Rule
 from rich.table import Table as RichTable
 from rich.text import Text as RichText
 
-from core.formatting import display_width, pad, progress_bar, text_table
+from core.formatting import display_width, format_bytes, pad, progress_bar, text_table
 from core.reply import (
     MENTION_PATTERN,
     Actions,
@@ -49,7 +49,15 @@ RICH_BAR_WIDTH = 20
 def render_text(reply: Reply) -> str:
     """The reply as plain lines without colour codes; a reply without elements shows its summary."""
     lines = [_plain(element) for element in reply.elements] or [reply.summary]
+    if reply.attachment is not None:
+        lines.append(attachment_line(reply))
     return MENTION_PATTERN.sub(r"@\1", "\n".join(lines))
+
+
+def attachment_line(reply: Reply) -> str:
+    """The console shows no image: it names the file Slack would get."""
+    assert reply.attachment is not None
+    return f"📎 {reply.attachment.filename} ({format_bytes(len(reply.attachment.content))})"
 
 
 def _plain(element: Header | Text | Note | Fields | Table | Progress | Actions) -> str:
@@ -89,6 +97,8 @@ def reply_json(reply: Reply) -> str:
         "summary": reply.summary,
     }
     payload.update(reply.ids)
+    if reply.attachment is not None:
+        payload["attachment"] = reply.attachment.filename
     return json.dumps(payload, ensure_ascii=False)
 
 
@@ -118,7 +128,10 @@ def marked(text: str, style: str = "") -> RichText:
 
 def renderables(reply: Reply) -> list[RenderableType]:
     """One rich renderable per element; a reply without elements shows its summary."""
-    return [_rich(element) for element in reply.elements] or [marked(reply.summary)]
+    shown = [_rich(element) for element in reply.elements] or [marked(reply.summary)]
+    if reply.attachment is not None:
+        shown.append(RichText(attachment_line(reply), style="dim"))
+    return shown
 
 
 def _rich(element: Header | Text | Note | Fields | Table | Progress | Actions) -> RenderableType:

@@ -16,6 +16,7 @@ import httpx
 from pydantic import SecretStr
 
 from bot.notify import notifier_for
+from bot.scheduling import schedule_source
 from commands.locks import lock_held_by_job
 from commands.pipeline import Pipeline
 from commands.policy import Policy
@@ -126,6 +127,7 @@ async def open_runtime(settings: Settings) -> Runtime:
         policy=Policy(settings),
         notifier=notifier_for(settings),
     )
+    services.schedules = schedule_source(store, settings)
     pipeline = Pipeline(services, build_registry())
     warn_about_roleless_approvers(services.policy)
     startup = await prepare_store(services, pipeline.registry)

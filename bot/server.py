@@ -38,6 +38,7 @@ from bot.metrics import Metrics
 from bot.metrics_feed import MetricsFeed
 from bot.notify import SlackNotifier
 from bot.runtime import Runtime, keep_sweeping, open_runtime
+from bot.scheduling import start_scheduling, stop_scheduling
 from bot.slack_app import BotIdentity, build_slack_app, build_web_client
 from core.config import Settings
 from core.i18n import Translator
@@ -99,6 +100,7 @@ def _lifespan(
         slack = await _open_slack(runtime, work, metrics)
         slack.background.append(asyncio.create_task(keep_sweeping(runtime), name="sweep-interrupted"))
         slack.background.append(asyncio.create_task(escalate_forever(runtime.services), name="escalation"))
+        scheduler = await start_scheduling(runtime, slack.handler)
         served.append(Served(runtime, slack.handler, work, gate, metrics, alerts, feed))
         # Start-up objects live as long as the process: keep the collector from rescanning them,
         # so a full collection does not stall an ack.
@@ -107,6 +109,7 @@ def _lifespan(
         try:
             yield
         finally:
+            await stop_scheduling(scheduler)
             await slack.close()
             await work.close()
             await alerts.close()

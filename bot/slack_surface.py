@@ -13,7 +13,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.blocks import render_message
 from commands.job_watch import JobBoard
 from core.errors import StoreUnavailable
-from core.reply import Progress, Reply, Text
+from core.reply import Attachment, Edit, Progress, Reply, Text
 from store.approvals import remember_message as remember_approval_message
 from store.db import Store
 from store.jobs import remember_message as remember_job_message
@@ -58,6 +58,26 @@ class SlackSurface:
             await self.update(reply)
         else:
             await self.post(reply)
+        await self.follow_up(reply)
+
+    async def follow_up(self, reply: Reply) -> None:
+        """What goes with a reply: its file (uploaded to the channel) and edits of earlier messages."""
+        if reply.attachment is not None and reply.visibility == "channel":
+            await self.upload(reply.attachment)
+        await apply_edits(self.client, reply.edits)
+
+    async def upload(self, attachment: Attachment) -> None:
+        try:
+            await self.client.files_upload_v2(
+                channel=self.channel,
+                content=attachment.content,
+                filename=attachment.filename,
+                title=attachment.title or attachment.filename,
+                thread_ts=self.message_ts,
+                request_file_info=False,
+            )
+        except SlackApiError as exc:
+            log.warning("upload of %s failed: %s", attachment.filename, exc.response.get("error"))
 
     async def post(self, reply: Reply) -> None:
         self.title = self.title or reply.summary
@@ -87,6 +107,7 @@ class SlackSurface:
         the approver's click, so `requester` says who asked."""
         if reply.visibility != "asker":
             await self.update(reply)
+            await self.follow_up(reply)  # a report's chart, edits of other messages
             return
         if requester is not None:
             await self.tell_asker(reply, user=requester)
@@ -119,6 +140,17 @@ class SlackSurface:
         response = await webhook.send_dict(body)
         if response.status_code >= 400:
             log.warning("response_url answered %s", response.status_code)
+
+
+async def apply_edits(client: AsyncWebClient, edits: tuple[Edit, ...]) -> None:
+    """Change earlier messages in place (an expired approval's buttons go); one failure stops no other."""
+    for edit in edits:
+        try:
+            await client.chat_update(
+                channel=edit.ref["channel"], ts=edit.ref["ts"], **render_message(edit.reply)
+            )
+        except SlackApiError as exc:
+            log.warning("chat.update of %s failed: %s", edit.ref.get("ts"), exc.response.get("error"))
 
 
 async def watch_job(surface: SlackSurface, board: JobBoard, job_id: int) -> None:

@@ -47,19 +47,46 @@ LIST_LIMIT = 30  # rows shown by `backup list`
 FILE_ARCHIVES_SHOWN = 10  # host file archives shown under the backups by `backup list`
 
 
+def valid_backup_id(v: str) -> str:
+    if not v.isdigit() or not 0 < int(v) < MAX_ID:
+        raise ValueError("a backup id is the number shown by `backup list`, not a path or a name")
+    return str(int(v))
+
+
 class BackupIdArgs(Args):
     backup_id: str = Field(title="id")
 
     @field_validator("backup_id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not v.isdigit() or not 0 < int(v) < MAX_ID:
-            raise ValueError("a backup id is the number shown by `backup list`, not a path or a name")
-        return str(int(v))
+        return valid_backup_id(v)
 
     @property
     def id(self) -> int:
         return int(self.backup_id)
+
+
+LATEST = "latest"
+
+
+class VerifyArgs(Args):
+    """A backup id, or `latest`: the newest good backup (what the nightly verification checks)."""
+
+    backup_id: str = Field(title="id|latest")
+
+    @field_validator("backup_id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return LATEST if v.lower() == LATEST else valid_backup_id(v)
+
+
+async def chosen_backup(svc: Services, args: VerifyArgs) -> catalog.BackupRecord:
+    if args.backup_id != LATEST:
+        return await good_backup(svc, int(args.backup_id))
+    newest = await catalog.newest_good_backup(svc.store)
+    if newest is None:
+        raise NotFound("backup.none_good")
+    return await good_backup(svc, newest.id)
 
 
 def worded_progress(
@@ -263,10 +290,10 @@ def _reconcile(
     return problems
 
 
-async def run_verify(ctx: Context, args: BackupIdArgs) -> Reply:
+async def run_verify(ctx: Context, args: VerifyArgs) -> Reply:
     t = ctx.t
     svc = ctx.services
-    record = await good_backup(svc, args.id)
+    record = await chosen_backup(svc, args)
     tools = await pg_tools(svc)
     admin = admin_dsn(svc.target_database_url())
     outcome = await verify_backup(
@@ -296,8 +323,8 @@ async def run_verify(ctx: Context, args: BackupIdArgs) -> Reply:
     return Reply(status="failed", summary=summary, elements=tuple(elements), ids={"backup_id": record.id})
 
 
-async def check_backup_usable(ctx: Context, args: BackupIdArgs) -> None:
-    await good_backup(ctx.services, args.id)
+async def check_backup_usable(ctx: Context, args: VerifyArgs) -> None:
+    await chosen_backup(ctx.services, args)
 
 
 async def good_backup(svc: Services, backup_id: int) -> catalog.BackupRecord:
@@ -357,7 +384,7 @@ COMMANDS = (
     Command(
         name="backup verify",
         role=Role.OPERATOR,
-        args=BackupIdArgs,
+        args=VerifyArgs,
         run=run_verify,
         preflight=check_backup_usable,
         mutates=True,

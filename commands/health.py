@@ -158,6 +158,16 @@ def _host_checks(ctx: Context) -> list[NamedCheck]:
     return planned + [tls(host_port) for host_port in s.tls_hosts]
 
 
+async def run_tls_check(ctx: Context, args: NoArgs) -> Reply:
+    """Only the certificates of `tls_hosts` (the TLS schedule), in the health table's shape."""
+    tls = [c for c in _host_checks(ctx) if c.name.startswith("tls:")]
+    if not tls:
+        unset = _not_configured("tls:-", "tls_hosts")
+        return render_health(ctx, HealthReport(checks=(unset,), checked_at=datetime.now(UTC)))
+    report = await checks.run_checks(tls, timeout=ctx.services.settings.health.timeout_seconds)
+    return render_health(ctx, report)
+
+
 def render_health(ctx: Context, report: HealthReport) -> Reply:
     t = ctx.t
     rows = tuple(
@@ -208,4 +218,7 @@ def _check_name(ctx: Context, check: CheckResult) -> str:
     return ctx.t(f"health.check.{check.name}", host=check.host)
 
 
-COMMANDS = (Command(name="health", role=Role.VIEWER, run=run_health),)
+COMMANDS = (
+    Command(name="health", role=Role.VIEWER, run=run_health),
+    Command(name="health tls", role=Role.VIEWER, run=run_tls_check),
+)

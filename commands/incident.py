@@ -20,6 +20,7 @@ from commands.command import Command, derive_usage
 from commands.incident_notices import (
     ChannelOutcome,
     announce_declared,
+    escalate,
     incidents_channel,
     open_incident_channel,
 )
@@ -229,7 +230,16 @@ async def _share_postmortem(ctx: Context, incident: Incident, *, channel: str | 
     return Note(t("incident.pm.uploaded", filename=filename, channel=where))
 
 
+async def escalate_now(ctx: Context, args: NoArgs) -> Reply:
+    """The `escalation` schedule's tick: page whatever is due now, once across replicas (`serve`
+    also ticks every few seconds; this one keeps paging going where only the scheduler runs)."""
+    pages = await escalate(ctx.services, ctx.services.clock())
+    said = ctx.t("incident.escalated", count=len(pages))
+    return Reply(status="succeeded", summary=said, elements=(Text(said),))
+
+
 COMMANDS = (
+    Command(name="incident escalate", role=Role.ADMIN, run=escalate_now, mutates=True),
     Command(name="incident declare", role=Role.OPERATOR, run=declare, args=DeclareArgs, mutates=True),
     Command(name="incident ack", role=Role.OPERATOR, run=acknowledge, args=IdArgs, mutates=True),
     Command(name="incident update", role=Role.OPERATOR, run=update, args=UpdateArgs, mutates=True),

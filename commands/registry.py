@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from commands import (
     alert,
+    approvals,
     audit,
     backup,
     cache,
@@ -20,8 +21,11 @@ from commands import (
     incident,
     jobs,
     logs,
+    probe,
     release,
+    report,
     restore,
+    schedules,
     users,
 )
 from commands import help as help_command
@@ -46,6 +50,10 @@ ALL_COMMANDS: tuple[Command, ...] = (
     *hosts.COMMANDS,
     *release.COMMANDS,
     *incident.COMMANDS,
+    *report.COMMANDS,
+    *schedules.COMMANDS,
+    *probe.COMMANDS,
+    *approvals.COMMANDS,
 )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -20,6 +20,7 @@ from store.audit import AuditLog
 from store.coordination import Coordination
 from store.db import Store
 from store.jobs import Instance
+from store.schedule_runs import ScheduleRunRecord
 
 
 def utc_now() -> datetime:
@@ -64,6 +65,25 @@ class NoNotifier:
         raise RunbookFailed("notify.unavailable")
 
 
+class ScheduleLike(Protocol):
+    """One schedule as `schedule list` shows it (scheduler.listing.ScheduleStatus has these)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def cron(self) -> str: ...
+    @property
+    def commands(self) -> tuple[str, ...]: ...
+    @property
+    def next_fire(self) -> datetime | None: ...
+    @property
+    def last_run(self) -> ScheduleRunRecord | None: ...
+
+
+# The schedules as of `now`; the process wiring supplies it (commands cannot import scheduler/).
+ScheduleSource = Callable[[datetime], Awaitable[Sequence[ScheduleLike]]]
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -77,6 +97,7 @@ class Services:
     alert_messages: AlertMessages | None = None  # set by `serve` when it keeps alert messages
     notifier: Notifier = field(default_factory=NoNotifier)  # set by bot/ (Slack, or the console)
     clock: Callable[[], datetime] = utc_now  # incidents' times; a test sets its own
+    schedules: ScheduleSource | None = None  # set by bot/scheduling.py
 
     @property
     def access(self) -> Access:

@@ -88,6 +88,26 @@ Element = Header | Text | Note | Fields | Table | Progress | Actions
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file that goes with the reply (the weekly report's chart): Slack uploads it, the console names it."""
+
+    filename: str
+    content: bytes = field(repr=False)
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """An earlier message to change in place (an expired approval loses its buttons).
+
+    `ref` is where that message was shown, as stored with it ({"channel": …, "ts": …}).
+    """
+
+    ref: dict[str, str]
+    reply: Reply
+
+
+@dataclass(frozen=True)
 class Reply:
     """A command's answer: status, a one-line summary (Slack's fallback text), and elements."""
 
@@ -97,6 +117,8 @@ class Reply:
     visibility: Visibility = "channel"
     # Ids of what the request created or waits on: approval_id, job_id, backup_id, incident_id.
     ids: dict[str, int | str] = field(default_factory=dict)
+    attachment: Attachment | None = None
+    edits: tuple[Edit, ...] = ()
 
     @property
     def exit_code(self) -> int:

@@ -41,7 +41,7 @@ DEFAULT_SCHEDULES: tuple[ScheduleSpec, ...] = (
     _spec("morning_health", "0 9 * * *", ("health",), "ops", 2 * HOUR),
     _spec("nightly_backup", "0 2 * * *", ("backup", "db maintain"), "ops", 3 * HOUR),
     _spec("backup_verify", "0 4 * * *", ("backup verify latest",), "ops", 3 * HOUR),
-    _spec("wal_check", "0 */6 * * *", ("health wal",), "ops", HOUR),
+    _spec("wal_check", "0 */6 * * *", ("db stats",), "ops", HOUR),  # its WAL archiving and lag lines
     _spec("tls_check", "0 8 * * *", ("health tls",), "ops", 6 * HOUR),
     _spec("weekly_report", "0 9 * * 1", ("report weekly",), "reports", 12 * HOUR),
     _spec("monthly_report", "0 9 1 * *", ("report monthly",), "reports", 24 * HOUR),
@@ -49,7 +49,7 @@ DEFAULT_SCHEDULES: tuple[ScheduleSpec, ...] = (
     _spec("escalation", "* * * * *", ("incident escalate",), None, timedelta(seconds=30)),
 )
 # Only when hosts (an Ansible inventory) are configured.
-FILE_BACKUP = _spec("file_backup", "30 2 * * *", ("backup files",), "ops", 3 * HOUR)
+FILE_BACKUP = _spec("file_backup", "0 3 * * 0", ("backup files",), "ops", 3 * HOUR)  # Sundays 03:00
 
 SCHEDULE_NAMES: tuple[str, ...] = (*(s.name for s in DEFAULT_SCHEDULES), FILE_BACKUP.name)
 

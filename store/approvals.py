@@ -196,3 +196,20 @@ async def remember_message(store: Store, approval_id: int, message_ref: dict[str
         await conn.execute(
             "UPDATE approvals SET message_ref = %s WHERE id = %s", (Jsonb(message_ref), approval_id)
         )
+
+
+async def expire_overdue(store: Store, *, limit: int = 100) -> list[Approval]:
+    """Mark pending approvals past their time as expired; the ones this call marked, oldest first.
+
+    One UPDATE per row set: two replicas sweeping at once never both return the same approval.
+    """
+    async with store.connection() as conn:
+        cur = await conn.execute(
+            f"UPDATE approvals SET status = 'expired' WHERE id IN ("
+            f"SELECT id FROM approvals WHERE status = 'pending' AND expires_at <= now()"
+            f" ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+            f" AND status = 'pending' RETURNING {_COLUMNS}",
+            (limit,),
+        )
+        rows = await cur.fetchall()
+    return sorted((_approval(row) for row in rows), key=lambda a: a.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,7 @@ from bot.console_render import print_reply, render_text, terminal
 from commands.job_watch import JobBoard
 from core.reply import (
     Actions,
+    Attachment,
     Button,
     Element,
     Fields,
@@ -136,6 +138,20 @@ def plain(*elements: Element) -> str:
 )
 def test_plain_text_of_every_element_kind(element: Element, expected: str) -> None:
     assert plain(element) == expected
+
+
+def test_an_attachment_is_named_with_its_size_in_text_json_and_on_a_terminal() -> None:
+    chart = Reply(
+        status="succeeded",
+        summary="Weekly report",
+        elements=(Text("Weekly report"),),
+        attachment=Attachment("report-weekly.png", b"\x89PNG" + bytes(2044)),
+    )
+    assert render_text(chart) == "Weekly report\n📎 report-weekly.png (2.0 KB)"
+    assert json.loads(reply_json(chart))["attachment"] == "report-weekly.png"
+    out = io.StringIO()
+    print_reply(chart, out, console=terminal(out, force_terminal=True, width=60))
+    assert "report-weekly.png" in out.getvalue()
 
 
 def test_a_reply_without_elements_shows_its_summary() -> None:

@@ -176,6 +176,21 @@ async def test_verify_restores_with_parallel_jobs_configured_or_sized_to_the_tar
     assert (f"--jobs={jobs}" in restore_line) if jobs > 1 else ("--jobs" not in restore_line), restore_line
 
 
+async def test_verify_latest_checks_the_newest_good_backup_and_is_refused_when_there_is_none(
+    world: BackupWorld, rt: Runtime, scratch_names: list[str]
+) -> None:
+    none_yet = await world.run(rt, OPERATOR, "backup verify latest")
+    assert none_yet.status == "refused" and "no good backup to verify" in none_yet.summary, none_yet
+    await take_backup(world, rt)
+    newest = await take_backup(world, rt)
+
+    reply = await world.run(rt, OPERATOR, "backup verify latest")
+
+    assert reply.status == "succeeded", reply
+    assert reply.ids["backup_id"] == newest
+    assert world.backup_row(newest)["verify_status"] == "passed"
+
+
 async def test_verify_of_a_corrupted_file_fails_and_is_recorded(world: BackupWorld, rt: Runtime) -> None:
     backup_id = await take_backup(world, rt)
     corrupt(world.file_of(backup_id))
@@ -290,7 +305,7 @@ def test_bad_verify_input_exits_2_from_the_console(idle_world: BackupWorld) -> N
 
     assert code == 2, out
     assert out["status"] == "refused"
-    assert "backup verify <id>" in out["text"]  # the usage line
+    assert "backup verify <id|latest>" in out["text"]  # the usage line (`latest` since schedules)
     assert idle_world.jobs() == [] and idle_world.files() == []
 
 

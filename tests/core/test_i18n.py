@@ -22,10 +22,13 @@ from core.locales.en import MESSAGES as EN
 from core.locales.ja import MESSAGES as JA
 from core.reply import Level
 from runbooks.incidents import LIST_COLUMNS
+from runbooks.kpi import KpiKey
 from runbooks.playbook_runner import TaskStatus
 from runbooks.postmortem import SECTIONS
 from runbooks.progress import STEP_KEYS
+from runbooks.report import Period, ServiceSource
 from store.releases import ReleaseStatus
+from store.schedule_runs import RunStatus
 from tests.support.runtime import REPO_ROOT
 
 PACKAGES = ("bot", "commands", "core", "runbooks", "store", "scheduler")
@@ -67,6 +70,10 @@ DYNAMIC: dict[str, tuple[str, ...]] = {
     "release.outcome.": ("released", "rolled_back", "rollback_failed"),  # runbooks.hosts.HostRelease
     "release.migrations.": ("ran", "started", "skipped", "not_reached"),
     "release.status.": typing.get_args(ReleaseStatus),  # releases.status CHECK
+    "report.period.": typing.get_args(Period),
+    "report.source.": typing.get_args(ServiceSource),
+    "report.kpi.": typing.get_args(KpiKey),
+    "schedule.status.": typing.get_args(RunStatus),
 }
 
 
