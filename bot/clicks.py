@@ -21,6 +21,10 @@ CLICK_COMMANDS: dict[str, str] = {
     "incident_resolve": "incident resolve",
 }
 
+# Buttons whose answer replaces the message they sit on (an incident notice after ack or resolve);
+# every other command button answers in the message's thread and leaves the message as it is.
+REPLACES_MESSAGE: frozenset[str] = frozenset({"incident_ack", "incident_resolve"})
+
 
 def request_from_click(
     action_id: str, value: str, actor: Actor, channel: str | None, *, source: Source = "slack"

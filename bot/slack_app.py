@@ -20,7 +20,7 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.background import BackgroundWork
-from bot.clicks import click_ids, request_from_click
+from bot.clicks import REPLACES_MESSAGE, click_ids, request_from_click
 from bot.membership import GroupDirectory
 from bot.metrics import Metrics
 from bot.notify import slack_client
@@ -229,7 +229,7 @@ class SlackHandlers:
         request = request_from_click(action_id, value, actor, channel)
         reply = await self.runtime.pipeline.handle(request)
         self.metrics.count_command(self.runtime.pipeline.command_name(request.text), reply.status)
-        if request.decision is None:  # a command button (on an alert...): the message stays
+        if request.decision is None and action_id not in REPLACES_MESSAGE:  # the message stays
             await self._answer_in_thread(reply, surface)
             return
         if reply.status in ("refused", "failed") and "job_id" not in reply.ids:

@@ -55,7 +55,7 @@ async def test_sub_commands_complete_word_by_word_from_the_registry(bot_runtime:
     completer = completer_of(bot_runtime)
 
     assert await completions(completer, "back") == ["backup"]
-    assert await completions(completer, "backup ") == ["list", "verify"]
+    assert await completions(completer, "backup ") == ["files", "list", "verify"]
     assert await completions(completer, "cache f") == ["flush"]
     assert await completions(completer, "ap") == ["approvals", "approve"]  # `approvals sweep` too
     assert await completions(completer, "jobs ") == []
