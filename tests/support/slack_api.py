@@ -361,7 +361,8 @@ def _handler_for(
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             if parts.path.startswith("/upload/"):  # an upload URL: the body is the file itself
-                upload = {"_file_id": parts.path.removeprefix("/upload/"), "_bytes": raw}
+                file_id = parts.path.removeprefix("/upload/")
+                upload = {"_file_id": file_id, "_bytes": raw, "_file": file_id, "_raw": raw}
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 _, (status, out_headers, body) = answer(
                     SlackCall("file_upload", upload, headers, self.command)
