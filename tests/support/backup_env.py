@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -35,7 +36,8 @@ from tests.support.servers import (
 )
 
 ADMIN, OPERATOR, VIEWER, LEAD = "U0ADMIN", "U0OPS", "U0INTERN", "U0LEAD"
-TARGET_REDIS_URL = "redis://127.0.0.1:6379/11"
+# The backup tests' Garden DX Redis: its own database number, so parallel runs (worktrees) can differ.
+TARGET_REDIS_URL = f"redis://127.0.0.1:6379/{int(os.environ.get('TEST_BACKUP_REDIS_DB', '11'))}"
 
 # The roles of the backup issue: U0LEAD is an operator holding the approver flag (approver is a
 # flag on a role: listed alone it decides nothing).
