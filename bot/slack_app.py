@@ -107,6 +107,7 @@ def build_slack_app(
     settings = runtime.settings
     app = _bolt_app(settings, client, identity)
     directory = GroupDirectory(client, runtime.services.coordination, runtime.services.policy.group_ids())
+    runtime.services.directory = directory  # an approval checks the requester's role again
     workspace = Workspace(identity, settings.slack.team_id, settings.slack.enterprise_id)
     handlers = SlackHandlers(runtime, client, directory, metrics, workspace)
     _listen(app, handlers, work, busy=Translator(settings.locale)("slack.busy"))

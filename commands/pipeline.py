@@ -31,7 +31,7 @@ from commands.registry import Registry
 from commands.runner import JobRunner
 from commands.services import Services
 from core.config import SYSTEM_ACTORS
-from core.errors import Conflict, GardenBotError, StoreUnavailable, UsageError
+from core.errors import Conflict, GardenBotError, NotAllowed, StoreUnavailable, UsageError
 from core.formatting import format_time
 from core.i18n import Translator
 from core.reply import Actions, Button, Confirm, Fields, Header, Progress, Reply, Text, mention
@@ -138,6 +138,8 @@ class Pipeline:
         approval = await approval_store.get_approval(self.services.store, approval_id)
         detail.update(command=approval.command, requested_by=approval.requester)
         self.services.access.may_decide(request, approval).require()
+        if decision.verdict == "approved":
+            await self._requester_may_still_run(approval)
         login = request.console.os_login if request.console is not None else None
         approval = await approval_store.decide_approval(
             self.services.store,
@@ -157,6 +159,23 @@ class Pipeline:
                 ids={"approval_id": approval_id},
             )
         return await self._run_approved(approval, request, t)
+
+    async def _requester_may_still_run(self, approval: approval_store.Approval) -> None:
+        """Roles can change while a request waits (a new configuration, a user group left): what
+        runs is what the requester may run now, not what they could when they asked."""
+        command = self.registry.get(approval.command)
+        if command is None:
+            raise UsageError("usage.unknown_command", word=approval.command)
+        system = approval.source in SYSTEM_ACTORS
+        groups = frozenset() if system else await self.services.directory.groups_of(approval.requester)
+        requester = Actor(user_id=approval.requester, system=system, group_ids=groups)
+        if not self.services.access.may_run(requester, command).allowed:
+            raise NotAllowed(
+                "approval.requester_lost_role",
+                approval_id=approval.id,
+                user=mention(approval.requester),
+                command=approval.command,
+            )
 
     async def _run_approved(
         self,

@@ -80,6 +80,19 @@ class ScheduleLike(Protocol):
     def last_run(self) -> ScheduleRunRecord | None: ...
 
 
+class Directory(Protocol):
+    """Which of the user groups that roles name a person is in (bot/membership.py asks Slack)."""
+
+    async def groups_of(self, user_id: str) -> frozenset[str]: ...
+
+
+class NoDirectory:
+    """Outside Slack (the console, the scheduler) nobody is in a user group."""
+
+    async def groups_of(self, user_id: str) -> frozenset[str]:
+        return frozenset()
+
+
 # The schedules as of `now`; the process wiring supplies it (commands cannot import scheduler/).
 ScheduleSource = Callable[[datetime], Awaitable[Sequence[ScheduleLike]]]
 
@@ -98,6 +111,7 @@ class Services:
     notifier: Notifier = field(default_factory=NoNotifier)  # set by bot/ (Slack, or the console)
     clock: Callable[[], datetime] = utc_now  # incidents' times; a test sets its own
     schedules: ScheduleSource | None = None  # set by bot/scheduling.py
+    directory: Directory = field(default_factory=NoDirectory)  # set by bot/slack_app.py
 
     @property
     def access(self) -> Access:

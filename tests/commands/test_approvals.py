@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -229,6 +230,55 @@ async def test_a_listed_approver_without_an_operator_or_admin_role_decides_nothi
     assert approval_status(bot_world, approval_id) == "pending"
     assert job_rows(bot_world) == []
     assert target_redis().dbsize() == len(target_keys)
+
+
+async def test_a_requester_who_lost_the_role_while_waiting_cannot_be_approved(
+    bot_world: BotWorld, target_keys: dict[str, str]
+) -> None:
+    async with bot_world.runtime() as runtime:
+        approval_id = await ask_for_flush(runtime)
+    # A new configuration (and a restart) takes U0ADMIN2 down to viewer while the request waits.
+    bot_world.configure(roles={"admin": ["U0ADMIN"], "viewer": ["U0INTERN", REQUESTER]})
+    async with bot_world.runtime() as runtime:
+        reply = await runtime.pipeline.decide(request("U0LEAD", ""), approval_id, "approved")
+
+    assert reply.status == "refused"
+    assert "may no longer run `cache flush`" in reply.summary
+    assert approval_status(bot_world, approval_id) == "pending"
+    assert job_rows(bot_world) == []
+    assert target_redis().dbsize() == len(target_keys)
+    assert ("approval_decision", "refused", "U0LEAD") in events(bot_world)
+
+
+class _OnCall:
+    """The Slack user-group directory, as bot/membership.py answers it: who is in S0ADMINS now."""
+
+    def __init__(self, members: set[str]) -> None:
+        self.members = members
+
+    async def groups_of(self, user_id: str) -> frozenset[str]:
+        return frozenset({"S0ADMINS"}) if user_id in self.members else frozenset()
+
+
+async def test_a_requester_whose_role_comes_from_a_user_group_is_checked_against_it_again(
+    bot_world: BotWorld, target_keys: dict[str, str]
+) -> None:
+    bot_world.configure(roles={"admin": ["U0ADMIN", "S0ADMINS"]})
+    on_call = _OnCall({"U0GROUPED"})
+    async with bot_world.runtime() as runtime:
+        runtime.services.directory = on_call
+        asked = []
+        for _ in range(2):
+            grouped = request("U0GROUPED", "cache flush")
+            grouped = replace(grouped, actor=replace(grouped.actor, group_ids=frozenset({"S0ADMINS"})))
+            asked.append((await runtime.pipeline.handle(grouped)).ids["approval_id"])
+        still_in = await runtime.pipeline.decide(request("U0LEAD", ""), int(asked[0]), "approved")
+        on_call.members.clear()  # U0GROUPED leaves the admins' group
+        left = await runtime.pipeline.decide(request("U0LEAD", ""), int(asked[1]), "approved")
+
+    assert still_in.status != "refused", still_in
+    assert (left.status, "may no longer run" in left.summary) == ("refused", True)
+    assert approval_status(bot_world, int(asked[1])) == "pending"
 
 
 async def test_start_up_warns_once_naming_approvers_without_a_role(
