@@ -16,6 +16,9 @@ from core.reply import Reply
 
 log = logging.getLogger(__name__)
 KEEP_FINISHED = 500  # finished jobs remembered for late watchers; older ones are forgotten
+# A private result (a temporary password) stays whole only this long for a late watcher (the
+# surface that asked subscribes as the job starts); after it the board keeps just its summary.
+PRIVATE_KEEP_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ EndListener = Callable[[JobEnd], None]
 
 
 class JobBoard:
-    def __init__(self) -> None:
+    def __init__(self, *, private_keep_seconds: float = PRIVATE_KEEP_SECONDS) -> None:
+        self.private_keep_seconds = private_keep_seconds
         self._last: OrderedDict[int, JobEvent] = OrderedDict()
         self._watchers: dict[int, list[asyncio.Queue[JobEvent]]] = {}
         self._requesters: dict[int, str] = {}
@@ -78,6 +82,8 @@ class JobBoard:
     def finished(self, job_id: int, reply: Reply, outcome: str | None = None) -> None:
         last = self._last.get(job_id)
         self._publish(JobEvent(job_id, last.percent if last else 100, last.text if last else "", reply))
+        if reply.visibility == "asker":
+            self._withhold_later(job_id)
         self._forget_old()
         kind, started = self._opened.pop(job_id, ("", time.monotonic()))
         end = JobEnd(job_id, kind, outcome or reply.status, time.monotonic() - started)
@@ -115,6 +121,24 @@ class JobBoard:
             if event.reply is not None:
                 return event.reply
         raise GardenBotError("job.not_running_here", job_id=job_id)  # pragma: no cover
+
+    def _withhold_later(self, job_id: int) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nobody could watch late anyway
+            self._withhold(job_id)
+            return
+        loop.call_later(self.private_keep_seconds, self._withhold, job_id)
+
+    def _withhold(self, job_id: int) -> None:
+        """Keep only the summary of a private result: its body (a password) leaves this process's memory."""
+        event = self._last.get(job_id)
+        if event is None or event.reply is None:
+            return
+        kept = Reply(
+            status=event.reply.status, summary=event.reply.summary, visibility="asker", ids=event.reply.ids
+        )
+        self._last[job_id] = JobEvent(job_id, event.percent, event.text, kept)
 
     def _publish(self, event: JobEvent) -> None:
         self._last[event.job_id] = event

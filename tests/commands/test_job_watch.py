@@ -8,7 +8,7 @@ import pytest
 
 from commands.job_watch import JobBoard, JobEvent
 from core.errors import GardenBotError
-from core.reply import Reply
+from core.reply import Fields, Reply
 
 DONE = Reply(status="succeeded", summary="done")
 
@@ -43,3 +43,23 @@ async def test_watching_a_finished_job_gives_its_result_at_once() -> None:
 async def test_watching_a_job_this_process_never_ran_is_refused() -> None:
     with pytest.raises(GardenBotError):
         await JobBoard().result(9)
+
+
+async def test_a_private_result_is_whole_for_watchers_then_the_board_keeps_only_its_summary() -> None:
+    board = JobBoard(private_keep_seconds=0)
+    board.opened(5, "user reset-password", requested_by="U0ADMIN")
+    secret = Fields((("Temporary password", "`s3cret-Temp-Pass`"),))
+    private = Reply(
+        status="succeeded", summary="Password reset for a@example.jp", elements=(secret,), visibility="asker"
+    )
+    watcher = asyncio.create_task(board.result(5))
+    await asyncio.sleep(0)  # the asking surface is subscribed before the job ends
+
+    board.finished(5, private)
+    delivered = await watcher
+    await asyncio.sleep(0)  # the board's grace (0 here) passes
+    late = await board.result(5)
+
+    assert secret in delivered.elements
+    assert (late.summary, late.visibility, late.elements) == (private.summary, "asker", ())
+    assert "s3cret-Temp-Pass" not in repr(board.__dict__)
