@@ -6,7 +6,9 @@ settings model in core/config.py: one source of truth.
 
 Each key's description is the field's `Field(description=...)`, else the comment on or just above
 its line in core/config.py, else (for a section) its class docstring; FALLBACK holds the few that
-have none yet. tests/deploy/test_config_reference.py fails when the files are stale.
+have none yet. The Japanese reference takes each key's description from
+docs/ja/config-descriptions.yml instead. tests/deploy/test_config_reference.py fails when the files
+are stale, when a key has no Japanese description, or when that file names a key that is gone.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import re
 import sys
 import tokenize
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
+import yaml
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 
@@ -32,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from core.config import ENV_KEYS, Settings  # noqa: E402 - after the repository is on the path
 
 OUTPUTS = {"en": ROOT / "docs" / "configuration.md", "ja": ROOT / "docs" / "ja" / "configuration.md"}
+JA_DESCRIPTIONS = ROOT / "docs" / "ja" / "config-descriptions.yml"  # dotted key -> Japanese description
 
 # Descriptions for keys whose field carries none yet (move them into core/config.py as
 # Field(description=...) or a comment, then delete them here).
@@ -130,14 +134,15 @@ TEXT = {
     "ja": {
         "title": "# 設定リファレンス",
         "generated": (
-            "設定モデル (`core/config.py`) から `python scripts/config_reference.py` で生成しています。"
+            "設定モデル (`core/config.py`) と説明欄の日本語 (`docs/ja/config-descriptions.yml`) から"
+            " `python scripts/config_reference.py` で生成しています。"
             "手で編集しないでください (古くなるとテストが失敗します)。"
         ),
         "intro": (
             "環境変数は YAML ファイル (`GARDENBOT_CONFIG`、既定は `./gardenbot.yml`) より優先されます。"
             "コメント付きの例は `gardenbot.example.yml` です。未知のキーや不正な値があると、"
             "そのキーを名指しする 1 行を出して起動を止めます。*secret* と書かれた値は表示されません。"
-            "YAML ではなく環境変数かシークレットマネージャーに置いてください。説明欄は英語のままです。"
+            "YAML ではなく環境変数かシークレットマネージャーに置いてください。"
         ),
         "env_title": "## 環境変数",
         "env_head": "| 変数 | キー |\n| --- | --- |",
@@ -235,7 +240,37 @@ def default_text(field: FieldInfo, lang: str) -> str:
     return f"`{value}`"
 
 
-def walk(model: type[BaseModel], prefix: str, lang: str) -> Iterator[Key]:
+def japanese_descriptions(path: Path = JA_DESCRIPTIONS) -> dict[str, str]:
+    """Dotted key -> its Japanese description; a key given twice is an error, not a silent override."""
+    text = path.read_text(encoding="utf-8")
+    node = yaml.compose(text)
+    names = [key.value for key, _ in node.value] if isinstance(node, yaml.MappingNode) else []
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"{path.name}: given twice: {', '.join(twice)}")
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError(f"{path.name}: expected a mapping of key -> description text")
+    return {str(key): value.strip() for key, value in data.items()}
+
+
+def translations(lang: str) -> dict[str, str]:
+    return japanese_descriptions() if lang == "ja" else {}
+
+
+def japanese_gaps(
+    descriptions: Mapping[str, str], model: type[BaseModel] = Settings
+) -> tuple[list[str], list[str]]:
+    """Keys of the model without a Japanese description, and described keys the model no longer has."""
+    keys = [key.dotted for key in walk(model, "", "en", {})]
+    missing = [key for key in keys if not descriptions.get(key, "").strip()]
+    unknown = sorted(set(descriptions) - set(keys))
+    return missing, unknown
+
+
+def walk(model: type[BaseModel], prefix: str, lang: str, translated: Mapping[str, str]) -> Iterator[Key]:
+    """Every key of model; a description in translated replaces the English one (the English stays
+    where it has none, and japanese_gaps reports the key)."""
     env_by_key = {dotted: name for name, dotted in ENV_KEYS.items()}
     comments = source_comments(model)
     for name, field in model.model_fields.items():
@@ -244,13 +279,14 @@ def walk(model: type[BaseModel], prefix: str, lang: str) -> Iterator[Key]:
         section = section_model(field.annotation)
         if section is not None:
             doc = (inspect.getdoc(section) or "").split("\n\n")[0].replace("\n", " ")
-            yield Key(dotted, "section", "", "", FALLBACK.get(dotted) or doc)
-            yield from walk(section, f"{dotted}.", lang)
+            yield Key(dotted, "section", "", "", translated.get(dotted) or FALLBACK.get(dotted) or doc)
+            yield from walk(section, f"{dotted}.", lang, translated)
             continue
         kind, secret = type_name(field.annotation)
         if secret:
             kind = f"{kind}, *{TEXT[lang]['secret']}*"
-        description = field.description or comments.get(name) or FALLBACK.get(dotted, "")
+        english = field.description or comments.get(name) or FALLBACK.get(dotted, "")
+        description = translated.get(dotted) or english
         env = env_by_key.get(f"{prefix}{name}", "")
         env_cell = f"`{env}`" if env else ""
         yield Key(dotted, kind + bounds(field), default_text(field, lang), env_cell, description)
@@ -266,7 +302,7 @@ def render(lang: str, model: type[BaseModel] = Settings) -> str:
     lines += [t["env_title"], "", t["env_head"]]
     lines += [f"| `{name}` | `{dotted}` |" for name, dotted in ENV_KEYS.items()]
     lines += ["", t["keys_title"], "", t["keys_head"]]
-    for key in walk(model, "", lang):
+    for key in walk(model, "", lang, translations(lang)):
         if key.kind == "section":
             lines.append(f"| **`{key.dotted}`** | | | | {cell(key.description)} |")
             continue
@@ -276,7 +312,7 @@ def render(lang: str, model: type[BaseModel] = Settings) -> str:
 
 
 def reference_keys(lang: str = "en", model: type[BaseModel] = Settings) -> list[Key]:
-    return list(walk(model, "", lang))
+    return list(walk(model, "", lang, translations(lang)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,7 +332,13 @@ def main(argv: list[str] | None = None) -> int:
     for path in stale:
         verb = "stale" if args.check else "written"
         print(f"{path.relative_to(ROOT)}: {verb}", file=sys.stderr)
-    return 1 if stale and args.check else 0
+    missing, unknown = japanese_gaps(japanese_descriptions())
+    where = JA_DESCRIPTIONS.relative_to(ROOT)
+    for key in missing:
+        print(f"{where}: no Japanese description of {key} (the English one is used)", file=sys.stderr)
+    for key in unknown:
+        print(f"{where}: {key} is not a key of the settings model", file=sys.stderr)
+    return 1 if args.check and (stale or missing or unknown) else 0
 
 
 if __name__ == "__main__":
