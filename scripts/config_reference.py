@@ -105,7 +105,10 @@ FALLBACK: dict[str, str] = {
     "thresholds.backup_age_hours": "Newest good backup older than this warns.",
     "jobs.heartbeat_seconds": "How often a running job renews its lock.",
     "jobs.lock_ttl_seconds": "Lock lifetime without a heartbeat (at least twice heartbeat_seconds).",
-    "jobs.stale_after_seconds": "A silent job older than this may be marked interrupted at start-up.",
+    "jobs.stale_after_seconds": (
+        "A job silent (no heartbeat, no lock) longer than this is marked interrupted,"
+        " at start-up and by a serving bot's sweep."
+    ),
     "console.users": "OS login → Slack user ID the console acts as.",
     "server.host": "Address `gardenbot serve` listens on (the container image sets 0.0.0.0).",
     "server.port": "Port `gardenbot serve` listens on.",
