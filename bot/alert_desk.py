@@ -44,7 +44,7 @@ from bot.slack_pacing import Send, SlackPacer
 from commands.base import Actor, Request
 from commands.boundary import audit_record
 from core.alerts import AlertGroup
-from core.errors import StoreUnavailable
+from core.errors import NotFound, StoreUnavailable
 from core.i18n import Translator
 from store import alerts as alert_store
 
@@ -137,9 +137,10 @@ class AlertDesk:
         self._tasks: set[asyncio.Task[object]] = set()
         self._known: OrderedDict[str, alert_store.AlertThread] = OrderedDict()  # by group key
         self._shown: dict[int, alert_store.AlertThread] = {}  # thread id: state last sent
-        self._claimed: set[int] = set()  # threads whose first post this replica claimed
+        self._claimed: dict[int, datetime] = {}  # threads whose first post this replica holds, until
         self._unsaved: dict[int, tuple[str, str]] = {}  # thread id: (channel, ts) not stored yet
         self.unstored: dict[str, Unstored] = {}  # by group key
+        self._refresh_later: set[int] = set()  # threads to show once the store is back
         self._reconciler: asyncio.Task[None] | None = None
         if client is None or self.channel is None:
             log.warning("alerts are stored and audited but not posted: Slack or channels.alerts not set")
@@ -190,29 +191,41 @@ class AlertDesk:
             thread = self._remember(await alert_store.get_thread(store, thread_id))
         except StoreUnavailable:
             known = self._known_thread(thread_id)
-            if known is None:
-                raise
+            if known is None or known.ts is None:
+                return self._when_store_is_back(thread_id)
             thread = known  # the store is down: what this replica knows is the latest it can show
         message = render_message(alert_reply(thread, self.t, self.runtime.settings.zone))
         if thread.ts is not None and thread.channel is not None:
             channel, ts = thread.channel, thread.ts
             return lambda: self._update(thread, channel, ts, message)
-        if thread_id not in self._claimed:
-            if not await alert_store.claim_posting(store, thread_id, now=self.now()):
-                raise AnotherReplicaPosts(f"alert thread {thread_id}")
-            self._claimed.add(thread_id)
+        try:  # this replica's own lease (a failed post kept it) is renewed
+            lease = await alert_store.claim_posting(
+                store, thread_id, now=self.now(), renewing=self._claimed.get(thread_id)
+            )
+        except StoreUnavailable:
+            return self._when_store_is_back(thread_id)
+        if lease is None:
+            raise AnotherReplicaPosts(f"alert thread {thread_id}")
+        self._claimed[thread_id] = lease
         return lambda: self._post(thread, message)
+
+    def _when_store_is_back(self, thread_id: int) -> Send:
+        """Nothing to show without the store: the reconciler shows the thread once it is back,
+        instead of the pacer's retries running out meanwhile."""
+        self._refresh_later.add(thread_id)
+        self._reconcile_later()
+        return _nothing
 
     async def _post(self, thread: alert_store.AlertThread, message: dict[str, Any]) -> None:
         assert self.channel is not None
         try:
             answer = await self._call("chat.postMessage", channel=self.channel, **message)
         except BaseException:
-            self._claimed.discard(thread.id)
-            await self._release(thread.id)  # before any retry claims it again
-            raise
+            if await self._release(thread.id):  # before any retry claims it again
+                self._claimed.pop(thread.id, None)
+            raise  # not released (store down): this replica still holds the lease for its retry
         channel, ts = str(answer.get("channel") or self.channel), str(answer["ts"])
-        self._claimed.discard(thread.id)
+        self._claimed.pop(thread.id, None)
         self._remember(replace(thread, channel=channel, ts=ts))
         self._unsaved[thread.id] = (channel, ts)
         self._sent(thread)
@@ -250,11 +263,13 @@ class AlertDesk:
         ):
             self.refresh(thread_id)  # another replica stored a newer state while this one sent
 
-    async def _release(self, thread_id: int) -> None:
+    async def _release(self, thread_id: int) -> bool:
         try:
             await alert_store.release_posting(self.runtime.services.store, thread_id)
         except Exception as exc:  # the lease runs out by itself
             log.warning("alert thread %s: posting lease not released: %s", thread_id, exc)
+            return False
+        return True
 
     def _remember(self, thread: alert_store.AlertThread) -> alert_store.AlertThread:
         """Merge what the store says with what this replica knows (a ts not stored yet, a state
@@ -344,7 +359,7 @@ class AlertDesk:
 
     async def _reconcile(self) -> None:
         """Until everything kept while the store was down is stored and settled in Slack."""
-        while self.unstored or self._unsaved:
+        while self.unstored or self._unsaved or self._refresh_later:
             await asyncio.sleep(self.reconcile_every_s)
             try:
                 await self._reconcile_once()
@@ -358,6 +373,14 @@ class AlertDesk:
         for thread_id, (channel, ts) in list(self._unsaved.items()):
             await alert_store.remember_message(store, thread_id, channel=channel, ts=ts)
             self._unsaved.pop(thread_id, None)
+        for thread_id in list(self._refresh_later):
+            try:
+                await alert_store.get_thread(store, thread_id)  # raises while the store is still down
+            except NotFound:
+                self._refresh_later.discard(thread_id)
+                continue
+            self._refresh_later.discard(thread_id)
+            self.refresh(thread_id)
         for group_key, entry in list(self.unstored.items()):
             if entry.stored:
                 thread = await alert_store.thread_of(store, group_key)

@@ -108,15 +108,19 @@ async def thread_of(store: Store, group_key: str) -> AlertThread | None:
     return _thread(row) if row is not None else None
 
 
-async def claim_posting(store: Store, thread_id: int, *, now: datetime) -> bool:
-    """True when this caller is to post the thread's first message (none yet, nobody posting)."""
+async def claim_posting(
+    store: Store, thread_id: int, *, now: datetime, renewing: datetime | None = None
+) -> datetime | None:
+    """The lease's end when this caller is to post the thread's first message (none yet, nobody
+    posting), else None. `renewing`: the end of a lease this caller holds, which it may renew."""
+    until = now + POSTING_LEASE
     async with store.connection() as conn:
         cur = await conn.execute(
             "UPDATE alert_threads SET posting_until = %s WHERE id = %s AND ts IS NULL"
-            " AND (posting_until IS NULL OR posting_until < %s) RETURNING id",
-            (now + POSTING_LEASE, thread_id, now),
+            " AND (posting_until IS NULL OR posting_until < %s OR posting_until = %s) RETURNING id",
+            (until, thread_id, now, renewing),
         )
-        return await cur.fetchone() is not None
+        return until if await cur.fetchone() is not None else None
 
 
 async def release_posting(store: Store, thread_id: int) -> None:

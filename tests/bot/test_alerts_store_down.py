@@ -8,6 +8,7 @@ the test really stops or freezes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -130,3 +131,33 @@ async def test_a_replica_that_did_not_know_the_groups_message_deletes_its_copy_w
     assert f"Alert group {thread_id}" in call_text(last)
     [(_, _, status, _, stored_ts, notifications)] = threads(world)
     assert (status, stored_ts, notifications) == ("resolved", ts, 2)
+
+
+PACER_GIVES_UP_S = 1 + 2 + 4 + 8 + 5  # its retries' back-off (5 attempts), and some margin
+
+
+async def test_a_stored_group_whose_first_post_meets_the_store_down_is_posted_once_when_it_returns(
+    world: BotWorld, standin: SlackApiStandIn, private_pg: PrivatePostgres
+) -> None:
+    """The group is stored, its first post draws 429s, and the store stops meanwhile for longer
+    than the pacer's retries would last: the post is not given up, and happens once."""
+    world.database_url = private_pg.url
+    standin.rate_limit(2, retry_after=2, method="chat.postMessage")
+    async with running(world) as app:
+        await app.post(PATH, content=payload("GardenPostgresDown-firing"), headers=AUTH)
+        await wait_until(lambda: standin.calls_to("chat.postMessage"), what="the first try (429)")
+        private_pg.stop()
+        await asyncio.sleep(PACER_GIVES_UP_S)
+        private_pg.start()
+        [(thread_id, *_, ts, _)] = await wait_until(
+            lambda: stored_with_ts(world), timeout=STORED_AGAIN_S + 30, what="the message posted and stored"
+        )
+        [*_, last] = await wait_until(
+            lambda: [c for c in standin.calls if c.status == 200 and c.method.startswith("chat.")],
+            what="the message shown",
+        )
+
+    [post] = [c for c in posts(standin) if c.status == 200]
+    assert f"Alert group {thread_id}" in call_text(last) and '"alert_ack"' in call_text(last)
+    assert "GardenPostgresDown" in call_text(post)
+    assert standin.message(ALERTS, ts) is not None and deletes(standin) == []
