@@ -18,7 +18,9 @@ from store.alerts import AlertThread
 MAX_INSTANCES = 10  # distinct alerts listed by what tells them apart; the rest are counted
 
 
-def alert_reply(thread: AlertThread, t: Translator, zone: zoneinfo.ZoneInfo) -> Reply:
+def alert_reply(thread: AlertThread, t: Translator, zone: zoneinfo.ZoneInfo, *, stored: bool = True) -> Reply:
+    """The group's message; `stored=False` for one posted while the bot's store was down: no id
+    yet, so only the buttons that need no store (the group's own message takes over later)."""
     group = thread.group
     status = t(f"alert.status.{group.status}")
     names = _names(group)
@@ -28,9 +30,12 @@ def alert_reply(thread: AlertThread, t: Translator, zone: zoneinfo.ZoneInfo) -> 
         Fields(_fields(thread, group, t, zone, names)),
     ]
     elements += _texts(group, t)
-    elements.append(Note(t("alert.note", alert=thread.id, count=thread.notifications)))
+    if stored:
+        elements.append(Note(t("alert.note", alert=thread.id, count=thread.notifications)))
+    else:
+        elements.append(Note(t("alert.note_unstored", count=thread.notifications)))
     if group.status == "firing":
-        elements.append(_buttons(thread, t))
+        elements.append(_buttons(thread, t) if stored else Actions((_health_button(t),)))
     return Reply(
         status="failed" if group.status == "firing" else "succeeded",
         summary=summary,
@@ -106,8 +111,12 @@ def _generators(group: AlertGroup) -> list[str]:
     return list(dict.fromkeys(a.generator_url for a in group.alerts if a.generator_url))[:2]
 
 
+def _health_button(t: Translator) -> Button:
+    return Button("run_health", t("alert.button.health"), "")  # `health`: nothing appended
+
+
 def _buttons(thread: AlertThread, t: Translator) -> Actions:
-    buttons = [Button("run_health", t("alert.button.health"), "")]  # `health`: nothing appended
+    buttons = [_health_button(t)]
     if thread.acked_by is None:
         buttons.insert(0, Button("alert_ack", t("alert.button.ack"), str(thread.id), style="primary"))
     buttons.insert(-1, _declare_button(thread.group, t))

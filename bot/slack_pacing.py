@@ -10,6 +10,12 @@ behind, a newer item for a key that is still waiting replaces the waiting one, i
 the queue: the latest state wins, and a channel's queue never holds more than one item per key.
 Items of one key are sent in the order they were submitted (one at a time per channel).
 
+An item may come as a `Prepare` instead (`submit_prepared`): work that must come before the
+send but need not be paced (reading the key's latest state from a store) runs before the pace
+wait, and only the send it returns is paced. When a newer item of the key arrives during the
+wait, it is prepared again, once, so what is sent is still the latest state. Work after the send
+(storing what Slack answered) belongs in a task of its own, so it does not hold the channel.
+
 Use a Slack client without a rate-limit retry handler for these sends, so the 429 reaches the
 pacer (which can merge newer states meanwhile) instead of sleeping inside the call.
 """
@@ -27,6 +33,7 @@ from slack_sdk.errors import SlackApiError
 log = logging.getLogger(__name__)
 
 Send = Callable[[], Awaitable[object]]
+Prepare = Callable[[], Awaitable[Send]]  # unpaced work before a send; returns the paced send
 # event ("sent", "merged", "rate_limited", "retried", "failed") and channel, for metrics
 Observer = Callable[[str, str], None]
 
@@ -59,8 +66,23 @@ class PacerStats:
 @dataclass
 class _Item:
     key: str
-    send: Send
+    prepare: Prepare
     attempts: int = 0
+    version: int = 0  # bumped when a newer state of the key replaces this one while it waits
+
+
+def _ready(send: Send) -> Prepare:
+    async def prepare() -> Send:
+        return send
+
+    return prepare
+
+
+def _failing(exc: Exception) -> Send:
+    async def send() -> None:
+        raise exc
+
+    return send
 
 
 @dataclass
@@ -92,12 +114,18 @@ class SlackPacer:
 
     def submit(self, channel: str, key: str, send: Send) -> None:
         """Queue `send` for `channel`; replaces a waiting item of the same key (latest wins)."""
+        self.submit_prepared(channel, key, _ready(send))
+
+    def submit_prepared(self, channel: str, key: str, prepare: Prepare) -> None:
+        """Like submit(), but `prepare` runs before the pace wait and returns the paced send."""
         state = self._channels.setdefault(channel, _Channel())
         if key in state.pending:
-            state.pending[key].send = send  # keeps its place in the queue
+            item = state.pending[key]
+            item.prepare = prepare  # keeps its place in the queue
+            item.version += 1
             self._count("merged", channel)
         else:
-            state.pending[key] = _Item(key, send)
+            state.pending[key] = _Item(key, prepare)
         if state.task is None or state.task.done():
             state.task = asyncio.create_task(self._run(channel, state), name=f"slack-pacer-{channel}")
 
@@ -128,28 +156,47 @@ class SlackPacer:
     async def _run(self, channel: str, state: _Channel) -> None:
         loop = asyncio.get_running_loop()
         while state.pending:
+            key, item = next(iter(state.pending.items()))
+            version = item.version
+            send = await self._prepare(item)  # while waiting for the channel's turn
             delay = state.next_start - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            key, item = state.pending.popitem(last=False)
-            wait = await self._attempt(channel, item)
+            if item.version != version:  # a newer state arrived meanwhile: prepare that one
+                version = item.version
+                send = await self._prepare(item)
+            del state.pending[key]
+            wait = await self._attempt(channel, item, send)
             # From the end of the call: Slack received it before then, so the next one arrives at
             # least an interval later whatever the network did (no 429 from jitter).
             state.next_start = loop.time() + self.interval
-            if wait is None:
+            if wait is not None:
+                state.next_start = max(state.next_start, loop.time() + wait)
+            elif item.version == version:
                 continue
-            state.next_start = max(state.next_start, loop.time() + wait)
+            else:  # replaced during its last preparation: that newest state is still to be sent
+                item.attempts = 0
             if key in state.pending:  # a newer state arrived meanwhile: it is the one to send
                 self._count("merged", channel)
             else:
                 state.pending[key] = item
                 state.pending.move_to_end(key, last=False)  # first again, so order per key holds
 
-    async def _attempt(self, channel: str, item: _Item) -> float | None:
+    @staticmethod
+    async def _prepare(item: _Item) -> Send:
+        """The item's send; a failing preparation is a send that fails the same way (retried)."""
+        try:
+            return await item.prepare()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return _failing(exc)
+
+    async def _attempt(self, channel: str, item: _Item, send: Send) -> float | None:
         """Send once: None when done (sent or given up), else seconds to wait before retrying."""
         item.attempts += 1
         try:
-            await item.send()
+            await send()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -133,6 +133,16 @@ class AlertGroup(_Model):
         starts = [alert.starts_at for alert in self.alerts if alert.starts_at is not None]
         return min(starts) if starts else None
 
+    def fires_anew_after(self, before: AlertGroup) -> bool:
+        """Firing again after `before`: it was resolved, or an alert fires that did not then
+        (matched by fingerprint, else labels). An acknowledgement does not carry over."""
+        if self.status != "firing":
+            return False
+        if before.status != "firing":
+            return True
+        was_firing = {_identity(alert) for alert in before.firing}
+        return any(_identity(alert) not in was_firing for alert in self.firing)
+
     def resolved_after(self) -> timedelta | None:
         """How long a resolved group fired: first start to last end; None while it fires."""
         if self.status != "resolved":
@@ -142,6 +152,10 @@ class AlertGroup(_Model):
         if start is None or not ends:
             return None
         return max(ends) - start
+
+
+def _identity(alert: Alert) -> str:
+    return alert.fingerprint or repr(sorted(alert.labels.items()))
 
 
 def _escape(value: str) -> str:

@@ -1,7 +1,7 @@
 """Alert threads in the bot's store: one row per Alertmanager alert group (groupKey).
 
 A webhook stores the group's latest payload (`record_notification`); whoever sends the Slack
-message reads the row then, so it always shows the latest state. Posting the first message is
+message reads the row before its turn to send, so it shows the latest state. Posting the first message is
 claimed with a short lease (`claim_posting`), so two replicas receiving the same new group post
 one message: the other waits for the `ts` and updates it. Times are the caller's.
 """
@@ -47,18 +47,45 @@ def _thread(row: dict[str, Any]) -> AlertThread:
     return AlertThread(**row)
 
 
-async def record_notification(store: Store, group: AlertGroup, *, at: datetime) -> AlertThread:
-    """Keep the group's latest state; the first notification of a group opens its thread."""
+# The group fires anew: it was resolved, or an alert fires that was not firing in the state
+# before (matched by fingerprint, or by labels when Alertmanager sent none).
+REFIRES = """
+    EXCLUDED.status = 'firing' AND (alert_threads.status <> 'firing' OR EXISTS (
+        SELECT 1 FROM jsonb_array_elements(EXCLUDED.payload->'alerts') AS new_alert
+        WHERE new_alert->>'status' = 'firing' AND NOT EXISTS (
+            SELECT 1 FROM jsonb_array_elements(alert_threads.payload->'alerts') AS old_alert
+            WHERE old_alert->>'status' = 'firing'
+              AND coalesce(nullif(old_alert->>'fingerprint', ''), old_alert->>'labels')
+                = coalesce(nullif(new_alert->>'fingerprint', ''), new_alert->>'labels'))))
+"""
+
+
+async def record_notification(
+    store: Store, group: AlertGroup, *, at: datetime, notifications: int = 1
+) -> AlertThread:
+    """Keep the group's latest state; the first notification of a group opens its thread.
+
+    A group that fires anew (resolved before, or an alert firing that was not) loses its
+    acknowledgement: the on-call operator is asked again. A state received before the stored
+    one (a notification kept while the store was down) never replaces it; it is counted.
+    `notifications` is how many webhooks this state stands for (more than one when some were
+    received while the store was down).
+    """
     payload = Jsonb(group.model_dump(mode="json", by_alias=True))
+    newer = "alert_threads.received_at <= EXCLUDED.received_at"
     async with store.connection() as conn:
         cur = await conn.execute(
-            "INSERT INTO alert_threads (group_key, status, payload, first_at, received_at)"
-            " VALUES (%s, %s, %s, %s, %s)"
-            " ON CONFLICT (group_key) DO UPDATE SET status = EXCLUDED.status,"
-            " payload = EXCLUDED.payload, received_at = EXCLUDED.received_at,"
-            " notifications = alert_threads.notifications + 1"
+            "INSERT INTO alert_threads (group_key, status, payload, first_at, received_at, notifications)"
+            " VALUES (%s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (group_key) DO UPDATE SET"
+            f" status = CASE WHEN {newer} THEN EXCLUDED.status ELSE alert_threads.status END,"
+            f" payload = CASE WHEN {newer} THEN EXCLUDED.payload ELSE alert_threads.payload END,"
+            " received_at = greatest(alert_threads.received_at, EXCLUDED.received_at),"
+            f" acked_by = CASE WHEN {newer} AND {REFIRES} THEN NULL ELSE alert_threads.acked_by END,"
+            f" acked_at = CASE WHEN {newer} AND {REFIRES} THEN NULL ELSE alert_threads.acked_at END,"
+            " notifications = alert_threads.notifications + EXCLUDED.notifications"
             f" RETURNING {COLUMNS}",
-            (group.group_key, group.status, payload, at, at),
+            (group.group_key, group.status, payload, at, at, notifications),
         )
         row = await cur.fetchone()
     assert row is not None
@@ -81,15 +108,19 @@ async def thread_of(store: Store, group_key: str) -> AlertThread | None:
     return _thread(row) if row is not None else None
 
 
-async def claim_posting(store: Store, thread_id: int, *, now: datetime) -> bool:
-    """True when this caller is to post the thread's first message (none yet, nobody posting)."""
+async def claim_posting(
+    store: Store, thread_id: int, *, now: datetime, renewing: datetime | None = None
+) -> datetime | None:
+    """The lease's end when this caller is to post the thread's first message (none yet, nobody
+    posting), else None. `renewing`: the end of a lease this caller holds, which it may renew."""
+    until = now + POSTING_LEASE
     async with store.connection() as conn:
         cur = await conn.execute(
             "UPDATE alert_threads SET posting_until = %s WHERE id = %s AND ts IS NULL"
-            " AND (posting_until IS NULL OR posting_until < %s) RETURNING id",
-            (now + POSTING_LEASE, thread_id, now),
+            " AND (posting_until IS NULL OR posting_until < %s OR posting_until = %s) RETURNING id",
+            (until, thread_id, now, renewing),
         )
-        return await cur.fetchone() is not None
+        return until if await cur.fetchone() is not None else None
 
 
 async def release_posting(store: Store, thread_id: int) -> None:
@@ -106,6 +137,19 @@ async def remember_message(store: Store, thread_id: int, *, channel: str, ts: st
             "UPDATE alert_threads SET channel = %s, ts = %s, posting_until = NULL WHERE id = %s",
             (channel, ts, thread_id),
         )
+
+
+async def adopt_message(store: Store, thread_id: int, *, channel: str, ts: str, now: datetime) -> bool:
+    """Make a message posted while the store was down the thread's own, when the thread has none
+    and nobody is posting one; False when it has (or is getting) another."""
+    async with store.connection() as conn:
+        cur = await conn.execute(
+            "UPDATE alert_threads SET channel = %s, ts = %s, posting_until = NULL"
+            " WHERE id = %s AND (ts IS NULL OR ts = %s) AND (posting_until IS NULL OR posting_until < %s)"
+            " RETURNING id",
+            (channel, ts, thread_id, ts, now),
+        )
+        return await cur.fetchone() is not None
 
 
 async def acknowledge(store: Store, thread_id: int, *, by: str, at: datetime) -> AlertThread:

@@ -349,6 +349,7 @@ MESSAGES: dict[str, str] = {
     "alert.link.generator": "Source: {url}",
     "alert.link.silence": "Silence: {url}",
     "alert.note": "Alert group {alert} · {count} notifications",
+    "alert.note_unstored": "Not stored yet: the bot's store is unreachable · {count} notifications. Acknowledge and the alert's id come back with the store.",
     "alert.button.ack": "Acknowledge",
     "alert.button.health": "Run health check",
     "alert.button.declare": "Declare incident",

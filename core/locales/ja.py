@@ -348,6 +348,7 @@ MESSAGES: dict[str, str] = {
     "alert.link.generator": "発生元: {url}",
     "alert.link.silence": "サイレンス: {url}",
     "alert.note": "アラートグループ {alert}・通知 {count} 回",
+    "alert.note_unstored": "未保存: ボットのストアに接続できません・通知 {count} 回。確認ボタンとアラート ID はストアの復旧後に表示されます。",
     "alert.button.ack": "確認済みにする",
     "alert.button.health": "ヘルスチェック実行",
     "alert.button.declare": "インシデント宣言",

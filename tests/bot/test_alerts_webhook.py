@@ -329,6 +329,76 @@ async def test_acknowledge_records_who_and_when_updates_the_message_and_is_audit
     assert len(updates(standin)) == 1  # the refused click changed nothing
 
 
+def firing_only(*fingerprints: str) -> bytes:
+    """The disk group firing with only the alerts of these fingerprints."""
+    data = json.loads(payload("GardenDiskSpaceLow-firing"))
+    data["alerts"] = [a for a in data["alerts"] if a["fingerprint"] in fingerprints]
+    return json.dumps(data).encode()
+
+
+APP1, DB1 = "b92a4bedcbbf7f70", "b0bb9a96c439bad9"  # the disk group's two alerts
+
+
+async def acknowledged(app: Any, world: BotWorld, standin: SlackApiStandIn, first: bytes) -> str:
+    """Post `first`, acknowledge it as U0OPS; the message's ts once its update shows the ack."""
+    await app.post(PATH, content=first, headers=AUTH)
+    [(thread_id, *_, ts, _)] = await posted(world)
+    await click(app, standin, "alert_ack", str(thread_id), "U0OPS", ts)
+    await wait_until(lambda: updates(standin), what="the acknowledged message")
+    return str(ts)
+
+
+def acks(world: BotWorld) -> list[tuple[Any, ...]]:
+    return world.query("SELECT acked_by FROM alert_threads")
+
+
+@pytest.mark.parametrize(
+    "again",
+    ["resolved-then-firing", "a-new-alert-joins"],
+)
+async def test_a_group_that_fires_anew_after_its_acknowledgement_asks_for_one_again(
+    world: BotWorld, standin: SlackApiStandIn, again: str
+) -> None:
+    async with running(world) as app:
+        if again == "resolved-then-firing":
+            ts = await acknowledged(app, world, standin, payload("GardenDiskSpaceLow-firing"))
+            await app.post(PATH, content=payload("GardenDiskSpaceLow-resolved"), headers=AUTH)
+            await wait_until(lambda: len(updates(standin)) == 2, what="the resolution")
+            await app.post(PATH, content=payload("GardenDiskSpaceLow-firing"), headers=AUTH)
+            [*_, last] = await wait_until(
+                lambda: len(updates(standin)) == 3 and updates(standin), what="refire"
+            )
+        else:
+            ts = await acknowledged(app, world, standin, firing_only(APP1))
+            await app.post(PATH, content=firing_only(APP1, DB1), headers=AUTH)
+            [*_, last] = await wait_until(lambda: len(updates(standin)) == 2 and updates(standin), what="db1")
+
+    shown = call_text(last)
+    assert last.params["ts"] == ts and len(posts(standin)) == 1
+    assert "FIRING" in shown
+    assert "Acknowledged" not in shown and "U0OPS" not in shown  # the old acknowledgement is gone
+    assert '"alert_ack"' in shown  # and the button is back
+    assert acks(world) == [(None,)]
+
+
+async def test_a_repeat_or_a_partial_resolution_keeps_the_acknowledgement(
+    world: BotWorld, standin: SlackApiStandIn
+) -> None:
+    async with running(world) as app:
+        await acknowledged(app, world, standin, payload("GardenDiskSpaceLow-firing"))
+        await app.post(PATH, content=payload("GardenDiskSpaceLow-firing"), headers=AUTH)  # repeat
+        await wait_until(lambda: len(updates(standin)) == 2, what="the repeat")
+        data = json.loads(payload("GardenDiskSpaceLow-firing"))
+        data["alerts"][1]["status"] = "resolved"  # db1 recovers, app1 still fires
+        await app.post(PATH, content=json.dumps(data).encode(), headers=AUTH)
+        [*_, last] = await wait_until(lambda: len(updates(standin)) == 3 and updates(standin), what="db1 ok")
+
+    shown = call_text(last)
+    assert "Acknowledged" in shown and "<@U0OPS>" in shown
+    assert '"alert_ack"' not in shown
+    assert acks(world) == [("U0OPS",)]
+
+
 async def test_a_viewer_cannot_acknowledge(world: BotWorld, standin: SlackApiStandIn) -> None:
     async with running(world) as app:
         await app.post(PATH, content=payload("GardenDiskSpaceLow-firing"), headers=AUTH)

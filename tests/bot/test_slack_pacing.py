@@ -194,3 +194,54 @@ async def test_paced_sends_draw_no_429_from_a_slack_that_counts_on_arrival() -> 
         await asyncio.wait_for(pacer.drain(), timeout=30)
         assert [c.status for c in strict.calls].count(429) == 0
         assert len(messages.ts) == 20
+
+
+async def test_a_state_that_arrives_while_its_prepared_item_waits_is_prepared_again_and_sent_alone() -> None:
+    """Preparation (reading the latest state) runs before the pace wait; a newer state of the key
+    arriving during the wait is prepared again, so the one send shows it."""
+    pacer = SlackPacer(per_second=2)
+    prepared: list[str] = []
+    sent: list[str] = []
+
+    def prepare(key: str, state: int) -> Any:
+        async def run() -> Any:
+            prepared.append(f"{key}#{state}")
+
+            async def send() -> None:
+                sent.append(f"{key}#{state}")
+
+            return send
+
+        return run
+
+    pacer.submit_prepared(CHANNEL, "a", prepare("a", 1))
+    pacer.submit_prepared(CHANNEL, "b", prepare("b", 1))
+    while "b#1" not in prepared:  # b is prepared while it waits for the channel's turn
+        await asyncio.sleep(0.01)
+    assert sent == ["a#1"]
+    pacer.submit_prepared(CHANNEL, "b", prepare("b", 2))
+    await asyncio.wait_for(pacer.drain(), timeout=10)
+    assert prepared == ["a#1", "b#1", "b#2"]
+    assert sent == ["a#1", "b#2"]
+    assert pacer.stats.merged == 1
+
+
+async def test_a_failing_preparation_is_retried_like_a_failing_send() -> None:
+    pacer = SlackPacer(per_second=50, backoff_s=0.01)
+    tries: list[int] = []
+    sent: list[int] = []
+
+    async def prepare() -> Any:
+        tries.append(len(tries) + 1)
+        if len(tries) < 3:
+            raise ConnectionError("store down")
+
+        async def send() -> None:
+            sent.append(len(tries))
+
+        return send
+
+    pacer.submit_prepared(CHANNEL, "a", prepare)
+    await asyncio.wait_for(pacer.drain(), timeout=10)
+    assert sent == [3]
+    assert (pacer.stats.retried, pacer.stats.failed, pacer.stats.sent) == (2, 0, 1)

@@ -272,6 +272,11 @@ class SlackApiStandIn:
             message = self._message(p, ts)
             self._state.messages[(channel, ts)] = message
             return {"ok": True, "channel": channel, "ts": ts, "text": message["text"]}
+        if call.method == "chat.delete":
+            ts = str(p.get("ts", ""))
+            if self._state.messages.pop((channel, ts), None) is None:
+                return {"ok": False, "error": "message_not_found"}
+            return {"ok": True, "channel": channel, "ts": ts}
         if call.method == "chat.postEphemeral":
             return {"ok": True, "message_ts": self._next_ts()}
         if call.method == "auth.test":
