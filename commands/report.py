@@ -17,7 +17,7 @@ from core.i18n import Translator
 from core.reply import Attachment, Element, Fields, Header, Level, Note, Reply, Table, Text
 from runbooks.chart import ChartLabels, render_chart
 from runbooks.kpi import Kpi
-from runbooks.report import ReportData
+from runbooks.report import ReportData, SeverityFacts
 
 CHARTED: tuple[str, ...] = ("weekly", "monthly")  # a daily chart would be a single point
 
@@ -101,11 +101,34 @@ def _facts(t: Translator, data: ReportData) -> list[Element]:
     if data.security is not None:
         pairs.append((t("report.fact.failed_logins"), str(data.security.failed_logins)))
     if data.incidents is not None:
-        counts = " ".join(f"{s.severity}:{s.count}" for s in data.incidents)
-        pairs.append((t("report.fact.incidents"), counts))
+        pairs += _incidents(t, data.incidents)
     for missed in data.missed_runs:
         pairs.append((t("report.fact.missed_run", schedule=missed.schedule), str(missed.fires)))
     return [Fields(tuple(pairs))] if pairs else []
+
+
+def _incidents(t: Translator, incidents: tuple[SeverityFacts, ...]) -> list[tuple[str, str]]:
+    """One line per severity that had incidents; a single 0 when none had."""
+    seen = [s for s in incidents if s.count]
+    if not seen:
+        return [(t("report.fact.incidents"), "0")]
+    return [
+        (
+            t("report.fact.incidents_of", severity=s.severity),
+            t(
+                "report.fact.incident_times",
+                count=s.count,
+                ack=_minutes(t, s.mean_ack_minutes),
+                resolve=_minutes(t, s.mean_resolve_minutes),
+                unresolved=s.unresolved,
+            ),
+        )
+        for s in seen
+    ]
+
+
+def _minutes(t: Translator, minutes: float | None) -> str:
+    return "-" if minutes is None else t("report.minutes", minutes=round(minutes))
 
 
 def _rounded(params: dict[str, object]) -> dict[str, object]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -22,8 +22,8 @@ from runbooks import probes as probe_runbook
 from runbooks import report as reports
 from runbooks.kpi import KpiTargets
 from runbooks.security import SecurityThresholds, scan_security
+from store import incident_stats, schedule_runs
 from store import probes as probe_store
-from store import schedule_runs
 from store.backups import list_backups
 from store.db import Store
 
@@ -95,6 +95,11 @@ async def _backups(store: Store, since: datetime, until: datetime) -> reports.Ba
     return reports.backup_facts(records, since=since, until=until)
 
 
+async def _incidents(store: Store, since: datetime, until: datetime) -> tuple[reports.SeverityFacts, ...]:
+    counts = await incident_stats.incidents_by_severity(store, since=since, until=until)
+    return reports.incident_facts(counts)
+
+
 async def _missed(store: Store, since: datetime, until: datetime) -> tuple[reports.MissedRun, ...]:
     rows = await schedule_runs.runs_between(store, since=since, until=until, statuses=["missed"])
     return reports.missed_runs(rows)
@@ -107,15 +112,15 @@ async def gather_report(
     store: Store,
     http: httpx.AsyncClient,
     now: datetime,
-    incidents: Sequence[reports.IncidentLike] | None = None,
 ) -> reports.ReportData:
-    """The report over the period ending `now`; incidents None: the incidents part says no data."""
+    """The report over the period ending `now`."""
     since, until = reports.report_window(period, now, settings.zone)
-    service, backups, security, usage, missed = await asyncio.gather(
+    service, backups, security, usage, incidents, missed = await asyncio.gather(
         _optional("service", _service(settings, store, http, since, until)),
         _optional("backups", _backups(store, since, until)),
         _optional("security", _security(settings, since, until)),
         _optional("usage", _usage(settings, since, until)),
+        _optional("incidents", _incidents(store, since, until)),
         _optional("missed runs", _missed(store, since, until)),
     )
     inputs = reports.ReportInputs(
@@ -123,9 +128,7 @@ async def gather_report(
         backups=backups,
         security=security,
         usage=usage,
-        incidents=reports.incident_facts(incidents, since=since, until=until)
-        if incidents is not None
-        else None,
+        incidents=incidents,
         missed_runs=missed or (),
     )
     return reports.build_report(

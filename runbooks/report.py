@@ -10,11 +10,9 @@ into a Reply; the chart (runbooks.chart) draws `ReportData.days`.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from statistics import fmean
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
@@ -72,17 +70,19 @@ class BackupLike(Protocol):
     def started_at(self) -> datetime: ...
 
 
-class IncidentLike(Protocol):
-    """An incident as the incidents store records it (any object with these attributes)."""
+class SeverityCountsLike(Protocol):
+    """Incidents of one severity over the window, as store.incident_stats counts them."""
 
     @property
     def severity(self) -> str: ...
     @property
-    def declared_at(self) -> datetime: ...
+    def count(self) -> int: ...
     @property
-    def acknowledged_at(self) -> datetime | None: ...
+    def mean_ack_minutes(self) -> float | None: ...
     @property
-    def resolved_at(self) -> datetime | None: ...
+    def mean_resolve_minutes(self) -> float | None: ...
+    @property
+    def unresolved(self) -> int: ...
 
 
 class MissedRunLike(Protocol):
@@ -142,6 +142,7 @@ class SeverityFacts:
     count: int
     mean_ack_minutes: float | None
     mean_resolve_minutes: float | None
+    unresolved: int = 0
 
 
 @dataclass(frozen=True)
@@ -239,24 +240,17 @@ async def usage_facts(conn: psycopg.AsyncConnection[Any], *, since: datetime, un
     return UsageFacts(*counts)
 
 
-def _mean_minutes(spans: Sequence[timedelta]) -> float | None:
-    return fmean(s.total_seconds() / 60 for s in spans) if spans else None
-
-
-def incident_facts(
-    incidents: Sequence[IncidentLike], *, since: datetime, until: datetime
-) -> tuple[SeverityFacts, ...]:
-    """Per severity, incidents declared in the window, with mean time to acknowledge and resolve."""
-    by_severity: dict[str, list[IncidentLike]] = defaultdict(list)
-    for incident in incidents:
-        if since <= incident.declared_at < until:
-            by_severity[incident.severity].append(incident)
+def incident_facts(counts: Sequence[SeverityCountsLike]) -> tuple[SeverityFacts, ...]:
+    """Every severity, most severe first; one without incidents in the window counts 0."""
+    found = {c.severity: c for c in counts}
     facts = []
     for severity in SEVERITIES:
-        found = by_severity.get(severity, [])
-        acks = [i.acknowledged_at - i.declared_at for i in found if i.acknowledged_at is not None]
-        fixes = [i.resolved_at - i.declared_at for i in found if i.resolved_at is not None]
-        facts.append(SeverityFacts(severity, len(found), _mean_minutes(acks), _mean_minutes(fixes)))
+        c = found.get(severity)
+        facts.append(
+            SeverityFacts(severity, c.count, c.mean_ack_minutes, c.mean_resolve_minutes, c.unresolved)
+            if c is not None
+            else SeverityFacts(severity, 0, None, None)
+        )
     return tuple(facts)
 
 
