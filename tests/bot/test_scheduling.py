@@ -265,3 +265,65 @@ async def test_health_tls_without_tls_hosts_says_they_are_not_configured(bot_wor
     assert reply.status == "succeeded", reply.summary
     [row] = table_of(reply).rows
     assert "tls_hosts" in " ".join(row)
+
+
+def audited(world: BotWorld, command: str) -> int:
+    [(count,)] = world.query(
+        "SELECT count(*) FROM audit_log WHERE event = 'request' AND command = %s", (command,)
+    )
+    return int(count)
+
+
+async def test_a_cron_sweep_is_audited_only_when_it_expired_an_approval_and_a_manual_one_always(
+    bot_world: BotWorld, standin: SlackApiStandIn
+) -> None:
+    async with slack_runtime(bot_world, standin) as (runtime, client):
+        sweep = spec("approval_sweep", "approvals sweep", None)
+        scheduler = one_shot(runtime, client, sweep)
+        fire = datetime.now(UTC).replace(second=0, microsecond=0)
+
+        await scheduler.fire(sweep, fire - timedelta(minutes=2))  # nothing to expire
+        assert audited(bot_world, "approvals sweep") == 0
+        await approval_store.open_approval(
+            runtime.services.store,
+            command="cache flush",
+            args={},
+            summary="Empty the Garden DX cache",
+            binding={},
+            requester="U0OPS",
+            channel=OPS,
+            source="slack",
+            correlation_id="c1",
+            ttl=timedelta(seconds=-1),
+        )
+        await scheduler.fire(sweep, fire - timedelta(minutes=1))  # expires it
+        assert audited(bot_world, "approvals sweep") == 1
+        await scheduler.fire(sweep, fire)  # nothing left
+        await scheduler.run_now("approval_sweep")  # a person asked for this one
+
+        assert audited(bot_world, "approvals sweep") == 2
+        runs = await schedule_runs.runs_between(
+            runtime.services.store, since=fire - timedelta(hours=1), until=fire + timedelta(hours=1)
+        )
+        assert len(runs) == 4  # every run is still recorded as a schedule run
+
+
+async def test_a_cron_probe_is_audited_only_when_a_paths_state_changed(
+    bot_world: BotWorld, standin: SlackApiStandIn
+) -> None:
+    async with slack_runtime(bot_world, standin) as (runtime, client):
+        probe = spec("probe", "probe", None)
+        scheduler = one_shot(runtime, client, probe)
+        fire = datetime.now(UTC).replace(second=0, microsecond=0)
+
+        await scheduler.fire(probe, fire - timedelta(minutes=3))  # first state of /health: audited
+        await scheduler.fire(probe, fire - timedelta(minutes=2))  # healthy again: quiet
+        assert audited(bot_world, "probe") == 1
+        await record_probes(  # as if /health had just failed
+            runtime.services.store, [ProbeRecord("/health", datetime.now(UTC), 503, False, 5.0)]
+        )
+        await scheduler.fire(probe, fire - timedelta(minutes=1))  # failing -> healthy: audited
+
+        assert audited(bot_world, "probe") == 2
+        [(probes,)] = bot_world.query("SELECT count(*) FROM probe_results")
+        assert probes == 4  # three runs and the failure, all in the history
