@@ -61,6 +61,7 @@ def render_report(t: Translator, data: ReportData, zone: ZoneInfo) -> Reply:
     elements.append(Text("\n".join(f"• {t(a.key, **_rounded(a.params))}" for a in data.recommendations)))
     if data.service_source is not None:
         elements.append(Note(t(f"report.source.{data.service_source}")))
+    elements += _security_notes(t, data, zone)
     return Reply(status="succeeded", summary=summary, elements=tuple(elements))
 
 
@@ -105,6 +106,19 @@ def _facts(t: Translator, data: ReportData) -> list[Element]:
     for missed in data.missed_runs:
         pairs.append((t("report.fact.missed_run", schedule=missed.schedule), str(missed.fires)))
     return [Fields(tuple(pairs))] if pairs else []
+
+
+def _security_notes(t: Translator, data: ReportData, zone: ZoneInfo) -> list[Element]:
+    s = data.security
+    if s is None or s.since is None:
+        return []
+    notes: list[Element] = [
+        Note(t("report.security_window", since=format_time(s.since, zone), kept=s.kept_days))
+    ]
+    if s.incomplete_days:
+        days = ", ".join(d.isoformat() for d in s.incomplete_days)
+        notes.append(Note(t("report.security_incomplete", days=days)))
+    return notes
 
 
 def _incidents(t: Translator, incidents: tuple[SeverityFacts, ...]) -> list[tuple[str, str]]:

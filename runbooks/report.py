@@ -3,9 +3,9 @@
 Facts come from several places and each may be missing (a KPI then says "no data"): the API's
 availability, latency and 5xx ratio from Prometheus when it is configured, otherwise from the bot's
 minute probes; backup success from the catalog; failed logins and flagged addresses from the app's
-logs (runbooks.security); active users, estimates and PDFs from the target database (the manual's
-report queries); incidents by severity from the incident records. The command turns the result
-into a Reply; the chart (runbooks.chart) draws `ReportData.days`.
+logs (counts kept per day: commands/security_days.py); active users, estimates and PDFs from the
+target database (the manual's report queries); incidents by severity from the incident records.
+The command turns the result into a Reply; the chart (runbooks.chart) draws `ReportData.days`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from psycopg.rows import tuple_row
 
 from runbooks import prometheus
 from runbooks.kpi import Kpi, KpiTargets, Measured, Recommendation, judge_kpis, recommend
-from runbooks.security import SecurityReport
 
 Period = Literal["daily", "weekly", "monthly"]
 ServiceSource = Literal["prometheus", "probes"]
@@ -127,6 +126,9 @@ class SecurityFacts:
     failed_logins: int
     flagged_addresses: tuple[str, ...]  # addresses with a failed-login or request burst
     events: int
+    since: datetime | None = None  # where the counts start (the report's first day, from midnight)
+    kept_days: int = 0  # finished days read from the store's kept counts, not from the logs
+    incomplete_days: tuple[date, ...] = ()  # days the logs no longer hold in full (rotated)
 
 
 @dataclass(frozen=True)
@@ -220,13 +222,6 @@ def backup_facts(backups: Sequence[BackupLike], *, since: datetime, until: datet
         and b.status in (*SUCCEEDED_BACKUP_STATUSES, *FAILED_BACKUP_STATUSES)
     ]
     return BackupFacts(len(ended), sum(1 for b in ended if b.status in SUCCEEDED_BACKUP_STATUSES))
-
-
-def security_facts(report: SecurityReport) -> SecurityFacts:
-    flagged = sorted(
-        {b.address for b in report.failed_login_bursts} | {b.address for b in report.request_bursts}
-    )
-    return SecurityFacts(report.failed_logins, tuple(flagged), report.events)
 
 
 async def usage_facts(conn: psycopg.AsyncConnection[Any], *, since: datetime, until: datetime) -> UsageFacts:

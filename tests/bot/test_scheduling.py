@@ -108,7 +108,7 @@ async def test_schedule_list_through_the_pipeline_shows_next_fire_and_last_resul
         assert (cron, runs) == ("0 9 * * *", "health")
         assert next_fire.endswith("09:00 JST")
         assert last.startswith("failed") and "health: API down" in last
-        assert rows["nightly_backup"][2] == "backup, db maintain"
+        assert rows["nightly_backup"][2] == "backup, db maintain, security keep"
         assert rows["nightly_backup"][4] == "never ran"
 
 
@@ -327,3 +327,32 @@ async def test_a_cron_probe_is_audited_only_when_a_paths_state_changed(
         assert audited(bot_world, "probe") == 2
         [(probes,)] = bot_world.query("SELECT count(*) FROM probe_results")
         assert probes == 4  # three runs and the failure, all in the history
+
+
+async def test_the_nightly_security_keep_keeps_each_finished_day_of_the_week_once(
+    bot_world: BotWorld, standin: SlackApiStandIn, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    start = int((now - timedelta(days=9)).timestamp())
+    auth = tmp_path / "auth.log"
+    auth.write_text(
+        "".join(
+            f"192.0.2.{i % 9} {datetime.fromtimestamp(t, UTC).isoformat()} authentication failed\n"
+            for i, t in enumerate(range(start, int(now.timestamp()), 3600))
+        ),
+        encoding="utf-8",
+    )
+    bot_world.configure(logs={"auth": str(auth)})
+    async with slack_runtime(bot_world, standin) as (runtime, client):
+        scheduler = one_shot(runtime, client, spec("nightly_backup", "security keep", "ops"))
+
+        await scheduler.run_now("nightly_backup")
+        again = await runtime.pipeline.handle(request("U0OPS", "security keep"))
+
+        run = await latest(runtime, "nightly_backup")
+        assert run.status == "succeeded", run.error
+        assert "kept for 7 finished day(s) (0 kept before)" in run.result["steps"][0]["text"]
+        assert again.status == "succeeded" and "kept for 0 finished day(s) (7 kept before)" in again.summary
+        rows = bot_world.query("SELECT day, failed_logins, kept_by FROM security_days ORDER BY day")
+        assert len(rows) == 7 and {r[2] for r in rows} == {"nightly"}
+        assert {r[1] for r in rows} == {24}  # one failure an hour, each counted on one day
