@@ -19,7 +19,6 @@ from datetime import UTC, date, datetime, timedelta
 from commands.base import Context, NoArgs, Role
 from commands.command import Command
 from core.config import Logs, Settings
-from core.errors import RunbookFailed
 from core.reply import Reply, Text
 from runbooks import report as reports
 from runbooks.security import SecurityThresholds
@@ -131,8 +130,9 @@ async def security_over(
 
 async def keep_security_days(ctx: Context, args: NoArgs) -> Reply:
     settings = ctx.services.settings
-    if settings.logs.auth is None and settings.logs.api is None:
-        raise RunbookFailed("logs.not_configured", keys="logs.auth, logs.api")
+    if settings.logs.auth is None and settings.logs.api is None:  # not a failed nightly run
+        text = ctx.t("security.nothing_to_keep", keys="logs.auth, logs.api")
+        return Reply(status="succeeded", summary=text, elements=(Text(text),))
     now = datetime.now(UTC)
     today = day_span(now, settings.zone)[0]
     first = day_span(today - timedelta(days=KEEP_DAYS) + timedelta(hours=12), settings.zone)[0]

@@ -501,6 +501,7 @@ MESSAGES: dict[str, str] = {
     "logs.count": "count",
     "logs.message": "message",
     "logs.endpoint": "endpoint",
+    "security.nothing_to_keep": "No log to read ({keys} not configured): no security counts to keep.",
     "security.kept": "Security counts kept for {kept} finished day(s) ({already} kept before); days the logs no longer hold in full: {incomplete}.",
     "security.header": "Security events, last {hours} h",
     "security.summary": "{events} security events in the last {hours} h ({failed} failed logins).",

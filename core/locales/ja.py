@@ -500,6 +500,7 @@ MESSAGES: dict[str, str] = {
     "logs.count": "件数",
     "logs.message": "メッセージ",
     "logs.endpoint": "エンドポイント",
+    "security.nothing_to_keep": "読むログがありません ({keys} が未設定): 保存するセキュリティ集計はありません。",
     "security.kept": "終わった {kept} 日分のセキュリティ集計を保存しました (保存済み {already} 日)。ログに全体が残っていない日: {incomplete}。",
     "security.header": "セキュリティイベント(直近 {hours} 時間)",
     "security.summary": "直近 {hours} 時間のセキュリティイベントは {events} 件です(ログイン失敗 {failed} 件)。",

@@ -356,3 +356,13 @@ async def test_the_nightly_security_keep_keeps_each_finished_day_of_the_week_onc
         rows = bot_world.query("SELECT day, failed_logins, kept_by FROM security_days ORDER BY day")
         assert len(rows) == 7 and {r[2] for r in rows} == {"nightly"}
         assert {r[1] for r in rows} == {24}  # one failure an hour, each counted on one day
+
+
+async def test_without_logs_configured_the_nightly_security_keep_succeeds_keeping_nothing(
+    bot_world: BotWorld,
+) -> None:
+    async with bot_world.runtime() as runtime:
+        reply = await runtime.pipeline.handle(request("U0OPS", "security keep"))
+
+    assert reply.status == "succeeded" and "no security counts to keep" in reply.summary
+    assert bot_world.query("SELECT count(*) FROM security_days") == [(0,)]
