@@ -3,9 +3,11 @@
 What a report's security KPI needs, in a form that adds up across days: failed logins, the
 addresses with a failed-login burst, the request bursts (address and minute over the limit) and
 their addresses. The span is [start, end): a line timed exactly at midnight belongs to the day it
-starts. Each log's identity (device, inode), its first line's time and the span's byte range are
-noted, so a caller can tell whether the file it read still held the whole span (after a rotation
-the new file starts later) before keeping the counts. Logs are read by runbooks.security's scanners.
+starts. A failed-login burst across the span's start (23:58 to 00:02) counts in the span holding
+its last failure, so summing days misses no burst a single scan would find. Each log's identity
+(device, inode), its first line's time and the span's byte range are noted, so a caller can tell
+whether the file it read still held the whole span (after a rotation the new file starts later)
+before keeping the counts. Logs are read by runbooks.security's scanners.
 """
 
 from __future__ import annotations
@@ -91,6 +93,24 @@ def _log_span(kind: Kind, path: Path, start: float, end: float, zone: tzinfo) ->
     return LogSpan(kind, str(path), info.st_dev, info.st_ino, first_at, lo, hi, start)
 
 
+def _auth_counts(
+    path: Path, start: float, end: float, thresholds: SecurityThresholds, zone: tzinfo, tolerance: float
+) -> tuple[int, tuple[str, ...]]:
+    """Failed logins in [start, end], and the addresses whose burst ends in it.
+
+    Bursts are looked for from one burst window before the span, so one that straddles the span's
+    start counts (in the span holding its last failure); failures count only inside the span."""
+    lead = start - thresholds.failed_login_window.total_seconds()
+    found, _ = scan_auth_log(path, start=lead, end=end, thresholds=thresholds, zone=zone, tolerance=tolerance)
+    before, _ = scan_auth_log(
+        path, start=lead, end=start - END_EPSILON_S, thresholds=thresholds, zone=zone, tolerance=tolerance
+    )
+    failed = sum(found.total.values()) - sum(before.total.values())
+    limit = thresholds.failed_logins
+    bursts = sorted(a for a, (n, _, last) in found.busiest.items() if n > limit and last >= start)
+    return failed, tuple(bursts)
+
+
 def count_span(
     *,
     auth_log: Path | None,
@@ -108,11 +128,7 @@ def count_span(
     bursts: tuple[str, ...] = ()
     if auth_log is not None:
         logs.append(_log_span("auth", auth_log, s, e, zone))
-        windows, _ = scan_auth_log(
-            auth_log, start=s, end=e, thresholds=thresholds, zone=zone, tolerance=tolerance
-        )
-        failed = sum(windows.total.values())
-        bursts = tuple(sorted(a for a, (n, _, _) in windows.busiest.items() if n > thresholds.failed_logins))
+        failed, bursts = _auth_counts(auth_log, s, e, thresholds, zone, tolerance)
     requests: list[str] = []
     if api_log is not None:
         logs.append(_log_span("api", api_log, s, e, zone))

@@ -40,7 +40,7 @@ def burst_at(at: datetime, address: str, count: int, line: str) -> list[tuple[fl
 def auth_lines(start: datetime, end: datetime) -> list[tuple[float, str]]:
     """A login every 2 minutes, one in 10 failed from ever-changing addresses (no burst); bursts:
     8 failures from 203.0.113.9 on Jan 3, from 203.0.113.9 again on Jan 6, from 203.0.113.7 today,
-    and 3 failures (no burst) a minute either side of midnight Jan 5."""
+    7 from 203.0.113.66 across midnight Jan 7, and 3 failures (no burst) about midnight Jan 5."""
     lines = []
     t, i = start.timestamp(), 0
     while t < end.timestamp():
@@ -57,6 +57,11 @@ def auth_lines(start: datetime, end: datetime) -> list[tuple[float, str]]:
             (m, auth_line(address, m, "authentication failed for x@example.com"))
             for m, _ in burst_at(at, address, 8, failed)
         ]
+    straddled = datetime(2030, 1, 7, tzinfo=TOKYO).timestamp()  # 3 before midnight, 4 after: a burst
+    lines += [
+        (straddled + k, auth_line("203.0.113.66", straddled + k, "authentication failed for z"))
+        for k in (-90, -60, -30, 0, 30, 60, 90)
+    ]
     midnight = datetime(2030, 1, 5, tzinfo=TOKYO).timestamp()
     lines += [
         (midnight + s, auth_line("203.0.113.50", midnight + s, "authentication failed for y"))
@@ -141,9 +146,10 @@ async def test_the_weekly_report_keeps_each_finished_day_once_and_then_reads_onl
     auth, api = write_logs(tmp_path)
     settings = settings_with_logs(tmp_path, auth, api)
     expected = reference(auth, api)
-    assert expected.events == 4 and expected.flagged_addresses == (
+    assert expected.events == 5 and expected.flagged_addresses == (
         "198.51.100.5",
         "198.51.100.6",
+        "203.0.113.66",
         "203.0.113.7",
         "203.0.113.9",
     )
