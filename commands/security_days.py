@@ -123,7 +123,7 @@ async def security_over(
         flagged_addresses=tuple(sorted(flagged)),
         events=len(bursts) + sum(r.request_bursts for r in rows),
         since=first,
-        kept_days=len(days.kept) + days.newly_kept,
+        kept_days=len(days.kept),  # read from the store; the ones read now and kept are not counted
         incomplete_days=tuple(sorted(_as_day(c, settings).day for c in days.read if not c.complete)),
     )
 

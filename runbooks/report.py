@@ -127,7 +127,7 @@ class SecurityFacts:
     flagged_addresses: tuple[str, ...]  # addresses with a failed-login or request burst
     events: int
     since: datetime | None = None  # where the counts start (the report's first day, from midnight)
-    kept_days: int = 0  # finished days read from the store's kept counts, not from the logs
+    kept_days: int = 0  # finished days summed from the store's kept counts, not read from the logs
     incomplete_days: tuple[date, ...] = ()  # days the logs no longer hold in full (rotated)
 
 

@@ -164,6 +164,7 @@ async def test_the_weekly_report_keeps_each_finished_day_once_and_then_reads_onl
         second = await gather_report("weekly", settings=settings, store=store, http=http, now=NOW)
 
     assert counts(first.security) == counts(expected)
+    assert first.security is not None and first.security.kept_days == 0  # all read now, then kept
     assert [d for d, _ in rows] == [date(2030, 1, d) for d in range(1, 8)]  # today is not finished
     assert counts(second.security) == counts(expected)  # the kept days, not the rotated-away logs
     assert second.security is not None and second.security.kept_days == 7
