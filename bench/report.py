@@ -5,7 +5,9 @@
 Sets up a throwaway bot store holding 7 days of minute probes for 5 paths (10,080 rows per path),
 a backup catalog, the sample garden_dx, and an API + auth log of about --log-mb MB spread over
 --log-days days (the report's week at its end). Each report runs in a fresh process, so its peak
-RSS (VmHWM) is its own: with the logs (security scan included) and without them. Then two
+RSS (VmHWM) is its own: without the logs; with them and no security day kept yet (the report reads
+the week from the logs and keeps its finished days); with the days kept (as after the nightly
+`security keep`: only today until the report's 09:00 is read from the logs). Then two
 `python -m scheduler.demo` replicas fire every second on one store for --replica-seconds: how late
 each run starts after its fire time (claim included), and that no fire ran twice.
 """
@@ -80,8 +82,15 @@ def write_logs(root: Path, log_mb: int, days: int) -> tuple[Path, Path]:
     return api, auth
 
 
-def child(store_url: str, garden_url: str, api: str, auth: str) -> None:
-    """One weekly report (and its chart) in this fresh process; prints its cost as JSON."""
+async def forget_security_days(store: Store) -> None:
+    async with store.connection() as conn:
+        await conn.execute("DELETE FROM security_days")
+
+
+def child(store_url: str, garden_url: str, api: str, auth: str, kept: str) -> None:
+    """One weekly report (and its chart) in this fresh process; prints its cost as JSON.
+
+    kept "no": the kept security days are dropped first (untimed), so the report reads the week."""
     env = {"DATABASE_URL": store_url, "GARDEN_DATABASE_URL": garden_url, "GARDENBOT_STATE_DIR": "/tmp"}
     settings = load_settings(env, Path("/nonexistent.yml"))
     if api:
@@ -93,6 +102,8 @@ def child(store_url: str, garden_url: str, api: str, auth: str) -> None:
         store = Store(store_url, max_size=4)
         await store.open()
         try:
+            if kept == "no":
+                await forget_security_days(store)
             started = time.perf_counter()
             async with httpx.AsyncClient() as http:
                 report = await gather_report("weekly", settings=settings, store=store, http=http, now=NOW)
@@ -113,17 +124,21 @@ def child(store_url: str, garden_url: str, api: str, auth: str) -> None:
             "availability": report.service.availability_percent or 0,
             "p95": report.service.p95_ms or 0,
             "security": -1 if report.security is None else report.security.events,
+            "kept_days": 0 if report.security is None else report.security.kept_days,
+            "failed_logins": -1 if report.security is None else report.security.failed_logins,
         }
 
     result = asyncio.run(run())
     print(json.dumps({**result, "rss_kib": vm_hwm_kib()}))
 
 
-def measure(store_url: str, garden_url: str, api: str, auth: str, rounds: int) -> dict[str, float]:
+def measure(
+    store_url: str, garden_url: str, api: str, auth: str, rounds: int, kept: str = "yes"
+) -> dict[str, float]:
     runs = []
     for _ in range(rounds):
         out = subprocess.run(
-            [sys.executable, "-m", "bench.report", "--child", store_url, garden_url, api, auth],
+            [sys.executable, "-m", "bench.report", "--child", store_url, garden_url, api, auth, kept],
             capture_output=True,
             text=True,
             check=True,
@@ -169,7 +184,7 @@ def main() -> None:
     parser.add_argument("--log-days", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--replica-seconds", type=float, default=20)
-    parser.add_argument("--child", nargs=4, metavar=("STORE", "GARDEN", "API", "AUTH"))
+    parser.add_argument("--child", nargs=5, metavar=("STORE", "GARDEN", "API", "AUTH", "KEPT"))
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -204,16 +219,21 @@ def run_bench(args: argparse.Namespace, root: Path, store_url: str, garden_url: 
         f" (written in {time.perf_counter() - started:.0f} s)",
         file=sys.stderr,
     )
-    print("| weekly report | seconds best (median) | gather | chart first (warm) | peak RSS MB |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name, a, b in (
-        ("probes, catalog, garden_dx (no logs)", "", ""),
-        (f"… and the security scan of a {size:.0f} MB log", str(api), str(auth)),
+    print(
+        "| weekly report | seconds best (median) | gather | chart first (warm) | peak RSS MB"
+        " | failed logins / security events / days kept |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, a, b, kept in (
+        ("probes, catalog, garden_dx (no logs)", "", "", "yes"),
+        (f"… and a {size:.0f} MB log, no day kept: the week read", str(api), str(auth), "no"),
+        (f"… and a {size:.0f} MB log, 7 days kept: today read", str(api), str(auth), "yes"),
     ):
-        m = measure(store_url, garden_url, a, b, args.rounds)
+        m = measure(store_url, garden_url, a, b, args.rounds, kept)
         print(
             f"| {name} | {m['seconds']:.2f} ({m['median']:.2f}) | {m['gather']:.2f}"
             f" | {m['chart']:.2f} ({m['chart_warm']:.2f}) | {m['rss_kib'] / 1024:.0f} |"
+            f" {m['failed_logins']:.0f} / {m['security']:.0f} / {m['kept_days']:.0f} |"
         )
     r = replicas(store_url, args.replica_seconds)
     print(

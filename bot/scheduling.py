@@ -81,6 +81,7 @@ def make_submit(runtime: Runtime, announcer: Announcer, *, origin: ConsoleOrigin
             source="scheduler",
             channel=channel,
             console=origin,
+            routine=run.trigger != "manual",
         )
         reply = await pipeline.handle(request)
         try:

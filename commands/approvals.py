@@ -1,7 +1,8 @@
 """`approvals sweep`: pending approvals past their time become expired, and their messages say so.
 
 The scheduler runs it every minute. Each expired approval's message (where it was shown) is edited
-in place through `Reply.edits`: the buttons go and the message says it expired.
+in place through `Reply.edits`: the buttons go and the message says it expired. A scheduled sweep
+that expired nothing is not audited (its schedule run is recorded all the same).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ async def sweep_approvals(ctx: Context, args: NoArgs) -> Reply:
     )
     ids = ", ".join(str(a.id) for a in expired) or "-"
     text = t("approvals.swept", count=len(expired), ids=ids)
-    return Reply(status="succeeded", summary=text, elements=(Text(text),), edits=edits)
+    return Reply(
+        status="succeeded", summary=text, elements=(Text(text),), edits=edits, uneventful=not expired
+    )
 
 
 def expired_message(approval: Approval, t: Translator, ctx: Context) -> Reply:

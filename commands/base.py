@@ -93,6 +93,8 @@ class Request:
     locale: str | None = None
     console: ConsoleOrigin | None = None  # set by a console outside the demo
     decision: Decision | None = None  # a typed decision; else `text` is a command line
+    # A schedule's own fire (cron or catch-up), not a person's: its uneventful replies go unaudited.
+    routine: bool = False
 
 
 class Args(BaseModel):

@@ -289,6 +289,8 @@ class Pipeline:
         reply: Reply,
         started: float,
     ) -> None:
+        if request.routine and reply.uneventful:
+            return  # a routine scheduled run that changed nothing: its schedule_runs row has it
         detail: dict[str, Any] = {"args": args.model_dump(mode="json") if args else {}}
         if reply.status in ("refused", "failed"):
             detail["reason"] = reply.summary[:300]

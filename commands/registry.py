@@ -26,6 +26,7 @@ from commands import (
     report,
     restore,
     schedules,
+    security_days,
     users,
 )
 from commands import help as help_command
@@ -46,6 +47,7 @@ ALL_COMMANDS: tuple[Command, ...] = (
     *users.COMMANDS,
     *db.COMMANDS,
     *logs.COMMANDS,
+    *security_days.COMMANDS,
     *alert.COMMANDS,
     *hosts.COMMANDS,
     *release.COMMANDS,

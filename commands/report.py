@@ -17,7 +17,7 @@ from core.i18n import Translator
 from core.reply import Attachment, Element, Fields, Header, Level, Note, Reply, Table, Text
 from runbooks.chart import ChartLabels, render_chart
 from runbooks.kpi import Kpi
-from runbooks.report import ReportData
+from runbooks.report import ReportData, SeverityFacts
 
 CHARTED: tuple[str, ...] = ("weekly", "monthly")  # a daily chart would be a single point
 
@@ -61,6 +61,7 @@ def render_report(t: Translator, data: ReportData, zone: ZoneInfo) -> Reply:
     elements.append(Text("\n".join(f"• {t(a.key, **_rounded(a.params))}" for a in data.recommendations)))
     if data.service_source is not None:
         elements.append(Note(t(f"report.source.{data.service_source}")))
+    elements += _security_notes(t, data, zone)
     return Reply(status="succeeded", summary=summary, elements=tuple(elements))
 
 
@@ -101,11 +102,47 @@ def _facts(t: Translator, data: ReportData) -> list[Element]:
     if data.security is not None:
         pairs.append((t("report.fact.failed_logins"), str(data.security.failed_logins)))
     if data.incidents is not None:
-        counts = " ".join(f"{s.severity}:{s.count}" for s in data.incidents)
-        pairs.append((t("report.fact.incidents"), counts))
+        pairs += _incidents(t, data.incidents)
     for missed in data.missed_runs:
         pairs.append((t("report.fact.missed_run", schedule=missed.schedule), str(missed.fires)))
     return [Fields(tuple(pairs))] if pairs else []
+
+
+def _security_notes(t: Translator, data: ReportData, zone: ZoneInfo) -> list[Element]:
+    s = data.security
+    if s is None or s.since is None:
+        return []
+    notes: list[Element] = [
+        Note(t("report.security_window", since=format_time(s.since, zone), kept=s.kept_days))
+    ]
+    if s.incomplete_days:
+        days = ", ".join(d.isoformat() for d in s.incomplete_days)
+        notes.append(Note(t("report.security_incomplete", days=days)))
+    return notes
+
+
+def _incidents(t: Translator, incidents: tuple[SeverityFacts, ...]) -> list[tuple[str, str]]:
+    """One line per severity that had incidents; a single 0 when none had."""
+    seen = [s for s in incidents if s.count]
+    if not seen:
+        return [(t("report.fact.incidents"), "0")]
+    return [
+        (
+            t("report.fact.incidents_of", severity=s.severity),
+            t(
+                "report.fact.incident_times",
+                count=s.count,
+                ack=_minutes(t, s.mean_ack_minutes),
+                resolve=_minutes(t, s.mean_resolve_minutes),
+                unresolved=s.unresolved,
+            ),
+        )
+        for s in seen
+    ]
+
+
+def _minutes(t: Translator, minutes: float | None) -> str:
+    return "-" if minutes is None else t("report.minutes", minutes=round(minutes))
 
 
 def _rounded(params: dict[str, object]) -> dict[str, object]:

@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Awaitable
+from datetime import datetime
 from typing import TypeVar
 
 import httpx
 import psycopg
 
+from commands.security_days import security_over
 from core.config import Settings
 from core.errors import GardenBotError
 from runbooks import probes as probe_runbook
 from runbooks import report as reports
 from runbooks.kpi import KpiTargets
-from runbooks.security import SecurityThresholds, scan_security
+from store import incident_stats, schedule_runs
 from store import probes as probe_store
-from store import schedule_runs
 from store.backups import list_backups
 from store.db import Store
 
@@ -68,31 +68,21 @@ async def _usage(settings: Settings, since: datetime, until: datetime) -> report
         return await reports.usage_facts(conn, since=since, until=until)
 
 
-async def _security(settings: Settings, since: datetime, until: datetime) -> reports.SecurityFacts | None:
-    logs = settings.logs
-    if logs.auth is None and logs.api is None:
-        return None
-    hours = max(1, round((until - since).total_seconds() / 3600))
-    thresholds = SecurityThresholds(
-        failed_logins=logs.failed_logins_max,
-        failed_login_window=timedelta(minutes=logs.failed_logins_minutes),
-        requests_per_minute=logs.requests_per_minute_max,
-    )
-    scanned = await asyncio.to_thread(
-        scan_security,
-        auth_log=logs.auth,
-        api_log=logs.api,
-        hours=hours,
-        now=until,
-        thresholds=thresholds,
-        zone=settings.zone,
-    )
-    return reports.security_facts(scanned)
+async def _security(
+    settings: Settings, store: Store, since: datetime, until: datetime
+) -> reports.SecurityFacts | None:
+    """Kept day counts plus what is not kept yet (runbooks read the logs only for that)."""
+    return await security_over(settings, store, since=since, until=until)
 
 
 async def _backups(store: Store, since: datetime, until: datetime) -> reports.BackupFacts:
     records = await list_backups(store, limit=None)
     return reports.backup_facts(records, since=since, until=until)
+
+
+async def _incidents(store: Store, since: datetime, until: datetime) -> tuple[reports.SeverityFacts, ...]:
+    counts = await incident_stats.incidents_by_severity(store, since=since, until=until)
+    return reports.incident_facts(counts)
 
 
 async def _missed(store: Store, since: datetime, until: datetime) -> tuple[reports.MissedRun, ...]:
@@ -107,15 +97,15 @@ async def gather_report(
     store: Store,
     http: httpx.AsyncClient,
     now: datetime,
-    incidents: Sequence[reports.IncidentLike] | None = None,
 ) -> reports.ReportData:
-    """The report over the period ending `now`; incidents None: the incidents part says no data."""
+    """The report over the period ending `now`."""
     since, until = reports.report_window(period, now, settings.zone)
-    service, backups, security, usage, missed = await asyncio.gather(
+    service, backups, security, usage, incidents, missed = await asyncio.gather(
         _optional("service", _service(settings, store, http, since, until)),
         _optional("backups", _backups(store, since, until)),
-        _optional("security", _security(settings, since, until)),
+        _optional("security", _security(settings, store, since, until)),
         _optional("usage", _usage(settings, since, until)),
+        _optional("incidents", _incidents(store, since, until)),
         _optional("missed runs", _missed(store, since, until)),
     )
     inputs = reports.ReportInputs(
@@ -123,9 +113,7 @@ async def gather_report(
         backups=backups,
         security=security,
         usage=usage,
-        incidents=reports.incident_facts(incidents, since=since, until=until)
-        if incidents is not None
-        else None,
+        incidents=incidents,
         missed_runs=missed or (),
     )
     return reports.build_report(

@@ -119,6 +119,9 @@ class Reply:
     ids: dict[str, int | str] = field(default_factory=dict)
     attachment: Attachment | None = None
     edits: tuple[Edit, ...] = ()
+    # Nothing happened worth an audit record (a sweep that expired nothing, a probe whose paths kept
+    # their state): a routine scheduled fire that answers so is not audited (commands/pipeline.py).
+    uneventful: bool = False
 
     @property
     def exit_code(self) -> int:

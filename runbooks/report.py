@@ -3,18 +3,16 @@
 Facts come from several places and each may be missing (a KPI then says "no data"): the API's
 availability, latency and 5xx ratio from Prometheus when it is configured, otherwise from the bot's
 minute probes; backup success from the catalog; failed logins and flagged addresses from the app's
-logs (runbooks.security); active users, estimates and PDFs from the target database (the manual's
-report queries); incidents by severity from the incident records. The command turns the result
-into a Reply; the chart (runbooks.chart) draws `ReportData.days`.
+logs (counts kept per day: commands/security_days.py); active users, estimates and PDFs from the
+target database (the manual's report queries); incidents by severity from the incident records.
+The command turns the result into a Reply; the chart (runbooks.chart) draws `ReportData.days`.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from statistics import fmean
 from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
@@ -24,7 +22,6 @@ from psycopg.rows import tuple_row
 
 from runbooks import prometheus
 from runbooks.kpi import Kpi, KpiTargets, Measured, Recommendation, judge_kpis, recommend
-from runbooks.security import SecurityReport
 
 Period = Literal["daily", "weekly", "monthly"]
 ServiceSource = Literal["prometheus", "probes"]
@@ -72,17 +69,19 @@ class BackupLike(Protocol):
     def started_at(self) -> datetime: ...
 
 
-class IncidentLike(Protocol):
-    """An incident as the incidents store records it (any object with these attributes)."""
+class SeverityCountsLike(Protocol):
+    """Incidents of one severity over the window, as store.incident_stats counts them."""
 
     @property
     def severity(self) -> str: ...
     @property
-    def declared_at(self) -> datetime: ...
+    def count(self) -> int: ...
     @property
-    def acknowledged_at(self) -> datetime | None: ...
+    def mean_ack_minutes(self) -> float | None: ...
     @property
-    def resolved_at(self) -> datetime | None: ...
+    def mean_resolve_minutes(self) -> float | None: ...
+    @property
+    def unresolved(self) -> int: ...
 
 
 class MissedRunLike(Protocol):
@@ -127,6 +126,9 @@ class SecurityFacts:
     failed_logins: int
     flagged_addresses: tuple[str, ...]  # addresses with a failed-login or request burst
     events: int
+    since: datetime | None = None  # where the counts start (the report's first day, from midnight)
+    kept_days: int = 0  # finished days summed from the store's kept counts, not read from the logs
+    incomplete_days: tuple[date, ...] = ()  # days the logs no longer hold in full (rotated)
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ class SeverityFacts:
     count: int
     mean_ack_minutes: float | None
     mean_resolve_minutes: float | None
+    unresolved: int = 0
 
 
 @dataclass(frozen=True)
@@ -221,13 +224,6 @@ def backup_facts(backups: Sequence[BackupLike], *, since: datetime, until: datet
     return BackupFacts(len(ended), sum(1 for b in ended if b.status in SUCCEEDED_BACKUP_STATUSES))
 
 
-def security_facts(report: SecurityReport) -> SecurityFacts:
-    flagged = sorted(
-        {b.address for b in report.failed_login_bursts} | {b.address for b in report.request_bursts}
-    )
-    return SecurityFacts(report.failed_logins, tuple(flagged), report.events)
-
-
 async def usage_facts(conn: psycopg.AsyncConnection[Any], *, since: datetime, until: datetime) -> UsageFacts:
     """Active users (logged in), estimates created, PDFs generated, from the target database."""
     counts = []
@@ -239,24 +235,17 @@ async def usage_facts(conn: psycopg.AsyncConnection[Any], *, since: datetime, un
     return UsageFacts(*counts)
 
 
-def _mean_minutes(spans: Sequence[timedelta]) -> float | None:
-    return fmean(s.total_seconds() / 60 for s in spans) if spans else None
-
-
-def incident_facts(
-    incidents: Sequence[IncidentLike], *, since: datetime, until: datetime
-) -> tuple[SeverityFacts, ...]:
-    """Per severity, incidents declared in the window, with mean time to acknowledge and resolve."""
-    by_severity: dict[str, list[IncidentLike]] = defaultdict(list)
-    for incident in incidents:
-        if since <= incident.declared_at < until:
-            by_severity[incident.severity].append(incident)
+def incident_facts(counts: Sequence[SeverityCountsLike]) -> tuple[SeverityFacts, ...]:
+    """Every severity, most severe first; one without incidents in the window counts 0."""
+    found = {c.severity: c for c in counts}
     facts = []
     for severity in SEVERITIES:
-        found = by_severity.get(severity, [])
-        acks = [i.acknowledged_at - i.declared_at for i in found if i.acknowledged_at is not None]
-        fixes = [i.resolved_at - i.declared_at for i in found if i.resolved_at is not None]
-        facts.append(SeverityFacts(severity, len(found), _mean_minutes(acks), _mean_minutes(fixes)))
+        c = found.get(severity)
+        facts.append(
+            SeverityFacts(severity, c.count, c.mean_ack_minutes, c.mean_resolve_minutes, c.unresolved)
+            if c is not None
+            else SeverityFacts(severity, 0, None, None)
+        )
     return tuple(facts)
 
 

@@ -80,6 +80,18 @@ async def record_probes(store: Store, probes: Sequence[ProbeRecord]) -> None:
         )
 
 
+async def latest_health(store: Store, *, since: datetime) -> dict[str, bool]:
+    """Each path's newest probe since `since`: healthy or not (a path not probed since is absent)."""
+    async with store.connection() as conn:
+        cur = await conn.execute(
+            "SELECT DISTINCT ON (path) path, healthy FROM probe_results WHERE probed_at >= %s"
+            " ORDER BY path, probed_at DESC, id DESC",
+            (since,),
+        )
+        rows = await cur.fetchall()
+    return {row["path"]: bool(row["healthy"]) for row in rows}
+
+
 async def window_stats(store: Store, *, since: datetime, until: datetime) -> ProbeStats:
     async with store.connection() as conn:
         cur = await conn.execute(

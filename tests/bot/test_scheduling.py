@@ -108,7 +108,7 @@ async def test_schedule_list_through_the_pipeline_shows_next_fire_and_last_resul
         assert (cron, runs) == ("0 9 * * *", "health")
         assert next_fire.endswith("09:00 JST")
         assert last.startswith("failed") and "health: API down" in last
-        assert rows["nightly_backup"][2] == "backup, db maintain"
+        assert rows["nightly_backup"][2] == "backup, db maintain, security keep"
         assert rows["nightly_backup"][4] == "never ran"
 
 
@@ -265,3 +265,104 @@ async def test_health_tls_without_tls_hosts_says_they_are_not_configured(bot_wor
     assert reply.status == "succeeded", reply.summary
     [row] = table_of(reply).rows
     assert "tls_hosts" in " ".join(row)
+
+
+def audited(world: BotWorld, command: str) -> int:
+    [(count,)] = world.query(
+        "SELECT count(*) FROM audit_log WHERE event = 'request' AND command = %s", (command,)
+    )
+    return int(count)
+
+
+async def test_a_cron_sweep_is_audited_only_when_it_expired_an_approval_and_a_manual_one_always(
+    bot_world: BotWorld, standin: SlackApiStandIn
+) -> None:
+    async with slack_runtime(bot_world, standin) as (runtime, client):
+        sweep = spec("approval_sweep", "approvals sweep", None)
+        scheduler = one_shot(runtime, client, sweep)
+        fire = datetime.now(UTC).replace(second=0, microsecond=0)
+
+        await scheduler.fire(sweep, fire - timedelta(minutes=2))  # nothing to expire
+        assert audited(bot_world, "approvals sweep") == 0
+        await approval_store.open_approval(
+            runtime.services.store,
+            command="cache flush",
+            args={},
+            summary="Empty the Garden DX cache",
+            binding={},
+            requester="U0OPS",
+            channel=OPS,
+            source="slack",
+            correlation_id="c1",
+            ttl=timedelta(seconds=-1),
+        )
+        await scheduler.fire(sweep, fire - timedelta(minutes=1))  # expires it
+        assert audited(bot_world, "approvals sweep") == 1
+        await scheduler.fire(sweep, fire)  # nothing left
+        await scheduler.run_now("approval_sweep")  # a person asked for this one
+
+        assert audited(bot_world, "approvals sweep") == 2
+        runs = await schedule_runs.runs_between(
+            runtime.services.store, since=fire - timedelta(hours=1), until=fire + timedelta(hours=1)
+        )
+        assert len(runs) == 4  # every run is still recorded as a schedule run
+
+
+async def test_a_cron_probe_is_audited_only_when_a_paths_state_changed(
+    bot_world: BotWorld, standin: SlackApiStandIn
+) -> None:
+    async with slack_runtime(bot_world, standin) as (runtime, client):
+        probe = spec("probe", "probe", None)
+        scheduler = one_shot(runtime, client, probe)
+        fire = datetime.now(UTC).replace(second=0, microsecond=0)
+
+        await scheduler.fire(probe, fire - timedelta(minutes=3))  # first state of /health: audited
+        await scheduler.fire(probe, fire - timedelta(minutes=2))  # healthy again: quiet
+        assert audited(bot_world, "probe") == 1
+        await record_probes(  # as if /health had just failed
+            runtime.services.store, [ProbeRecord("/health", datetime.now(UTC), 503, False, 5.0)]
+        )
+        await scheduler.fire(probe, fire - timedelta(minutes=1))  # failing -> healthy: audited
+
+        assert audited(bot_world, "probe") == 2
+        [(probes,)] = bot_world.query("SELECT count(*) FROM probe_results")
+        assert probes == 4  # three runs and the failure, all in the history
+
+
+async def test_the_nightly_security_keep_keeps_each_finished_day_of_the_week_once(
+    bot_world: BotWorld, standin: SlackApiStandIn, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    start = int((now - timedelta(days=9)).timestamp())
+    auth = tmp_path / "auth.log"
+    auth.write_text(
+        "".join(
+            f"192.0.2.{i % 9} {datetime.fromtimestamp(t, UTC).isoformat()} authentication failed\n"
+            for i, t in enumerate(range(start, int(now.timestamp()), 3600))
+        ),
+        encoding="utf-8",
+    )
+    bot_world.configure(logs={"auth": str(auth)})
+    async with slack_runtime(bot_world, standin) as (runtime, client):
+        scheduler = one_shot(runtime, client, spec("nightly_backup", "security keep", "ops"))
+
+        await scheduler.run_now("nightly_backup")
+        again = await runtime.pipeline.handle(request("U0OPS", "security keep"))
+
+        run = await latest(runtime, "nightly_backup")
+        assert run.status == "succeeded", run.error
+        assert "kept for 7 finished day(s) (0 kept before)" in run.result["steps"][0]["text"]
+        assert again.status == "succeeded" and "kept for 0 finished day(s) (7 kept before)" in again.summary
+        rows = bot_world.query("SELECT day, failed_logins, kept_by FROM security_days ORDER BY day")
+        assert len(rows) == 7 and {r[2] for r in rows} == {"nightly"}
+        assert {r[1] for r in rows} == {24}  # one failure an hour, each counted on one day
+
+
+async def test_without_logs_configured_the_nightly_security_keep_succeeds_keeping_nothing(
+    bot_world: BotWorld,
+) -> None:
+    async with bot_world.runtime() as runtime:
+        reply = await runtime.pipeline.handle(request("U0OPS", "security keep"))
+
+    assert reply.status == "succeeded" and "no security counts to keep" in reply.summary
+    assert bot_world.query("SELECT count(*) FROM security_days") == [(0,)]

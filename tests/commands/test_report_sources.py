@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,13 +11,20 @@ import httpx
 import psycopg
 import pytest
 
+from commands.report import render_report
 from commands.report_sources import gather_report, take_probes
 from core.config import Settings, load_settings
+from core.i18n import Translator
+from core.reply import Fields, Reply
 from runbooks.report import ReportData
 from runbooks.sample_garden import create_sample_garden
+from scheduler.seam import RunOutcome, ScheduledRun
+from scheduler.service import Scheduler
+from scheduler.table import ScheduleSpec
 from store import schedule_runs
 from store.backups import fail_backup_record, start_backup_record
 from store.db import Store
+from store.incidents import acknowledge_incident, declare_incident, resolve_incident
 from store.probes import ProbeRecord, record_probes
 from tests.support.prometheus_api import prometheus_api
 from tests.support.servers import throwaway_database
@@ -26,14 +32,6 @@ from tests.support.servers import throwaway_database
 TOKYO = ZoneInfo("Asia/Tokyo")
 NOW = datetime(2030, 1, 8, 9, 0, tzinfo=TOKYO)  # a Tuesday far from the sample's own rows
 WEEK_AGO = NOW - timedelta(days=7)
-
-
-@dataclass(frozen=True)
-class Incident:
-    severity: str
-    declared_at: datetime
-    acknowledged_at: datetime | None
-    resolved_at: datetime | None
 
 
 def settings_for(tmp_path: Path, **env: str) -> Settings:
@@ -79,6 +77,30 @@ async def fill_garden(url: str) -> None:
             )
 
 
+async def fill_incidents(store: Store) -> None:
+    """Two P1s in the week (acknowledged after 10 and 20 minutes, one resolved after a day), a P2
+    never acknowledged but resolved after an hour, and a P3 declared before the week."""
+    first = NOW - timedelta(days=3)
+    one = await declare_incident(
+        store, severity="P1", title="API down", impact=None, declared_by="U1", at=first
+    )
+    await acknowledge_incident(store, one.id, by="U2", at=first + timedelta(minutes=10))
+    second = NOW - timedelta(days=2)
+    two = await declare_incident(
+        store, severity="P1", title="DB full", impact=None, declared_by="U1", at=second
+    )
+    await acknowledge_incident(store, two.id, by="U2", at=second + timedelta(minutes=20))
+    await resolve_incident(store, two.id, by="U2", at=second + timedelta(days=1))
+    third = NOW - timedelta(hours=5)
+    p2 = await declare_incident(
+        store, severity="P2", title="遅い画面", impact=None, declared_by="U3", at=third
+    )
+    await resolve_incident(store, p2.id, by="U3", at=third + timedelta(hours=1))
+    await declare_incident(
+        store, severity="P3", title="old", impact=None, declared_by="U1", at=NOW - timedelta(days=30)
+    )
+
+
 async def fill_store(store: Store) -> None:
     probes = [
         ProbeRecord("/health", WEEK_AGO + timedelta(hours=h), 200 if h % 50 else 503, h % 50 != 0, 100.0 + h)
@@ -100,6 +122,10 @@ async def fill_store(store: Store) -> None:
     )
 
 
+def fields_of(reply: Reply) -> tuple[tuple[str, str], ...]:
+    return next(e.pairs for e in reply.elements if isinstance(e, Fields))
+
+
 def kpis(report: ReportData) -> dict[str, bool | None]:
     return {k.key: k.met for k in report.kpis}
 
@@ -111,7 +137,8 @@ async def test_a_week_with_no_data_says_no_data_per_kpi(tmp_path: Path, store: S
         )
 
     assert set(kpis(report).values()) == {None}
-    assert (report.service, report.usage, report.incidents, report.security) == (None, None, None, None)
+    assert (report.service, report.usage, report.security) == (None, None, None)
+    assert report.incidents is not None and {s.count for s in report.incidents} == {0}
     assert report.backups is not None and report.backups.success_percent is None
     assert [a.key for a in report.recommendations] == ["report.advice.no_service_data"]
 
@@ -121,22 +148,11 @@ async def test_the_weekly_report_reads_probes_catalog_target_and_incidents(
 ) -> None:
     await fill_garden(garden_url)
     await fill_store(store)
-    incidents = [
-        Incident("P1", NOW - timedelta(days=3), NOW - timedelta(days=3) + timedelta(minutes=10), None),
-        Incident(
-            "P1",
-            NOW - timedelta(days=2),
-            NOW - timedelta(days=2) + timedelta(minutes=20),
-            NOW - timedelta(days=1),
-        ),
-        Incident("P3", NOW - timedelta(days=30), None, None),  # before the week
-    ]
+    await fill_incidents(store)
     settings = settings_for(tmp_path, GARDEN_DATABASE_URL=garden_url)
 
     async with httpx.AsyncClient() as http:
-        report = await gather_report(
-            "weekly", settings=settings, store=store, http=http, now=NOW, incidents=incidents
-        )
+        report = await gather_report("weekly", settings=settings, store=store, http=http, now=NOW)
 
     assert report.service_source == "probes"
     assert report.service is not None and report.service.availability_percent == pytest.approx(
@@ -153,10 +169,21 @@ async def test_the_weekly_report_reads_probes_catalog_target_and_incidents(
         4,
     )
     assert report.incidents is not None
-    p1 = report.incidents[0]
-    assert (p1.severity, p1.count, p1.mean_ack_minutes, p1.mean_resolve_minutes) == ("P1", 2, 15.0, 24 * 60.0)
+    assert [
+        (s.severity, s.count, s.mean_ack_minutes, s.mean_resolve_minutes, s.unresolved)
+        for s in report.incidents
+    ] == [
+        ("P1", 2, 15.0, 24 * 60.0, 1),
+        ("P2", 1, None, 60.0, 0),
+        ("P3", 0, None, None, 0),
+        ("P4", 0, None, None, 0),
+    ]
     assert [(m.schedule, m.fires) for m in report.missed_runs] == [("nightly_backup", 2)]
     assert "report.advice.missed_runs" in [a.key for a in report.recommendations]
+    shown = dict(fields_of(render_report(Translator("en"), report, TOKYO)))
+    assert shown["Incidents P1"] == "2: acknowledged in 15 min, resolved in 1440 min on average; 1 unresolved"
+    assert shown["Incidents P2"] == "1: acknowledged in -, resolved in 60 min on average; 0 unresolved"
+    assert "Incidents P3" not in shown and shown["Missed runs of nightly_backup"] == "2"
 
 
 async def test_with_prometheus_configured_the_service_part_comes_from_it(
@@ -188,3 +215,32 @@ async def test_the_probe_keeps_each_configured_path_in_the_history(tmp_path: Pat
 
     assert [r.path for r in results] == ["/health", "/api/estimates"]
     assert report.service is not None and report.service.availability_percent == 100.0
+
+
+async def test_fires_missed_while_no_bot_ran_past_grace_are_said_in_the_next_weekly_report(
+    tmp_path: Path, store: Store
+) -> None:
+    nightly = ScheduleSpec("nightly_backup", "0 2 * * *", ("backup",), "ops", timedelta(hours=3))
+    ran: list[ScheduledRun] = []
+
+    async def submit(run: ScheduledRun) -> RunOutcome:
+        ran.append(run)
+        return RunOutcome(status="succeeded")
+
+    last = datetime(2030, 1, 4, 2, 0, tzinfo=TOKYO)  # then every bot stopped until NOW (8th, 09:00)
+    await Scheduler(store=store, table=[nightly], submit=submit, zone=TOKYO, clock=lambda: last).fire(
+        nightly, last
+    )
+    restarted = Scheduler(store=store, table=[nightly], submit=submit, zone=TOKYO, clock=lambda: NOW)
+    [decision] = await restarted.catch_up()  # the 5th to the 8th at 02:00: all past the 3 h grace
+    async with httpx.AsyncClient() as http:
+        report = await gather_report(
+            "weekly", settings=settings_for(tmp_path), store=store, http=http, now=NOW + timedelta(hours=1)
+        )
+
+    assert (decision.run_fire, decision.missed, len(ran)) == (None, 4, 1)
+    assert [(m.schedule, m.fires) for m in report.missed_runs] == [("nightly_backup", 4)]
+    [advice] = [a for a in report.recommendations if a.key == "report.advice.missed_runs"]
+    assert advice.params == {"schedules": "nightly_backup"}
+    shown = dict(fields_of(render_report(Translator("en"), report, TOKYO)))
+    assert shown["Missed runs of nightly_backup"] == "4"

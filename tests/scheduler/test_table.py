@@ -27,7 +27,11 @@ def test_the_defaults_are_the_issues_times() -> None:
         "escalation": "* * * * *",
     }
     nightly = find(DEFAULT_SCHEDULES, "nightly_backup")
-    assert nightly is not None and nightly.commands == ("backup", "db maintain")  # backup, then ANALYZE
+    assert nightly is not None and nightly.commands == (
+        "backup",
+        "db maintain",
+        "security keep",
+    )  # then ANALYZE, then keep
 
 
 def test_configured_crons_override_and_off_removes() -> None:
