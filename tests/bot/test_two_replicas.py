@@ -37,6 +37,7 @@ JOBS_TIMING = {"heartbeat_seconds": 1.0, "lock_ttl_seconds": 4.0, "stale_after_s
 WAIT_S = 60.0  # any single condition, on a loaded machine
 MINUTE_SCHEDULES = ("probe", "approval_sweep", "escalation")  # the defaults firing every minute
 OPERATOR, OTHER_OPERATOR = "U0OPS", "U0LEAD"
+pytestmark = pytest.mark.slow
 # An approved flush's audit in its channel: asked, opened, approved, started and finished, once each.
 ONE_APPROVED_RUN = sorted(
     [
@@ -200,9 +201,13 @@ async def running_backup(pair: ReplicaSet, server: BotServer, channel: str) -> d
     return job
 
 
-def backup_ended(pair: ReplicaSet, job_id: int) -> bool:
+def job_status(pair: ReplicaSet, job_id: int) -> str:
     [job] = rows(pair, "SELECT status FROM jobs WHERE id = %s", (job_id,))
-    return job["status"] not in ("queued", "running")
+    return str(job["status"])
+
+
+def backup_ended(pair: ReplicaSet, job_id: int) -> bool:
+    return job_status(pair, job_id) not in ("queued", "running")
 
 
 async def test_a_backup_running_on_one_replica_makes_the_other_refuse_a_backup_naming_its_job(
@@ -235,6 +240,7 @@ async def test_a_replica_killed_mid_backup_leaves_the_other_serving_the_job_inte
     a, b = pair[0], pair[1]
     dead = await running_backup(pair, a, new_channel())
     orphan = pair.gate.waiting_pid  # A's pg_dump, waiting at the gate
+    [partial] = pair.backup_dir.glob("*.dump.partial")  # A's file, half written
 
     pair.kill(0)
 
@@ -243,24 +249,29 @@ async def test_a_replica_killed_mid_backup_leaves_the_other_serving_the_job_inte
     assert not a.is_running()
     await answered(pair, b, "health", "atabase")  # B still answers a signed command
     await wait_until(
-        pair,
-        lambda: (
-            rows(pair, "SELECT status FROM jobs WHERE id = %s", (dead["id"],))[0]["status"] == "interrupted"
-        ),
-        "B's sweeper to mark A's job interrupted",
+        pair, lambda: job_status(pair, dead["id"]) == "interrupted", "B's sweeper to mark A's job interrupted"
     )
+    await wait_until(
+        pair,
+        lambda: f"job {dead['id']} (backup) was interrupted" in b.log_path.read_text(errors="replace"),
+        "B to log that it found the job interrupted",
+    )
+    await wait_until(pair, lambda: not partial.exists(), "B to remove the killed backup's partial file")
     [backup] = rows(pair, "SELECT status, sha256 FROM backups WHERE job_id = %s", (dead["id"],))
     assert backup["status"] == "interrupted" and backup["sha256"] is None
     pair.gate.open()
     channel = new_channel()
+
     await command(b, "backup", user=OTHER_OPERATOR, channel=channel)  # the dead job's lock is free
+
     [fresh] = await wait_until(
-        pair,
-        lambda: [j for j in jobs(pair, "backup") if j["id"] > dead["id"] and backup_ended(pair, j["id"])],
-        "a new backup through B to end",
+        pair, lambda: [j["id"] for j in jobs(pair, "backup") if j["id"] > dead["id"]], "a new backup job"
     )
-    assert fresh["status"] == "succeeded", (fresh, said_in(pair, channel))
+    await wait_until(pair, lambda: job_status(pair, fresh) not in ("queued", "running"), "it to end")
+    assert job_status(pair, fresh) == "succeeded", said_in(pair, channel)
     assert not any("already running" in text for text in said_in(pair, channel))
+    [good] = rows(pair, "SELECT status, file_name FROM backups WHERE job_id = %s", (fresh,))
+    assert good["status"] == "good" and (pair.backup_dir / good["file_name"]).is_file()
 
 
 # --- scheduled runs across replicas --------------------------------------------------------------
