@@ -4,9 +4,11 @@ Both are real child processes (tests/support/replicas.py) on one bot store (Post
 coordination Redis prefix, one target and one backup folder, behind the same signing secret, and
 talking to one Slack Web API stand-in that records every call. Every request is a signed HTTP POST
 to one replica or the other. What must hold: an approval asked through one and decided through the
-other runs once; a backup lock held by one refuses the other; each scheduled fire runs once; and
-a replica killed mid-job leaves the other serving, which marks the job interrupted and frees its
-lock. Waits are on conditions with generous bounds (a loaded 2-core machine); nothing is timed.
+other runs once (also when both get an Approve click at once); both write one audit chain that
+verifies; a backup lock held by one refuses the other; each scheduled fire runs once; and a replica
+killed mid-job leaves the other serving, which marks the job interrupted and frees its lock. Waits
+are on conditions with generous bounds (a loaded 2-core machine); nothing is timed. The replicas
+are started once for the module; one killed by a test is started again before the next.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -38,6 +41,7 @@ WAIT_S = 60.0  # any single condition, on a loaded machine
 MINUTE_SCHEDULES = ("probe", "approval_sweep", "escalation")  # the defaults firing every minute
 OPERATOR, OTHER_OPERATOR = "U0OPS", "U0LEAD"
 pytestmark = pytest.mark.slow
+AUDIT_BURST = 20  # commands sent to both replicas at once
 # An approved flush's audit in its channel: asked, opened, approved, started and finished, once each.
 ONE_APPROVED_RUN = sorted(
     [
@@ -182,6 +186,26 @@ async def test_two_approvers_clicking_approve_on_both_replicas_at_once_start_one
     assert "already approved" in loser[0], loser
     late_click = ("approval_decision", "refused")
     assert sorted(audit_events(pair, pending.channel)) == sorted([*ONE_APPROVED_RUN, late_click])
+
+
+async def test_commands_audited_by_both_replicas_at_once_form_one_chain_that_verifies(
+    pair: ReplicaSet,
+) -> None:
+    channels = [new_channel() for _ in range(AUDIT_BURST)]
+
+    await asyncio.gather(
+        *(command(pair[i % 2], "jobs", user=OPERATOR, channel=c) for i, c in enumerate(channels))
+    )
+
+    def all_audited() -> bool:
+        found = rows(pair, "SELECT count(*) AS n FROM audit_log WHERE channel = ANY(%s)", (channels,))
+        return int(found[0]["n"]) >= AUDIT_BURST
+
+    await wait_until(pair, all_audited, "every command of the burst in the audit log")
+    verified = await asyncio.to_thread(pair.cli, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    intact = re.search(r"Audit log intact: (\d+) records verified", verified.stdout)
+    assert intact is not None and int(intact[1]) >= AUDIT_BURST, verified.stdout
 
 
 # --- the backup lock across replicas -----------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.faults import GatedPgDump, gated_pg_dump
+from tests.support.runtime import AUDIT_KEY, run_gardenbot
 from tests.support.serve import BotServer, launch_server, stop_server, wait_healthy
-from tests.support.servers import redis_prefix, throwaway_database
+from tests.support.servers import REDIS_URL, redis_prefix, throwaway_database
 from tests.support.slack_api import SlackApiStandIn
 
 KILL_WAIT_S = 30.0
@@ -81,6 +83,18 @@ class ReplicaSet:
     def stop(self) -> None:
         for server in self.servers:
             stop_server(server)
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """`gardenbot ARGS` on the replicas' stores (as an operator's shell beside them would run it)."""
+        env = {
+            "GARDENBOT_CONFIG": str(self.workdir / "replica-0" / "gardenbot.yml"),
+            "GARDENBOT_STATE_DIR": str(self.workdir / "cli-state"),
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": REDIS_URL,
+            "GARDENBOT_REDIS_PREFIX": self.prefix,
+            "GARDENBOT_AUDIT_KEY": AUDIT_KEY,
+        }
+        return run_gardenbot(env, *args, timeout=timeout)
 
     def logs(self) -> str:
         """Every replica's log tail, for failure messages."""
