@@ -180,18 +180,25 @@ async def sweep_interrupted(services: Services, registry: Registry) -> list[Job]
 
 
 async def keep_sweeping(
-    runtime: Runtime, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    runtime: Runtime,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    on_interrupted: Callable[[list[Job]], Awaitable[None]] | None = None,
 ) -> None:
     """While serving: a replica killed mid-job must not leave its job 'running' until some restart.
 
-    Every stale limit, the jobs of processes gone meanwhile are marked interrupted and cleaned up.
+    Every stale limit, the jobs of processes gone meanwhile are marked interrupted and cleaned up,
+    and `on_interrupted` is told of them (Slack: the ops channel and each job's message).
     """
     every = runtime.settings.jobs.stale_after_seconds
     while True:
         await sleep(every)
         try:
-            for job in await sweep_interrupted(runtime.services, runtime.pipeline.registry):
+            found = await sweep_interrupted(runtime.services, runtime.pipeline.registry)
+            for job in found:
                 log.warning("job %s (%s) was interrupted: its process stopped", job.id, job.command)
+            if found and on_interrupted is not None:
+                await on_interrupted(found)
         except StoreUnavailable:
             continue  # the next round tries again
         except Exception:

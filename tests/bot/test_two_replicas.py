@@ -283,6 +283,15 @@ async def test_a_replica_killed_mid_backup_leaves_the_other_serving_the_job_inte
     await wait_until(pair, lambda: not partial.exists(), "B to remove the killed backup's partial file")
     [backup] = rows(pair, "SELECT status, sha256 FROM backups WHERE job_id = %s", (dead["id"],))
     assert backup["status"] == "interrupted" and backup["sha256"] is None
+    news = f"Job {dead['id']} (backup) was interrupted: the process running it stopped."
+    await wait_until(pair, lambda: any(news in t for t in said_in(pair, "C0OPS")), "B to tell #ops")
+    [ref] = rows(pair, "SELECT message_ref FROM jobs WHERE id = %s", (dead["id"],))
+    in_place = [
+        u
+        for u in pair.standin.calls
+        if u.method == "chat.update" and u.params.get("ts") == ref["message_ref"]["ts"]
+    ]
+    assert news in call_text(in_place[-1])  # the requester's message no longer shows a progress bar
     pair.gate.open()
     channel = new_channel()
 
