@@ -283,6 +283,12 @@ async def test_a_replica_killed_mid_backup_leaves_the_other_serving_the_job_inte
     await wait_until(pair, lambda: not partial.exists(), "B to remove the killed backup's partial file")
     [backup] = rows(pair, "SELECT status, sha256 FROM backups WHERE job_id = %s", (dead["id"],))
     assert backup["status"] == "interrupted" and backup["sha256"] is None
+    ended = rows(
+        pair,
+        "SELECT outcome, actor FROM audit_log WHERE event = 'job_finished' AND detail->>'job_id' = %s",
+        (str(dead["id"]),),
+    )
+    assert [(e["outcome"], e["actor"]) for e in ended] == [("interrupted", OPERATOR)]
     news = f"Job {dead['id']} (backup) was interrupted: the process running it stopped."
     await wait_until(pair, lambda: any(news in t for t in said_in(pair, "C0OPS")), "B to tell #ops")
     [ref] = rows(pair, "SELECT message_ref FROM jobs WHERE id = %s", (dead["id"],))
