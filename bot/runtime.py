@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from bot.embedded import EmbeddedServers
 from core.errors import ConfigError, StoreUnavailable
 from core.secrets import mask_dsn
-from store.audit import AuditLog
+from store.audit import AuditLog, AuditRecord
 from store.coordination import Coordination
 from store.db import Store
 from store.jobs import Job, interrupt_orphans
@@ -176,22 +176,46 @@ async def sweep_interrupted(services: Services, registry: Registry) -> list[Job]
         lock_held=partial(lock_held_by_job, services),
     )
     await registry.recover(services, interrupted)
+    for job in interrupted:
+        await services.audit.record(interrupted_record(job, found_by=services.instance.id))
     return interrupted
 
 
+def interrupted_record(job: Job, *, found_by: str) -> AuditRecord:
+    """The end of a job whose process stopped: its `job_finished`, written by whoever found it."""
+    return AuditRecord.new(
+        correlation_id=job.correlation_id,
+        source=job.source,
+        actor=job.requested_by,
+        approver=job.approved_by,
+        channel=job.channel,
+        command=job.command,
+        event="job_finished",
+        outcome="interrupted",
+        detail={"job_id": job.id, "reason": "job.interrupted", "found_by": found_by},
+    )
+
+
 async def keep_sweeping(
-    runtime: Runtime, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    runtime: Runtime,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    on_interrupted: Callable[[list[Job]], Awaitable[None]] | None = None,
 ) -> None:
     """While serving: a replica killed mid-job must not leave its job 'running' until some restart.
 
-    Every stale limit, the jobs of processes gone meanwhile are marked interrupted and cleaned up.
+    Every stale limit, the jobs of processes gone meanwhile are marked interrupted and cleaned up,
+    and `on_interrupted` is told of them (Slack: the ops channel and each job's message).
     """
     every = runtime.settings.jobs.stale_after_seconds
     while True:
         await sleep(every)
         try:
-            for job in await sweep_interrupted(runtime.services, runtime.pipeline.registry):
+            found = await sweep_interrupted(runtime.services, runtime.pipeline.registry)
+            for job in found:
                 log.warning("job %s (%s) was interrupted: its process stopped", job.id, job.command)
+            if found and on_interrupted is not None:
+                await on_interrupted(found)
         except StoreUnavailable:
             continue  # the next round tries again
         except Exception:

@@ -10,10 +10,11 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import uvicorn
@@ -34,6 +35,7 @@ from bot.alerts_webhook import ALERTS_PATH, alert_webhook
 from bot.audit_head import publish_daily
 from bot.background import AckGate, BackgroundWork
 from bot.escalation import escalate_forever
+from bot.interrupted import announce_interrupted
 from bot.metrics import Metrics
 from bot.metrics_feed import MetricsFeed
 from bot.notify import SlackNotifier
@@ -98,7 +100,7 @@ def _lifespan(
         alerts, feed = open_alert_desk(runtime, metrics), MetricsFeed(runtime, metrics)
         await feed.start()
         slack = await _open_slack(runtime, work, metrics)
-        slack.background.append(asyncio.create_task(keep_sweeping(runtime), name="sweep-interrupted"))
+        slack.background.append(asyncio.create_task(_sweep(runtime, slack), name="sweep-interrupted"))
         slack.background.append(asyncio.create_task(escalate_forever(runtime.services), name="escalation"))
         scheduler = await start_scheduling(runtime, slack.handler)
         served.append(Served(runtime, slack.handler, work, gate, metrics, alerts, feed))
@@ -119,6 +121,14 @@ def _lifespan(
             await runtime.close()
 
     return lifespan
+
+
+def _sweep(runtime: Runtime, slack: _SlackSide) -> Coroutine[Any, Any, None]:
+    """Sweep for jobs of replicas gone meanwhile; Slack hears of each one found (when it is served)."""
+    client = slack.handler.app.client if slack.handler is not None else None
+    if client is None:
+        return keep_sweeping(runtime)
+    return keep_sweeping(runtime, on_interrupted=partial(announce_interrupted, runtime.settings, client))
 
 
 async def _open_slack(runtime: Runtime, work: BackgroundWork, metrics: Metrics) -> _SlackSide:
@@ -304,15 +314,5 @@ async def _publish_audit_head(runtime: Runtime, client: AsyncWebClient, channel:
 
 
 async def _announce_interrupted(runtime: Runtime, client: AsyncWebClient) -> None:
-    """Tell the ops channel about jobs a stopped process left behind."""
-    channel = runtime.settings.channels.ops
-    if not runtime.startup.interrupted or channel is None:
-        return
-    t = Translator(runtime.settings.locale)
-    lines = [
-        t("job.interrupted_at_start", job_id=j.id, command=j.command) for j in runtime.startup.interrupted
-    ]
-    try:
-        await client.chat_postMessage(channel=channel, text="\n".join(lines))
-    except SlackApiError as exc:
-        log.warning("could not announce interrupted jobs: %s", exc.response.get("error"))
+    """Tell Slack about the jobs a stopped process left behind, found at start-up."""
+    await announce_interrupted(runtime.settings, client, runtime.startup.interrupted)

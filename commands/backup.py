@@ -25,6 +25,7 @@ from runbooks.backups import (
     BackupFile,
     backup_file_name,
     cleanup_partials,
+    partial_files,
     prune_backups,
     reconcile_backup_dir,
     take_backup,
@@ -344,6 +345,8 @@ async def recover_interrupted(services: Services, interrupted: Sequence[Job]) ->
         if job_ids:
             await catalog.mark_interrupted(services.store, job_ids=job_ids)
             await break_dead_holders(services, BACKUP_LOCK, job_ids)
+        if not await asyncio.to_thread(partial_files, services.settings.backup_dir):
+            return []  # nothing to clean: taking the lock anyway would refuse a backup typed meanwhile
         lock = await take_lock(
             services,
             BACKUP_LOCK,

@@ -451,12 +451,17 @@ async def _write_backup(
     return row_counts, toc_entries, version_text
 
 
-def cleanup_partials(backup_dir: Path) -> list[Path]:
-    """Delete `*.partial` files left by a killed backup. Call it holding the backup lock."""
+def partial_files(backup_dir: Path) -> list[Path]:
+    """The `*.partial` files in the backup folder: a running backup's, or a killed one's."""
     if not backup_dir.is_dir():
         return []
+    return sorted(backup_dir.glob(f"*{DUMP_SUFFIX}{PARTIAL_SUFFIX}"))
+
+
+def cleanup_partials(backup_dir: Path) -> list[Path]:
+    """Delete `*.partial` files left by a killed backup. Call it holding the backup lock."""
     removed = []
-    for path in sorted(backup_dir.glob(f"*{DUMP_SUFFIX}{PARTIAL_SUFFIX}")):
+    for path in partial_files(backup_dir):
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed

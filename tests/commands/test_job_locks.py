@@ -247,3 +247,53 @@ async def test_a_serving_bot_marks_a_job_interrupted_once_its_process_has_gone_s
     assert dict(bot_world.query("SELECT id, status FROM jobs")) == {live: "running", silent: "interrupted"}
     [(finished,)] = bot_world.query("SELECT finished_at IS NOT NULL FROM jobs WHERE id = %s", (silent,))
     assert finished
+
+
+def record_lock_claims(world: BotWorld) -> None:
+    """Every write of a job_locks row is copied to lock_claims (a trigger in this test's store)."""
+    world.query(
+        "CREATE TABLE lock_claims (name text, holder jsonb);"
+        " CREATE FUNCTION note_claim() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$BEGIN INSERT INTO lock_claims VALUES (NEW.name, NEW.holder); RETURN NEW; END$$;"
+        " CREATE TRIGGER note_claim AFTER INSERT OR UPDATE ON job_locks"
+        " FOR EACH ROW EXECUTE FUNCTION note_claim()"
+    )
+
+
+async def test_a_serving_bot_sweeping_with_nothing_to_clean_leaves_the_backup_lock_free_for_a_typed_backup(
+    bot_runtime: Runtime, bot_world: BotWorld
+) -> None:
+    # A sweep that takes the backup lock to look for partial files refuses a backup typed meanwhile
+    # ("already running (job cleanup …)"), on every replica, every round: it must not take it idly.
+    record_lock_claims(bot_world)
+    rounds = iter(range(2))
+
+    async def one_round_then_stop(_: float) -> None:
+        if next(rounds) == 1:
+            raise _Rounds
+
+    with pytest.raises(_Rounds):
+        await keep_sweeping(bot_runtime, sleep=one_round_then_stop)
+
+    assert bot_world.query("SELECT name, holder FROM lock_claims") == []
+
+
+async def test_a_serving_bot_sweeping_removes_a_partial_backup_file_left_behind_under_the_backup_lock(
+    bot_runtime: Runtime, bot_world: BotWorld
+) -> None:
+    record_lock_claims(bot_world)
+    backup_dir = bot_runtime.settings.backup_dir
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    left = backup_dir / "garden-20260101T020000Z.dump.partial"
+    left.write_bytes(b"PGDMP")
+    rounds = iter(range(2))
+
+    async def one_round_then_stop(_: float) -> None:
+        if next(rounds) == 1:
+            raise _Rounds
+
+    with pytest.raises(_Rounds):
+        await keep_sweeping(bot_runtime, sleep=one_round_then_stop)
+
+    assert not left.exists()
+    assert bot_world.query("SELECT name, holder->>'job_id' FROM lock_claims") == [("backup", "cleanup")]

@@ -103,6 +103,11 @@ class GatedPgDump:
     def dump_args(self) -> Path:
         return self.folder / "pg_dump.args"
 
+    @property
+    def waiting_pid(self) -> int:
+        """The pid of the newest pg_dump waiting at the gate (the shell script, before it execs)."""
+        return int((self.folder / "pg_dump.pid").read_text().strip())
+
     def open(self) -> None:
         self.gate.touch()
 
@@ -129,6 +134,7 @@ def gated_pg_dump(folder: Path) -> GatedPgDump:
         "#!/bin/sh\n"
         f'if [ "$1" = "--version" ]; then echo "{version}"; exit 0; fi\n'
         f'echo "$@" >> "{folder}/pg_dump.args"\n'
+        f'echo $$ > "{folder}/pg_dump.pid"\n'
         f'touch "{folder}/started"\n'
         f'while [ ! -e "{folder}/gate" ]; do sleep 0.05; done\n'
         f'if [ -e "{folder}/fail" ]; then echo "pg_dump: error: simulated failure" >&2; exit 1; fi\n'

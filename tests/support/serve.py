@@ -125,8 +125,7 @@ def _wait_healthy(base_url: str, process: subprocess.Popen[bytes], log_path: Pat
     )
 
 
-@contextlib.contextmanager
-def start_server(
+def launch_server(
     workdir: Path,
     *,
     standin: SlackApiStandIn,
@@ -137,11 +136,10 @@ def start_server(
     config: Mapping[str, Any] | None = None,
     host: str = "127.0.0.1",
     address_from: AddressFrom = "flags",
-) -> Iterator[BotServer]:
-    """Run `gardenbot serve` against the given store; SIGTERM it afterwards.
+) -> BotServer:
+    """Start `gardenbot serve` against the given store without waiting for it (see `start_server`).
 
-    It listens on `host` and a free port, told by --host/--port, GARDENBOT_HOST/PORT or `server:`;
-    "port-only" gives PORT alone, so the host is the default one (`host` must then be 127.0.0.1).
+    The caller waits with `wait_healthy` and stops it with `stop_server`; several can start at once.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     state_dir = workdir / "state"
@@ -173,7 +171,7 @@ def start_server(
             **(extra_env or {}),
         }
     )
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             [str(GARDENBOT), "serve", *flags],
             env=env,
@@ -181,12 +179,53 @@ def start_server(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    return BotServer(f"http://{host}:{port}", standin, database_url, process, log_path)
+
+
+def wait_healthy(server: BotServer) -> None:
+    """Until /healthz answers 200; RuntimeError with the log if the process exits or never answers."""
+    _wait_healthy(server.base_url, server.process, server.log_path)
+
+
+def stop_server(server: BotServer) -> None:
+    """SIGTERM, then SIGKILL if it has not stopped in STOP_TIMEOUT_S."""
+    _stop(server.process)
+
+
+@contextlib.contextmanager
+def start_server(
+    workdir: Path,
+    *,
+    standin: SlackApiStandIn,
+    database_url: str,
+    target_database_url: str,
+    prefix: str,
+    extra_env: Mapping[str, str] | None = None,
+    config: Mapping[str, Any] | None = None,
+    host: str = "127.0.0.1",
+    address_from: AddressFrom = "flags",
+) -> Iterator[BotServer]:
+    """Run `gardenbot serve` against the given store; SIGTERM it afterwards.
+
+    It listens on `host` and a free port, told by --host/--port, GARDENBOT_HOST/PORT or `server:`;
+    "port-only" gives PORT alone, so the host is the default one (`host` must then be 127.0.0.1).
+    """
+    server = launch_server(
+        workdir,
+        standin=standin,
+        database_url=database_url,
+        target_database_url=target_database_url,
+        prefix=prefix,
+        extra_env=extra_env,
+        config=config,
+        host=host,
+        address_from=address_from,
+    )
     try:
-        base_url = f"http://{host}:{port}"
-        _wait_healthy(base_url, process, log_path)
-        yield BotServer(base_url, standin, database_url, process, log_path)
+        wait_healthy(server)
+        yield server
     finally:
-        _stop(process)
+        stop_server(server)
 
 
 @contextlib.contextmanager

@@ -34,11 +34,11 @@ class Pending:
     message: SlackCall
 
 
-async def request_flush(slack: SlackDriver) -> Pending:
+async def request_flush(slack: SlackDriver, *, timeout: float = 15.0) -> Pending:
     channel = new_channel()
     ack = await slack.slash("cache flush", user="U0ADMIN", channel=channel)
     assert ack.status == 200
-    [message] = await slack.wait_calls("chat.postMessage", channel=channel)
+    [message] = await slack.wait_calls("chat.postMessage", channel=channel, timeout=timeout)
 
     async def remembered() -> list[dict[str, Any]]:
         return await slack.query(
@@ -46,10 +46,8 @@ async def request_flush(slack: SlackDriver) -> Pending:
         )
 
     rows: list[dict[str, Any]] = []
-    for _ in range(200):
-        rows = await remembered()
-        if rows:
-            break
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (rows := await remembered()) and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
     assert rows, f"the approval message was not remembered\n{slack.log_tail()}"
     [row] = rows
