@@ -259,7 +259,8 @@ async def check_backup_file(*, path: Path, tools: PgTools) -> int:
 
 
 async def count_toc_entries(backup: OpenedBackup, *, tools: PgTools) -> int:
-    """`pg_restore --list` of the open file; RunbookFailed if it is no readable archive."""
+    """`pg_restore --list` of the open file; RunbookFailed if it is no readable archive. An empty
+    database's archive is readable and lists nothing: 0."""
     path = backup.path
     proc = await asyncio.create_subprocess_exec(
         str(tools.pg_restore),
@@ -279,7 +280,7 @@ async def count_toc_entries(backup: OpenedBackup, *, tools: PgTools) -> int:
             entries += 1
     await proc.wait()
     stderr = await stderr_task
-    if proc.returncode != 0 or entries == 0:
+    if proc.returncode != 0:
         raise RunbookFailed("backup.unreadable", file=path.name, detail=tail(stderr))
     return entries
 

@@ -204,7 +204,7 @@ async def _run_pg_restore(
                 recent = [*recent[-9:], line]
             if time.monotonic() - last_report >= 0.5:
                 last_report = time.monotonic()
-                await report(progress, Step("restoring", min(99, steps * 100 // total)))
+                await report(progress, Step("restoring", min(99, steps * 100 // max(1, total))))
         await proc.wait()
     finally:
         await end_process_group(proc)

@@ -29,7 +29,7 @@ from runbooks.progress import Step
 from runbooks.restore import restore_into_new_database
 from runbooks.verify_backup import verify_backup
 from tests.support.chinook import CHINOOK_ROWS, clone_database, fake_pg_tool
-from tests.support.servers import ADMIN_DSN, drop_database, url_for
+from tests.support.servers import ADMIN_DSN, create_database, drop_database, url_for
 
 
 @pytest.fixture
@@ -85,6 +85,27 @@ async def test_backup_is_a_checked_private_file_with_counts(
     assert backup.server_version.startswith("PostgreSQL")
     assert seen[-1][0] == 100
     assert all(-1 <= percent <= 100 for percent, _ in seen)
+
+
+async def test_an_empty_database_backs_up_and_verifies(tools: PgTools, tmp_path: Path) -> None:
+    # A new Garden DX before its first migration: nothing to dump is still a good backup.
+    name = create_database("gbt_empty")
+    try:
+        backup = await take_backup(
+            dsn=url_for(name), backup_dir=tmp_path / "b", tools=tools, file_name="empty.dump"
+        )
+        verified = await verify_backup(
+            admin_dsn=ADMIN_DSN,
+            path=backup.path,
+            expected_rows=backup.row_counts,
+            expected_sha256=backup.sha256,
+            tools=tools,
+        )
+    finally:
+        drop_database(name)
+
+    assert (backup.toc_entries, backup.table_count, backup.row_counts) == (0, 0, {})
+    assert verified.passed, verified
 
 
 async def test_progress_reports_a_percentage_when_the_size_is_expected(
