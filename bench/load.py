@@ -262,6 +262,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_queue_wait(pid: int) -> float:
+    """Seconds the process was runnable but waited for a CPU (/proc/PID/schedstat, threads summed)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def backend_pids(store_url: str) -> list[int]:
     """PostgreSQL backends serving the bot's store (the bench's own check connections aside)."""
     with psycopg.connect(store_url, autocommit=True) as conn:
@@ -281,6 +290,7 @@ def machine_busy() -> tuple[float, float]:
 @dataclass
 class Cpu:
     servers: list[float]
+    servers_waiting: list[float]  # runnable but not running: the machine's other work came first
     postgres: float
     bench: float
     machine_busy_pct: float
@@ -291,6 +301,7 @@ class CpuMeter:
         self.servers = servers
         self.store_url = store_url
         self.start_servers = [cpu_seconds(s.process.pid) for s in servers]
+        self.start_waiting = [run_queue_wait(s.process.pid) for s in servers]
         self.start_pg = {pid: cpu_seconds(pid) for pid in backend_pids(store_url)}
         self.start_bench = cpu_seconds(os.getpid())
         self.start_machine = machine_busy()
@@ -301,6 +312,10 @@ class CpuMeter:
         pct = 100 * (busy - self.start_machine[0]) / max(1, total - self.start_machine[1])
         return Cpu(
             [cpu_seconds(s.process.pid) - b for s, b in zip(self.servers, self.start_servers, strict=True)],
+            [
+                run_queue_wait(s.process.pid) - b
+                for s, b in zip(self.servers, self.start_waiting, strict=True)
+            ],
             pg,
             cpu_seconds(os.getpid()) - self.start_bench,
             pct,
@@ -421,16 +436,18 @@ def report(outcomes: Sequence[Outcome], args: argparse.Namespace) -> str:
     lines += [
         "",
         "| replicas | unaudited | audited twice | jobs | jobs succeeded | approvals run twice | Slack calls |"
-        " store round trips | per command | serve CPU s | PostgreSQL CPU s | bench CPU s | machine busy |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+        " store round trips | per command | serve CPU s | serve waiting for a CPU s | PostgreSQL CPU s |"
+        " bench CPU s | machine busy |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |",
     ]
     for o in outcomes:
         c = o.checked
         serve_cpu = " + ".join(f"{s:.1f}" for s in o.cpu.servers)
+        serve_wait = " + ".join(f"{s:.1f}" for s in o.cpu.servers_waiting)
         lines.append(
             f"| {o.replicas} | {c.unaudited} | {c.audited_twice} | {c.jobs} | {c.jobs_finished} |"
             f" {c.approvals_run_twice} | {o.answers} | {o.rounds.round_trips} |"
-            f" {o.rounds.round_trips / len(o.sent):.2f} | {serve_cpu} | {o.cpu.postgres:.1f} |"
+            f" {o.rounds.round_trips / len(o.sent):.2f} | {serve_cpu} | {serve_wait} | {o.cpu.postgres:.1f} |"
             f" {o.cpu.bench:.1f} | {o.cpu.machine_busy_pct:.0f}% |"
         )
     return "\n".join(lines)
@@ -511,9 +528,12 @@ async def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=1, help="runs of each scenario, alternating")
     parser.add_argument("--no-count", action="store_true", help="skip the round trips per kind of request")
+    parser.add_argument("--count-only", action="store_true", help="only the round trips per kind of request")
     args = parser.parse_args(argv)
     if not args.no_count:
         print(per_kind_table(await count_per_kind()), end="\n\n", flush=True)
+    if args.count_only:
+        return 0
     if args.risky + args.decisions > args.n:
         parser.error("the mix is larger than -n")
     outcomes = []
