@@ -245,6 +245,12 @@ def running_jobs(store_url: str) -> int:
     return int(row[0]) if row else 0
 
 
+def audit_rows(store_url: str) -> int:
+    with psycopg.connect(store_url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM audit_log").fetchone()
+    return int(row[0]) if row else 0
+
+
 def pending_approvals(store_url: str) -> list[int]:
     with psycopg.connect(store_url, autocommit=True) as conn:
         rows = conn.execute("SELECT id FROM approvals WHERE status = 'pending' ORDER BY id").fetchall()
@@ -368,6 +374,8 @@ class Outcome:
     rounds: Counts
     checked: Checked
     answers: int
+    audit_statements: int  # audit inserts sent, re-chained ones included
+    audit_records: int  # records they wrote
 
     def latencies(self) -> list[float]:
         return sorted(s.latency for s in self.sent if s.status == 200)
@@ -405,6 +413,8 @@ async def run_scenario(replicas: int, args: argparse.Namespace) -> Outcome:
                 commands = the_mix(args.n, approvals, args.risky)
                 calls_before = len(world.standin.calls)
                 rounds_before = relay.counts()
+                relay.statements = []
+                records_before = audit_rows(world.store_url)
                 meter = CpuMeter(world.servers, world.store_url)
                 started = time.perf_counter()
                 sent, send_s = await send_all(url, commands, args.concurrency, hooks)
@@ -412,9 +422,13 @@ async def run_scenario(replicas: int, args: argparse.Namespace) -> Outcome:
                 done_s = time.perf_counter() - started
                 cpu = meter.stop()
                 rounds = relay.counts() - rounds_before
+                audit_statements = sum("INSERT INTO audit_log" in sql for sql in relay.statements)
+                audit_records = audit_rows(world.store_url) - records_before
                 answers = len(world.standin.calls) - calls_before
             checked = check(world.store_url, commands)
-    return Outcome(replicas, sent, send_s, done_s, cpu, rounds, checked, answers)
+    return Outcome(
+        replicas, sent, send_s, done_s, cpu, rounds, checked, answers, audit_statements, audit_records
+    )
 
 
 def report(outcomes: Sequence[Outcome], args: argparse.Namespace) -> str:
@@ -436,9 +450,10 @@ def report(outcomes: Sequence[Outcome], args: argparse.Namespace) -> str:
     lines += [
         "",
         "| replicas | unaudited | audited twice | jobs | jobs succeeded | approvals run twice | Slack calls |"
+        " audit records / insert statements |"
         " store round trips | per command | serve CPU s | serve waiting for a CPU s | PostgreSQL CPU s |"
         " bench CPU s | machine busy |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |",
+        "|" + " ---: |" * 10 + " --- | --- |" + " ---: |" * 3,
     ]
     for o in outcomes:
         c = o.checked
@@ -446,7 +461,8 @@ def report(outcomes: Sequence[Outcome], args: argparse.Namespace) -> str:
         serve_wait = " + ".join(f"{s:.1f}" for s in o.cpu.servers_waiting)
         lines.append(
             f"| {o.replicas} | {c.unaudited} | {c.audited_twice} | {c.jobs} | {c.jobs_finished} |"
-            f" {c.approvals_run_twice} | {o.answers} | {o.rounds.round_trips} |"
+            f" {c.approvals_run_twice} | {o.answers} | {o.audit_records} / {o.audit_statements} |"
+            f" {o.rounds.round_trips} |"
             f" {o.rounds.round_trips / len(o.sent):.2f} | {serve_cpu} | {serve_wait} | {o.cpu.postgres:.1f} |"
             f" {o.cpu.bench:.1f} | {o.cpu.machine_busy_pct:.0f}% |"
         )

@@ -49,8 +49,12 @@ class _Link:
         self.pending_single_byte = False  # an SSLRequest/GSSENCRequest is answered with one bare byte
         self.client_first = True
         self.buffer = b""
+        self.client_buffer = b""
+        self.prepared: dict[bytes, str] = {}  # this connection's prepared statements, by name
 
     def from_client(self, data: bytes) -> None:
+        if self.ready and self.owner.statements is not None:
+            self._note_statements(data)
         if self.client_first and len(data) >= 8:
             self.client_first = False
             (code,) = struct.unpack("!I", data[4:8])
@@ -60,6 +64,27 @@ class _Link:
         if self.ready and self.server_spoke_last:
             self.owner.add(round_trips=1)
         self.server_spoke_last = False
+
+    def _note_statements(self, data: bytes) -> None:
+        """Keep the text of each Parse or simple Query the client sends (when asked to)."""
+        assert self.owner.statements is not None
+        self.client_buffer += data
+        while len(self.client_buffer) >= 5:
+            kind = self.client_buffer[0:1]
+            (length,) = struct.unpack("!I", self.client_buffer[1:5])
+            if len(self.client_buffer) < 1 + length:
+                break
+            body, self.client_buffer = self.client_buffer[5 : 1 + length], self.client_buffer[1 + length :]
+            if kind == b"Q":
+                self.owner.statements.append(body.split(b"\0")[0].decode(errors="replace"))
+            elif kind == b"P":
+                name, query = body.split(b"\0")[:2]
+                if name:  # prepared for later Binds by name; run by the Bind that follows
+                    self.prepared[name] = query.decode(errors="replace")
+                else:
+                    self.owner.statements.append(query.decode(errors="replace"))
+            elif kind == b"B" and (name := body.split(b"\0")[1]):
+                self.owner.statements.append(self.prepared.get(name, f"(prepared {name!r})"))
 
     def from_server(self, data: bytes) -> None:
         self.server_spoke_last = True
@@ -93,6 +118,7 @@ class RoundTrips:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="pg-round-trips", daemon=True)
         self._server: asyncio.Server | None = None
+        self.statements: list[str] | None = None  # a list to keep each statement's text in, if wanted
 
     def add(self, *, round_trips: int = 0, exchanges: int = 0, connects: int = 0) -> None:
         with self._lock:
