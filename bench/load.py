@@ -245,6 +245,23 @@ def running_jobs(store_url: str) -> int:
     return int(row[0]) if row else 0
 
 
+def spool_lines(server: BotServer) -> int:
+    spool = server.log_path.parent / "state" / "audit-spool.jsonl"
+    return len(spool.read_text().splitlines()) if spool.exists() else 0
+
+
+def warned(server: BotServer) -> list[str]:
+    """The server's WARNING and ERROR lines, numbers and ids blanked so alike ones count together."""
+    import re
+
+    lines = server.log_tail(100_000).splitlines()
+    return [
+        re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|\d+", "N", line.split(" ", 2)[-1])[:160]
+        for line in lines
+        if "WARNING" in line or "ERROR" in line
+    ]
+
+
 def audit_rows(store_url: str) -> int:
     with psycopg.connect(store_url, autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM audit_log").fetchone()
@@ -376,6 +393,8 @@ class Outcome:
     answers: int
     audit_statements: int  # audit inserts sent, re-chained ones included
     audit_records: int  # records they wrote
+    spooled: int  # audit records left in the replicas' local spools (written at their next record)
+    warnings: list[str]  # the replicas' warning lines, counted
 
     def latencies(self) -> list[float]:
         return sorted(s.latency for s in self.sent if s.status == 200)
@@ -426,8 +445,23 @@ async def run_scenario(replicas: int, args: argparse.Namespace) -> Outcome:
                 audit_records = audit_rows(world.store_url) - records_before
                 answers = len(world.standin.calls) - calls_before
             checked = check(world.store_url, commands)
+            spooled = sum(spool_lines(s) for s in world.servers)
+            warnings = [
+                f"{n}× {line}" for line, n in Counter(w for s in world.servers for w in warned(s)).items()
+            ]
     return Outcome(
-        replicas, sent, send_s, done_s, cpu, rounds, checked, answers, audit_statements, audit_records
+        replicas,
+        sent,
+        send_s,
+        done_s,
+        cpu,
+        rounds,
+        checked,
+        answers,
+        audit_statements,
+        audit_records,
+        spooled,
+        warnings,
     )
 
 
@@ -557,6 +591,10 @@ async def main(argv: Sequence[str] | None = None) -> int:
         for replicas in args.replicas or [1, 2]:
             outcomes.append(await run_scenario(replicas, args))
     print(report(outcomes, args))
+    for o in outcomes:
+        print(f"\n{o.replicas} replica(s): {o.spooled} audit record(s) left in a spool; warnings:")
+        for line in o.warnings:
+            print("   ", line)
     problems = [f"{o.replicas} replica(s): {p}" for o in outcomes for p in failures(o)]
     for problem in problems:
         print("FAILED:", problem, file=sys.stderr)
