@@ -53,7 +53,7 @@ class _Link:
         self.prepared: dict[bytes, str] = {}  # this connection's prepared statements, by name
 
     def from_client(self, data: bytes) -> None:
-        if self.ready and self.owner.statements is not None:
+        if self.ready:
             self._note_statements(data)
         if self.client_first and len(data) >= 8:
             self.client_first = False
@@ -66,8 +66,8 @@ class _Link:
         self.server_spoke_last = False
 
     def _note_statements(self, data: bytes) -> None:
-        """Keep the text of each Parse or simple Query the client sends (when asked to)."""
-        assert self.owner.statements is not None
+        """Keep the text of each statement the client runs, when asked to (`statements`); the
+        names of prepared statements are learnt all along, so a later Bind can be named."""
         self.client_buffer += data
         while len(self.client_buffer) >= 5:
             kind = self.client_buffer[0:1]
@@ -75,16 +75,19 @@ class _Link:
             if len(self.client_buffer) < 1 + length:
                 break
             body, self.client_buffer = self.client_buffer[5 : 1 + length], self.client_buffer[1 + length :]
+            ran: str | None = None
             if kind == b"Q":
-                self.owner.statements.append(body.split(b"\0")[0].decode(errors="replace"))
+                ran = body.split(b"\0")[0].decode(errors="replace")
             elif kind == b"P":
                 name, query = body.split(b"\0")[:2]
                 if name:  # prepared for later Binds by name; run by the Bind that follows
                     self.prepared[name] = query.decode(errors="replace")
                 else:
-                    self.owner.statements.append(query.decode(errors="replace"))
+                    ran = query.decode(errors="replace")
             elif kind == b"B" and (name := body.split(b"\0")[1]):
-                self.owner.statements.append(self.prepared.get(name, f"(prepared {name!r})"))
+                ran = self.prepared.get(name, f"(prepared {name!r})")
+            if ran is not None and self.owner.statements is not None:
+                self.owner.statements.append(ran)
 
     def from_server(self, data: bytes) -> None:
         self.server_spoke_last = True
