@@ -323,18 +323,34 @@ class AuditLog:
         async with self._appending:
             while not written.done():
                 batch, self._waiting = self._waiting[:APPEND_BATCH], self._waiting[APPEND_BATCH:]
-                try:
-                    await self._insert_new([queued for queued, _ in batch])
-                except Exception as exc:
-                    for _, done in batch:
-                        done.set_exception(exc)
-                except BaseException:
-                    self._waiting[:0] = batch  # cancelled: the next appender writes them
-                    raise
-                else:
-                    for _, done in batch:
-                        done.set_result(None)
+                assert batch, "a queued record was lost"
+                await self._write_batch(batch)
         await written
+
+    async def _write_batch(self, batch: list[tuple[AuditRecord, asyncio.Future[None]]]) -> None:
+        """Write the batch and settle each record's future. A record the store refuses for itself
+        (not for being down) fails alone: the others are written one by one."""
+        try:
+            await self._insert_new([queued for queued, _ in batch])
+        except StoreUnavailable as exc:
+            for _, done in batch:
+                done.set_exception(exc)  # each writer spools its own record
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+                return
+            for position in range(len(batch)):
+                try:
+                    await self._write_batch(batch[position : position + 1])
+                except BaseException:
+                    self._waiting[1:1] = batch[position + 1 :]  # after the one put back first
+                    raise
+        except BaseException:
+            self._waiting[:0] = batch  # cancelled: the next appender writes them
+            raise
+        else:
+            for _, done in batch:
+                done.set_result(None)
 
     async def _insert_new(self, records: Sequence[AuditRecord]) -> None:
         """Chain `records` onto the head this process knows and insert them if it is still the newest;
