@@ -18,7 +18,7 @@ import pytest
 
 from store import audit as audit_module
 from store.audit import CHAIN_UNKEYED, AuditEntry, AuditLog, AuditRecord, chain_hash, record_as_json
-from store.db import Store
+from store.db import Store, migration_files
 
 KEY = b"k" * 32
 OTHER_KEY = b"m" * 32
@@ -326,13 +326,36 @@ async def test_the_store_refuses_a_second_row_linked_to_the_same_hash(audit: Aud
     fork = a_record(7)
 
     with pytest.raises(psycopg.errors.UniqueViolation):
-        async with store.connection() as conn:
-            await conn.execute(
-                "INSERT INTO audit_log (record_id, at, correlation_id, source, actor, command, event,"
-                " outcome, prev_hash, hash, chain_version) VALUES (%s, %s, 'c', 'console', 'U0OPS',"
-                " 'health', 'requested', 'succeeded', %s, %s, 2)",
-                (fork.record_id, fork.at, first.prev_hash, chain_hash(fork, first.prev_hash, KEY)),
-            )
+        await insert_linked(store, fork, first.prev_hash)
+
+
+async def test_a_log_forked_before_the_one_successor_rule_still_migrates_and_is_ruled_after(
+    audit: AuditLog, store: Store
+) -> None:
+    # A damaged log (two rows on one hash) must not stop the bot from starting; the rule holds after it.
+    [(_, one_successor)] = [m for m in migration_files() if m[0] == "0010_audit_one_successor"]
+    await write(audit, 2)
+    [first, _] = sorted(await audit.entries(), key=lambda e: e.id)
+    await run_as_superuser(store, "DROP INDEX audit_log_one_successor")
+    await insert_linked(store, a_record(7), first.prev_hash)
+
+    await run_as_superuser(store, one_successor)
+    newest = max(e.id for e in await audit.entries())
+    newest_hash = next(e.hash for e in await audit.entries() if e.id == newest)
+    await insert_linked(store, a_record(8), newest_hash)
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        await insert_linked(store, a_record(9), newest_hash)
+
+
+async def insert_linked(store: Store, rec: AuditRecord, prev: str) -> None:
+    async with store.connection() as conn:
+        await conn.execute(
+            "INSERT INTO audit_log (record_id, at, correlation_id, source, actor, command, event,"
+            " outcome, prev_hash, hash, chain_version) VALUES (%s, %s, 'c', 'console', 'U0OPS',"
+            " 'health', 'requested', 'succeeded', %s, %s, 2)",
+            (rec.record_id, rec.at, prev, chain_hash(rec, prev, KEY)),
+        )
 
 
 def test_a_record_needs_a_timezone_aware_time() -> None:
