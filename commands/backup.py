@@ -36,9 +36,9 @@ from runbooks.progress import Step
 from runbooks.restore import parallel_jobs
 from runbooks.verify_backup import verify_backup
 from store import backups as catalog
-from store import releases as release_store
 from store.jobs import Job
 from store.pending import PendingEnds
+from store.releases import FileArchiveRecord
 
 log = logging.getLogger(__name__)
 
@@ -216,12 +216,14 @@ async def prune_expired(services: Services) -> int:
 async def list_backups(ctx: Context, args: Args) -> Reply:
     t = ctx.t
     svc = ctx.services
-    records = await catalog.list_backups(
-        svc.store, limit=LIST_LIMIT, statuses=("good", "running", "failed", "interrupted")
-    )
     # The folder is checked against the whole catalog, not only the rows shown.
-    good = await catalog.list_backups(svc.store, limit=None, statuses=("good",))
-    catalogued = await catalog.file_names(svc.store)
+    view = await catalog.catalog_view(
+        svc.store,
+        limit=LIST_LIMIT,
+        statuses=("good", "running", "failed", "interrupted"),
+        archives=FILE_ARCHIVES_SHOWN,
+    )
+    records = view.shown
     now = datetime.now(UTC)
     rows = tuple(
         (
@@ -253,17 +255,16 @@ async def list_backups(ctx: Context, args: Args) -> Reply:
         )
     else:
         elements.append(Text(t("backup.none")))
-    problems = await asyncio.to_thread(_reconcile, svc, good, catalogued, t)
+    problems = await asyncio.to_thread(_reconcile, svc, view.good, view.file_names, t)
     elements.extend(Text(p) for p in problems)
-    elements.extend(await _file_archives(ctx))
+    elements.extend(_file_archives(ctx, view.archives))
     summary = t("backup.list_summary", count=len(rows), problems=len(problems))
     return Reply(status="succeeded", summary=summary, elements=tuple(elements))
 
 
-async def _file_archives(ctx: Context) -> list[Element]:
+def _file_archives(ctx: Context, archives: Sequence[FileArchiveRecord]) -> list[Element]:
     """Archives of the application's files, which stay on the hosts (`backup files`, releases)."""
     t = ctx.t
-    archives = await release_store.list_file_archives(ctx.services.store, limit=FILE_ARCHIVES_SHOWN)
     if not archives:
         return []
     rows = tuple(

@@ -5,14 +5,21 @@ of a canonical JSON of its fields plus the previous row's hash: altering or remo
 the chain at that point and `verify()` names it, and without the key nobody can re-chain the rows.
 Rows written before the chain was keyed (chain_version 1) carry a plain SHA-256 and may only come
 before the keyed ones. Deleting the newest rows leaves a shorter chain that is still whole: the
-published head (`head()`, checked with `verify(head=...)`) is what catches that. Appends are
-serialised across processes by an advisory lock held in the insert transaction. When the store is
-down, records go to a local spool (store/spool.py) and are written, in order, once it is back.
+published head (`head()`, checked with `verify(head=...)`) is what catches that.
+
+The chain stays one line across processes because the database lets every row have at most one
+successor (a unique index on prev_hash), and a new record is inserted only if the hash it links to
+is still the newest row's. So an append is one statement, one round trip: each process remembers
+the head it last wrote or saw, chains the records waiting in it onto that head, and inserts them all
+at once. If another process appended meanwhile, nothing is inserted, the statement answers with the
+real head, and the records are chained again onto it. When the store is down, records go to a local
+spool (store/spool.py) and are written, in order, once it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import hashlib
 import hmac
@@ -28,6 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+import psycopg
+
 from core.errors import StoreUnavailable
 from core.secrets import mask_args, mask_text
 from store.db import Conn, Store
@@ -35,10 +44,13 @@ from store.spool import AuditSpool
 
 log = logging.getLogger(__name__)
 
-AUDIT_LOCK = 0x6761_7264_6175  # one appender at a time across processes keeps the chain linear
+AUDIT_LOCK = 0x6761_7264_6175  # one spool drain at a time across processes
 GENESIS_HASH = "0" * 64
 BATCH_SIZE = 500
 DRAIN_CHUNK = 200  # spooled records written per transaction
+APPEND_BATCH = 100  # new records written per statement, when that many wait in this process
+APPEND_TRIES = 20  # chained again onto another process's newer head at most this often, then spooled
+RECORD_ID_KEY = "audit_log_record_id_key"  # the unique constraint a replayed record runs into
 WRITE_TIMEOUT_S = 3.0  # longest a request waits on an audit write before the record is spooled
 RETRY_AFTER_S = 5.0  # after a failure, spool at once for this long rather than wait on the pool
 MAX_DURATION_MS = 2**31 - 1  # the column is a PostgreSQL integer
@@ -167,6 +179,9 @@ class AuditLog:
         self.retry_after_s = retry_after_s
         self._store_down_until = 0.0
         self._pending_writes: set[asyncio.Future[None]] = set()
+        self._head: str | None = None  # the newest hash this process wrote or saw; checked at insert
+        self._appending = asyncio.Lock()  # one append statement in flight per process
+        self._waiting: list[tuple[AuditRecord, asyncio.Future[None]]] = []
 
     async def record(self, rec: AuditRecord) -> None:
         """Write one record; when the store is down, keep it in the spool (no error for that)."""
@@ -196,7 +211,7 @@ class AuditLog:
             if self.spool.has_lines():  # another drainer is at it: queue behind the older ones
                 await self._spool(rec)
                 return
-        await self._append([rec])
+        await self._append_new(rec)
 
     def _forget_write(self, write: asyncio.Future[None]) -> None:
         self._pending_writes.discard(write)
@@ -300,8 +315,101 @@ class AuditLog:
         await self.spool.append(record_as_json(rec))
         log.warning("bot store down: audit record %s kept in the local spool", rec.record_id)
 
+    async def _append_new(self, rec: AuditRecord) -> None:
+        """Queue a new record; whoever holds the append lock writes every queued one in one statement."""
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        written.add_done_callback(_consume)
+        self._waiting.append((rec, written))
+        async with self._appending:
+            while not written.done():
+                batch, self._waiting = self._waiting[:APPEND_BATCH], self._waiting[APPEND_BATCH:]
+                assert batch, "a queued record was lost"
+                await self._write_batch(batch)
+        await written
+
+    async def _write_batch(self, batch: list[tuple[AuditRecord, asyncio.Future[None]]]) -> None:
+        """Write the batch and settle each record's future. A record the store refuses for itself
+        (not for being down) fails alone: the others are written one by one."""
+        try:
+            await self._insert_new([queued for queued, _ in batch])
+        except StoreUnavailable as exc:
+            for _, done in batch:
+                done.set_exception(exc)  # each writer spools its own record
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+                return
+            for position in range(len(batch)):
+                try:
+                    await self._write_batch(batch[position : position + 1])
+                except BaseException:
+                    self._waiting[1:1] = batch[position + 1 :]  # after the one put back first
+                    raise
+        except BaseException:
+            self._waiting[:0] = batch  # cancelled: the next appender writes them
+            raise
+        else:
+            for _, done in batch:
+                done.set_result(None)
+
+    async def _insert_new(self, records: Sequence[AuditRecord]) -> None:
+        """Chain `records` onto the head this process knows and insert them if it is still the newest;
+        else chain them again onto the head the store answered with. One round trip when no other
+        process appended since this one last did."""
+        stored = [await self._as_stored(rec) for rec in records]
+        for _ in range(APPEND_TRIES):
+            prev = self._head or GENESIS_HASH
+            rows, last = _chained(stored, prev, self._key)
+            try:
+                async with self.store.connection() as conn:
+                    cur = await conn.execute(
+                        _insert_if_head_sql(len(rows)), [*_flat(rows), GENESIS_HASH, prev]
+                    )
+                    answer = await cur.fetchone()
+            except psycopg.errors.UniqueViolation as exc:
+                # Another process linked a row to the same head after this statement's snapshot
+                # (the next try sees it), or a late write stored some of these records already.
+                if exc.diag.constraint_name == RECORD_ID_KEY:
+                    stored = await self._not_yet_stored(stored)
+                    if not stored:
+                        return
+                continue
+            assert answer is not None
+            if int(answer["inserted"]) == len(rows):
+                self._head = last
+                return
+            self._head = str(answer["head"]) if answer["head"] is not None else GENESIS_HASH
+        log.warning("audit appends kept losing the race for the head; spooling")
+        raise StoreUnavailable("store.unavailable")
+
+    async def _as_stored(self, rec: AuditRecord) -> AuditRecord:
+        """The record as PostgreSQL gives it back. JSON without floats comes back as it went in;
+        floats (1e20 comes back as 100000000000000000000) are normalised by PostgreSQL itself."""
+        if not (_has_float(rec.args) or _has_float(rec.detail)):
+            return replace(
+                rec, args=json.loads(canonical_json(rec.args)), detail=json.loads(canonical_json(rec.detail))
+            )
+        async with self.store.connection() as conn:
+            return await _as_stored(conn, rec)
+
+    async def _not_yet_stored(self, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+        async with self.store.connection() as conn:
+            cur = await conn.execute(
+                "SELECT record_id FROM audit_log WHERE record_id = ANY(%s)", ([r.record_id for r in records],)
+            )
+            known = {row["record_id"] for row in await cur.fetchall()}
+        return [r for r in records if r.record_id not in known]
+
     async def _append(self, records: Sequence[AuditRecord]) -> int:
-        """Chain and insert records in order in one locked transaction; return how many were new."""
+        """Spooled records: chain and insert them in order in one transaction, skipping any already
+        stored; return how many were new. Chained again if another process appended meanwhile."""
+        async with self._appending:
+            for _ in range(APPEND_TRIES):
+                with contextlib.suppress(psycopg.errors.UniqueViolation):
+                    return await self._append_replayed(records)
+        raise StoreUnavailable("store.unavailable")
+
+    async def _append_replayed(self, records: Sequence[AuditRecord]) -> int:
         async with self.store.connection() as conn:
             # Let PostgreSQL normalise the JSON first, so the hash matches what verify() reads back.
             stored = [await _as_stored(conn, rec) for rec in records]
@@ -314,33 +422,14 @@ class AuditLog:
                 for rec in stored:
                     digest = chain_hash(rec, prev, self._key)
                     cur = await conn.execute(
-                        "INSERT INTO audit_log (record_id, at, correlation_id, source, actor,"
-                        " approver, channel, command, args, event, outcome, duration_ms, detail,"
-                        " prev_hash, hash, chain_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
-                        " %s::jsonb, %s, %s, %s, %s::jsonb, %s, %s, %s)"
+                        f"INSERT INTO audit_log ({INSERT_COLUMNS}) VALUES ({_ROW_PLACEHOLDERS})"
                         " ON CONFLICT (record_id) DO NOTHING RETURNING id",
-                        (
-                            rec.record_id,
-                            rec.at,
-                            rec.correlation_id,
-                            rec.source,
-                            rec.actor,
-                            rec.approver,
-                            rec.channel,
-                            rec.command,
-                            canonical_json(rec.args),
-                            rec.event,
-                            rec.outcome,
-                            rec.duration_ms,
-                            canonical_json(rec.detail),
-                            prev,
-                            digest,
-                            CHAIN_KEYED,
-                        ),
+                        _row(rec, prev, digest),
                     )
                     if await cur.fetchone() is not None:  # None: already stored (a replayed spool)
                         prev = digest
                         inserted += 1
+            self._head = prev
             return inserted
 
     async def _rows_in_order(self, *, since: datetime | None) -> AsyncGenerator[AuditEntry, None]:
@@ -407,6 +496,80 @@ class _ChainCheck:
             keyed_from=self.keyed_from,
             unkeyed=self.unkeyed,
         )
+
+
+INSERT_COLUMNS = (
+    "record_id, at, correlation_id, source, actor, approver, channel, command, args, event, outcome,"
+    " duration_ms, detail, prev_hash, hash, chain_version"
+)
+_ROW_PLACEHOLDERS = (
+    "%s::uuid, %s::timestamptz, %s::text, %s::text, %s::text, %s::text, %s::text, %s::text, %s::jsonb,"
+    " %s::text, %s::text, %s::integer, %s::jsonb, %s::text, %s::text, %s::smallint"
+)
+
+
+def _insert_if_head_sql(count: int) -> str:
+    """Insert `count` chained rows only if the first links to the newest row (GENESIS_HASH for an
+    empty log); answer how many went in and which hash was the newest. The unique index on
+    prev_hash stops two statements that both saw the same head."""
+    values = ", ".join(f"({_ROW_PLACEHOLDERS})" for _ in range(count))
+    return (
+        "WITH head AS (SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1),"
+        f" ins AS (INSERT INTO audit_log ({INSERT_COLUMNS}) SELECT * FROM (VALUES {values}) AS v"
+        " WHERE coalesce((SELECT hash FROM head), %s) = %s RETURNING 1)"
+        " SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT hash FROM head) AS head"
+    )
+
+
+def _row(rec: AuditRecord, prev: str, digest: str) -> tuple[Any, ...]:
+    return (
+        rec.record_id,
+        rec.at,
+        rec.correlation_id,
+        rec.source,
+        rec.actor,
+        rec.approver,
+        rec.channel,
+        rec.command,
+        canonical_json(rec.args),
+        rec.event,
+        rec.outcome,
+        rec.duration_ms,
+        canonical_json(rec.detail),
+        prev,
+        digest,
+        CHAIN_KEYED,
+    )
+
+
+def _chained(records: Sequence[AuditRecord], prev: str, key: bytes) -> tuple[list[tuple[Any, ...]], str]:
+    """The rows of `records` linked one after the other from `prev`, and the last one's hash."""
+    rows = []
+    for rec in records:
+        digest = chain_hash(rec, prev, key)
+        rows.append(_row(rec, prev, digest))
+        prev = digest
+    return rows, prev
+
+
+def _flat(rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+    return [value for row in rows for value in row]
+
+
+def _has_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_float(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_float(item) for item in value)
+    return False
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    """A queued record's outcome is read by its writer; if that one is gone, it is read here."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def _as_stored(conn: Conn, rec: AuditRecord) -> AuditRecord:

@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 
 from core.errors import NotFound
 from store.db import Store
+from store.releases import ARCHIVE_COLUMNS, FileArchiveRecord
 
 BackupKind = Literal["regular", "safety"]
 
@@ -139,25 +140,59 @@ async def file_name_taken(store: Store, file_name: str) -> bool:
         return await cur.fetchone() is not None
 
 
+LIST_SQL = (
+    f"SELECT {COLUMNS} FROM backups"
+    " WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))"
+    " ORDER BY started_at DESC, id DESC LIMIT %(limit)s"
+)
+FILE_NAMES_SQL = "SELECT DISTINCT file_name FROM backups"
+ARCHIVES_SQL = f"SELECT {ARCHIVE_COLUMNS} FROM file_backups ORDER BY created_at DESC, id DESC LIMIT %s"
+
+
+def _list_params(limit: int | None, statuses: Sequence[str] | None) -> dict[str, Any]:
+    return {"statuses": list(statuses) if statuses is not None else None, "limit": limit}
+
+
 async def list_backups(
     store: Store, *, limit: int | None = 50, statuses: Sequence[str] | None = None
 ) -> list[BackupRecord]:
     """Newest first; limit None: all of them."""
     async with store.connection() as conn:
-        cur = await conn.execute(
-            f"SELECT {COLUMNS} FROM backups"
-            " WHERE (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))"
-            " ORDER BY started_at DESC, id DESC LIMIT %(limit)s",
-            {"statuses": list(statuses) if statuses is not None else None, "limit": limit},
-        )
+        cur = await conn.execute(LIST_SQL, _list_params(limit, statuses))
         return [_record(row) for row in await cur.fetchall()]
 
 
 async def file_names(store: Store) -> set[str]:
     """Every file name the catalog knows, whatever the row's status."""
     async with store.connection() as conn:
-        cur = await conn.execute("SELECT DISTINCT file_name FROM backups")
+        cur = await conn.execute(FILE_NAMES_SQL)
         return {str(row["file_name"]) for row in await cur.fetchall()}
+
+
+@dataclass(frozen=True)
+class CatalogView:
+    """What `backup list` shows and checks the folder against."""
+
+    shown: list[BackupRecord]  # the newest rows of the statuses asked for
+    good: list[BackupRecord]  # every good backup
+    file_names: set[str]  # every file name the catalog knows, whatever the row's status
+    archives: list[FileArchiveRecord]  # the newest archives of the application's files
+
+
+async def catalog_view(store: Store, *, limit: int, statuses: Sequence[str], archives: int) -> CatalogView:
+    """The four reads of `backup list` sent together: one round trip to the store."""
+    async with store.connection() as conn:
+        async with conn.pipeline():  # sent together; the results are all in when the block ends
+            shown = await conn.execute(LIST_SQL, _list_params(limit, statuses))
+            good = await conn.execute(LIST_SQL, _list_params(None, ("good",)))
+            names = await conn.execute(FILE_NAMES_SQL)
+            files = await conn.execute(ARCHIVES_SQL, (archives,))
+        return CatalogView(
+            shown=[_record(row) for row in await shown.fetchall()],
+            good=[_record(row) for row in await good.fetchall()],
+            file_names={str(row["file_name"]) for row in await names.fetchall()},
+            archives=[FileArchiveRecord(**row) for row in await files.fetchall()],
+        )
 
 
 async def newest_good_backup(store: Store) -> BackupRecord | None:

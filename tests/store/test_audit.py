@@ -18,7 +18,7 @@ import pytest
 
 from store import audit as audit_module
 from store.audit import CHAIN_UNKEYED, AuditEntry, AuditLog, AuditRecord, chain_hash, record_as_json
-from store.db import Store
+from store.db import Store, migration_files
 
 KEY = b"k" * 32
 OTHER_KEY = b"m" * 32
@@ -278,6 +278,84 @@ async def test_secrets_in_args_are_masked_in_the_stored_row(audit: AuditLog, sto
         assert secret not in stored
     assert "postgresql://garden:***@db/garden_dx" in stored
     assert (await audit.verify()).ok
+
+
+async def test_two_processes_appending_at_once_keep_one_chain(store: Store, tmp_path: Path) -> None:
+    # Two replicas: each its own pool and its own idea of the head, one log between them.
+    other_store = Store(store.dsn, max_size=5)
+    await other_store.open()
+    try:
+        mine = AuditLog(store, tmp_path / "a.spool", key=KEY)
+        theirs = AuditLog(other_store, tmp_path / "b.spool", key=KEY)
+        nested = {"list": [1, "二", None, True, {"z": "\u2028", "a": 2**70}], "tab": "a\tb"}
+        records = [a_record(n, detail=nested) for n in range(60)]
+
+        await asyncio.gather(
+            *(log.record(rec) for rec, log in zip(records, [mine, theirs] * 30, strict=True))
+        )
+        result = await mine.verify()
+    finally:
+        await other_store.close()
+
+    assert (result.ok, result.checked) == (True, 60), result
+    assert mine.spooled() == theirs.spooled() == 0
+
+
+async def test_an_append_after_the_newest_rows_were_removed_links_to_what_is_there(
+    audit: AuditLog, store: Store
+) -> None:
+    # The head this process remembers is gone: the append must not link to it.
+    await write(audit, 3)
+    ids = await ids_in_order(store)
+    await run_as_superuser(
+        store,
+        "SET session_replication_role = replica",
+        f"DELETE FROM audit_log WHERE id = {ids[-1]}",
+        "SET session_replication_role = DEFAULT",
+    )
+
+    await audit.record(a_record(9))
+    result = await audit.verify()
+
+    assert (result.ok, result.checked) == (True, 3), result
+
+
+async def test_the_store_refuses_a_second_row_linked_to_the_same_hash(audit: AuditLog, store: Store) -> None:
+    await write(audit, 2)
+    [first, _] = sorted(await audit.entries(), key=lambda e: e.id)
+    fork = a_record(7)
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        await insert_linked(store, fork, first.prev_hash)
+
+
+async def test_a_log_forked_before_the_one_successor_rule_still_migrates_and_is_ruled_after(
+    audit: AuditLog, store: Store
+) -> None:
+    # A damaged log (two rows on one hash) must not stop the bot from starting; the rule holds after it.
+    [(_, one_successor)] = [m for m in migration_files() if m[0] == "0010_audit_one_successor"]
+    await write(audit, 2)
+    [first, _] = sorted(await audit.entries(), key=lambda e: e.id)
+    await run_as_superuser(store, "DROP INDEX audit_log_one_successor")
+    await insert_linked(store, a_record(7), first.prev_hash)
+
+    await run_as_superuser(store, one_successor)
+    newest = max(e.id for e in await audit.entries())
+    newest_hash = next(e.hash for e in await audit.entries() if e.id == newest)
+    await insert_linked(store, a_record(8), newest_hash)
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        await insert_linked(store, a_record(9), newest_hash)
+
+
+async def insert_linked(store: Store, rec: AuditRecord, prev: str) -> None:
+    async with store.connection() as conn:
+        await conn.execute(
+            "INSERT INTO audit_log (record_id, at, correlation_id, source, actor, command, event,"
+            " outcome, prev_hash, hash, chain_version) VALUES (%s, %s, 'c', 'console', 'U0OPS',"
+            " 'health', 'requested', 'succeeded', %s, %s, 2)",
+            (rec.record_id, rec.at, prev, chain_hash(rec, prev, KEY)),
+        )
 
 
 def test_a_record_needs_a_timezone_aware_time() -> None:
