@@ -333,7 +333,7 @@ async def test_a_log_forked_before_the_one_successor_rule_still_migrates_and_is_
     audit: AuditLog, store: Store
 ) -> None:
     # A damaged log (two rows on one hash) must not stop the bot from starting; the rule holds after it.
-    [(_, one_successor)] = [m for m in migration_files() if m[0] == "0010_audit_one_successor"]
+    [(_, one_successor)] = [m for m in migration_files() if m[0] == "0011_audit_one_successor"]
     await write(audit, 2)
     [first, _] = sorted(await audit.entries(), key=lambda e: e.id)
     await run_as_superuser(store, "DROP INDEX audit_log_one_successor")
