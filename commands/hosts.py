@@ -145,20 +145,28 @@ async def open_p1(ctx: Context, args: Args) -> dict[str, Any] | None:
     return None
 
 
-async def note_break_glass(ctx: Context, command: str) -> str | None:
-    """On the P1's timeline: who ran what without a second person. The note line for the reply."""
-    why = ctx.binding.get("break_glass")
-    if not isinstance(why, dict) or "incident_id" not in why:
-        return None
-    incident_id = int(why["incident_id"])
+async def note_on_timeline(ctx: Context, incident_id: int, text: str, detail: dict[str, Any]) -> None:
+    """One line on an incident's timeline: what this job did there, by whom, now."""
     await incident_store.note(
         ctx.services.store,
         incident_id,
         at=utc_now(),
         actor=ctx.actor.user_id,
         kind="action",
-        text=ctx.t("service.break_glass_timeline", command=command, user=ctx.actor.user_id),
-        detail={"command": command, "break_glass": True, "job_id": ctx.job_id, "approval": "skipped"},
+        text=text,
+        detail={**detail, "job_id": ctx.job_id},
+    )
+
+
+async def note_break_glass(ctx: Context, command: str) -> str | None:
+    """On the P1's timeline: who ran what without a second person. The note line for the reply."""
+    why = ctx.binding.get("break_glass")
+    if not isinstance(why, dict) or "incident_id" not in why:
+        return None
+    incident_id = int(why["incident_id"])
+    text = ctx.t("service.break_glass_timeline", command=command, user=ctx.actor.user_id)
+    await note_on_timeline(
+        ctx, incident_id, text, {"command": command, "break_glass": True, "approval": "skipped"}
     )
     return ctx.t("service.break_glass_note", incident_id=incident_id)
 
@@ -317,15 +325,8 @@ async def attach_evidence(ctx: Context, incident_id: int) -> Reply:
     """`incident evidence <id>`: gather, then keep it on the incident's timeline."""
     await incident_store.get_incident(ctx.services.store, incident_id)
     reply, facts = await gather_evidence(ctx)
-    await incident_store.note(
-        ctx.services.store,
-        incident_id,
-        at=utc_now(),
-        actor=ctx.actor.user_id,
-        kind="action",
-        text=ctx.t("evidence.timeline", summary=reply.summary),
-        detail={"command": "evidence", **facts},
-    )
+    text = ctx.t("evidence.timeline", summary=reply.summary)
+    await note_on_timeline(ctx, incident_id, text, {"command": "evidence", **facts})
     return reply
 
 
