@@ -132,6 +132,8 @@ class Context:
     # A job calls this right before an irreversible step (a restore's swap): it raises unless the
     # job's lock is still provably held, so a job that lost its lock never does that step.
     fence: Callable[[], Awaitable[None]] = field(default=lambda: no_fence())
+    # What the preflight found, for describe(): a slow check runs once per request, not twice.
+    found: Any = None
 
     @property
     def actor(self) -> Actor:
