@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from pydantic import Field
@@ -18,7 +19,7 @@ from commands.base import ApprovalText, Args, Context, Role
 from commands.boundary import audit_record
 from commands.command import Command
 from commands.services import Services, utc_now
-from core.errors import RunbookFailed, UsageError
+from core.errors import GardenBotError, RunbookFailed, UsageError
 from core.formatting import format_bytes, format_duration, format_time
 from core.reply import Element, Fields, Header, Level, Note, Reply, Status, Table, Text
 from core.secrets import mask_text
@@ -331,8 +332,25 @@ async def attach_evidence(ctx: Context, incident_id: int) -> Reply:
 
 
 async def run_evidence(ctx: Context, args: Args) -> Reply:
+    """`evidence` with no incident to keep it: the same evidence, posted to the ops channel."""
     reply, _facts = await gather_evidence(ctx)
-    return reply
+    note = await post_to_ops(ctx, reply)
+    return replace(reply, elements=(*reply.elements, note)) if note is not None else reply
+
+
+async def post_to_ops(ctx: Context, reply: Reply) -> Note | None:
+    """Post the reply to the ops channel (unless it was asked there); a Note saying how it went."""
+    svc = ctx.services
+    ops = svc.settings.channels.ops
+    if not ops or ctx.request.channel == ops:
+        return None
+    try:
+        ref = await svc.notifier.post(ops, reply)
+    except GardenBotError as exc:
+        return Note(ctx.t("evidence.not_posted", error=ctx.t(exc.message_key, **exc.params)))
+    except Exception as exc:  # Slack refused: the asker has the evidence all the same
+        return Note(ctx.t("evidence.not_posted", error=type(exc).__name__))
+    return Note(ctx.t("evidence.posted", channel=str(ref.get("channel") or ops)))
 
 
 COMMANDS = (
