@@ -19,7 +19,7 @@ from commands.hosts import ServiceArgs, open_p1
 from commands.release import VersionArgs, VersionChecked, describe_release, release_reply
 from commands.services import utc_now
 from core.i18n import Translator
-from core.reply import Actions, Note, Reply, Table
+from core.reply import Actions, Header, Note, Reply, Table, Text
 from runbooks.hosts import HostRelease, HostsReport, HostVersion
 from runbooks.playbook_runner import PlaybookRun
 from runbooks.sample_hosts import SampleHosts, running_sample_hosts
@@ -452,3 +452,49 @@ async def test_the_release_approval_text_uses_the_preflights_check_instead_of_as
 
     assert text.binding == {"version": "v2", "commit": "c0ffee1234567890"}
     assert "c0ffee123456" in text.summary and "v1" in text.summary
+
+
+# --- monthly chores -----------------------------------------------------------------------------------
+
+
+def good_backup(world: BotWorld, name: str, days_ago: int) -> int:
+    [(backup_id,)] = world.query(
+        "INSERT INTO backups (kind, database_name, file_name, created_by, status, started_at, finished_at)"
+        " VALUES ('regular', 'garden_dx', %s, 'test', 'good', now() - make_interval(days => %s),"
+        " now() - make_interval(days => %s)) RETURNING id",
+        (name, days_ago, days_ago),
+    )
+    return int(backup_id)
+
+
+def chores_table(reply: Reply) -> Table | None:
+    return next((e for e in reply.elements if isinstance(e, Table) and "security updates" in e.columns), None)
+
+
+async def test_the_monthly_report_carries_security_updates_disk_use_and_backups_past_retention(
+    on_shared: Runtime, bot_world: BotWorld
+) -> None:
+    expired = good_backup(bot_world, "old.dump", days_ago=45)
+    newest = good_backup(bot_world, "new.dump", days_ago=1)
+
+    monthly = await on_shared.pipeline.handle(ask(OPERATOR, "report monthly"))
+    weekly = await on_shared.pipeline.handle(ask(OPERATOR, "report weekly"))
+
+    assert monthly.status == "succeeded", monthly
+    assert Header("Monthly chores") in monthly.elements
+    table = chores_table(monthly)
+    assert table is not None
+    [(host, security, upgradable, disks)] = table.rows
+    assert host == "localhost"
+    assert (security, upgradable) == ("-", "no apt") or (security.isdigit() and upgradable.isdigit())
+    assert "/ " in disks and "%" in disks
+    [retention] = [e.text for e in monthly.elements if isinstance(e, Text) and "past retention" in e.text]
+    assert f"#{expired}" in retention and f"#{newest}" not in retention  # the newest good one is always kept
+    assert chores_table(weekly) is None and Header("Monthly chores") not in weekly.elements
+
+
+async def test_the_monthly_report_without_hosts_configured_has_no_chores(bot_runtime: Runtime) -> None:
+    monthly = await bot_runtime.pipeline.handle(ask(OPERATOR, "report monthly"))
+
+    assert monthly.status == "succeeded", monthly
+    assert chores_table(monthly) is None and Header("Monthly chores") not in monthly.elements
