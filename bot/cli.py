@@ -13,6 +13,7 @@ from typing import Any
 
 from bot.console import Console, ConsoleAccess, os_login, reply_json
 from bot.console_render import print_reply
+from bot.demo_hosts import running_demo_hosts, with_demo_hosts
 from bot.logs import configure_logging
 from bot.runtime import Runtime, open_runtime, require_audit_key, with_embedded_default
 from bot.scheduling import ConsoleAnnouncer, build_scheduler
@@ -162,10 +163,15 @@ def _console_action(args: Any, settings: Settings, demo: bool) -> int:
         return EXIT_REFUSED
     user, origin = who
 
+    demo_hosts = None
+    if demo and args.action == "shell":  # `service restart` and `release` to try on a sample host
+        settings, demo_hosts = with_demo_hosts(settings)
+
     async def body(runtime: Runtime) -> int:
         console = Console(runtime.pipeline, access, user, origin, settings.locale)
         if args.action == "shell":
-            return await console.shell()
+            async with running_demo_hosts(demo_hosts):
+                return await console.shell()
         reply = await console.run_once(args.text)
         if args.json:
             print(reply_json(reply))

@@ -134,6 +134,13 @@ class Context:
     # A job calls this right before an irreversible step (a restore's swap): it raises unless the
     # job's lock is still provably held, so a job that lost its lock never does that step.
     fence: Callable[[], Awaitable[None]] = field(default=lambda: no_fence())
+    # Start another registered command as a job of its own for the same asker, without waiting for
+    # it (a P1's evidence): the job's id, or None where no job can start (outside the pipeline).
+    follow_up: Callable[[str, Args], Awaitable[int | None]] = field(
+        default=lambda name, args: no_follow_up(name, args)
+    )
+    # What the preflight found, for describe(): a slow check runs once per request, not twice.
+    found: Any = None
 
     @property
     def actor(self) -> Actor:
@@ -145,6 +152,10 @@ async def no_progress(percent: int, text: str) -> None:
 
 
 async def no_fence() -> None:
+    return None
+
+
+async def no_follow_up(name: str, args: Args) -> int | None:
     return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from pydantic import Field
@@ -18,7 +19,7 @@ from commands.base import ApprovalText, Args, Context, Role
 from commands.boundary import audit_record
 from commands.command import Command
 from commands.services import Services, utc_now
-from core.errors import RunbookFailed, UsageError
+from core.errors import GardenBotError, RunbookFailed, UsageError
 from core.formatting import format_bytes, format_duration, format_time
 from core.reply import Element, Fields, Header, Level, Note, Reply, Status, Table, Text
 from core.secrets import mask_text
@@ -145,20 +146,28 @@ async def open_p1(ctx: Context, args: Args) -> dict[str, Any] | None:
     return None
 
 
-async def note_break_glass(ctx: Context, command: str) -> str | None:
-    """On the P1's timeline: who ran what without a second person. The note line for the reply."""
-    why = ctx.binding.get("break_glass")
-    if not isinstance(why, dict) or "incident_id" not in why:
-        return None
-    incident_id = int(why["incident_id"])
+async def note_on_timeline(ctx: Context, incident_id: int, text: str, detail: dict[str, Any]) -> None:
+    """One line on an incident's timeline: what this job did there, by whom, now."""
     await incident_store.note(
         ctx.services.store,
         incident_id,
         at=utc_now(),
         actor=ctx.actor.user_id,
         kind="action",
-        text=ctx.t("service.break_glass_timeline", command=command, user=ctx.actor.user_id),
-        detail={"command": command, "break_glass": True, "job_id": ctx.job_id, "approval": "skipped"},
+        text=text,
+        detail={**detail, "job_id": ctx.job_id},
+    )
+
+
+async def note_break_glass(ctx: Context, command: str) -> str | None:
+    """On the P1's timeline: who ran what without a second person. The note line for the reply."""
+    why = ctx.binding.get("break_glass")
+    if not isinstance(why, dict) or "incident_id" not in why:
+        return None
+    incident_id = int(why["incident_id"])
+    text = ctx.t("service.break_glass_timeline", command=command, user=ctx.actor.user_id)
+    await note_on_timeline(
+        ctx, incident_id, text, {"command": command, "break_glass": True, "approval": "skipped"}
     )
     return ctx.t("service.break_glass_note", incident_id=incident_id)
 
@@ -317,21 +326,31 @@ async def attach_evidence(ctx: Context, incident_id: int) -> Reply:
     """`incident evidence <id>`: gather, then keep it on the incident's timeline."""
     await incident_store.get_incident(ctx.services.store, incident_id)
     reply, facts = await gather_evidence(ctx)
-    await incident_store.note(
-        ctx.services.store,
-        incident_id,
-        at=utc_now(),
-        actor=ctx.actor.user_id,
-        kind="action",
-        text=ctx.t("evidence.timeline", summary=reply.summary),
-        detail={"command": "evidence", **facts},
-    )
+    text = ctx.t("evidence.timeline", summary=reply.summary)
+    await note_on_timeline(ctx, incident_id, text, {"command": "evidence", **facts})
     return reply
 
 
 async def run_evidence(ctx: Context, args: Args) -> Reply:
+    """`evidence` with no incident to keep it: the same evidence, posted to the ops channel."""
     reply, _facts = await gather_evidence(ctx)
-    return reply
+    note = await post_to_ops(ctx, reply)
+    return replace(reply, elements=(*reply.elements, note)) if note is not None else reply
+
+
+async def post_to_ops(ctx: Context, reply: Reply) -> Note | None:
+    """Post the reply to the ops channel (unless it was asked there); a Note saying how it went."""
+    svc = ctx.services
+    ops = svc.settings.channels.ops
+    if not ops or ctx.request.channel == ops:
+        return None
+    try:
+        ref = await svc.notifier.post(ops, reply)
+    except GardenBotError as exc:
+        return Note(ctx.t("evidence.not_posted", error=ctx.t(exc.message_key, **exc.params)))
+    except Exception as exc:  # Slack refused: the asker has the evidence all the same
+        return Note(ctx.t("evidence.not_posted", error=type(exc).__name__))
+    return Note(ctx.t("evidence.posted", channel=str(ref.get("channel") or ops)))
 
 
 COMMANDS = (

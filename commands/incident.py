@@ -1,8 +1,10 @@
-"""`incident declare|ack|update|resolve|list|postmortem`: incident response by severity P1-P4.
+"""`incident declare|ack|update|resolve|list|postmortem|evidence`: incident response by severity P1-P4.
 
 Declaring posts the notice to the incidents channel (deadline, who is paged, Acknowledge and
 Resolve) and mails P1/P2 at the same time (commands/incident_notices.py); the asker gets the same
-notice with how it went out. Resolving drafts the postmortem, saves it and uploads it as Markdown.
+notice with how it went out. A P1 with hosts configured then starts `incident evidence <id>` as a
+job of its own (the notice never waits for the hosts); the evidence lands on the timeline.
+Resolving drafts the postmortem, saves it and uploads it as Markdown.
 Times come from `Services.clock`, so a test's clock is the incidents' clock.
 """
 
@@ -17,6 +19,7 @@ from pydantic import Field
 
 from commands.base import Args, Context, NoArgs, Role
 from commands.command import Command, derive_usage
+from commands.hosts import attach_evidence, hosts_setup
 from commands.incident_notices import (
     ChannelOutcome,
     announce_declared,
@@ -99,14 +102,30 @@ async def declare(ctx: Context, args: DeclareArgs) -> Reply:
     opened = None
     if svc.settings.incidents.create_channels:
         opened = await open_incident_channel(svc, incident, ctx.actor.user_id)
+    evidence = await _p1_evidence(ctx, incident)
     reply = notice_reply(incident, svc.settings, t)
-    notes = (*_delivery_notes(sent, t), *_channel_notes(opened, t))
+    notes = (*_delivery_notes(sent, t), *_channel_notes(opened, t), *evidence)
     shown_there = sent.message_ref is not None and ctx.request.channel == svc.settings.channels.incidents
     return replace(
         reply,
         elements=(*reply.elements, *notes),
         visibility="asker" if shown_there else "channel",  # posted there already: once is enough
     )
+
+
+async def _p1_evidence(ctx: Context, incident: Incident) -> tuple[Note, ...]:
+    """A P1 on configured hosts: `incident evidence <id>` starts as a job of its own, after the notice
+    went out; the declaration does not wait for it, and a refusal to start only says so."""
+    if incident.severity != "P1" or ctx.services.settings.hosts.inventory is None:
+        return ()
+    try:
+        job_id = await ctx.follow_up("incident evidence", IdArgs(id=str(incident.id)))
+    except GardenBotError as exc:
+        error = ctx.t(exc.message_key, **exc.params)
+        return (Note(ctx.t("incident.evidence.not_started", error=error)),)
+    if job_id is None:
+        return ()
+    return (Note(ctx.t("incident.evidence.started", job_id=job_id)),)
 
 
 def _delivery_notes(sent: Announcement, t: Translator) -> tuple[Note, ...]:
@@ -230,6 +249,24 @@ async def _share_postmortem(ctx: Context, incident: Incident, *, channel: str | 
     return Note(t("incident.pm.uploaded", filename=filename, channel=where))
 
 
+# --- evidence -----------------------------------------------------------------------------------
+
+
+async def check_evidence(ctx: Context, args: IdArgs) -> None:
+    """Before any job: the id names an incident and the hosts are configured."""
+    with _usage("incident evidence", IdArgs):
+        incident_id = parse_incident_id(args.id)
+    await incident_store.get_incident(ctx.services.store, incident_id)
+    hosts_setup(ctx.services)
+
+
+async def evidence(ctx: Context, args: IdArgs) -> Reply:
+    """Service states, the error log's end and the services' logs from each host, on the timeline."""
+    incident_id = parse_incident_id(args.id)
+    reply = await attach_evidence(ctx, incident_id)
+    return replace(reply, ids={**reply.ids, "incident_id": incident_id})
+
+
 async def escalate_now(ctx: Context, args: NoArgs) -> Reply:
     """The `escalation` schedule's tick: page whatever is due now, once across replicas (`serve`
     also ticks every few seconds; this one keeps paging going where only the scheduler runs)."""
@@ -246,4 +283,13 @@ COMMANDS = (
     Command(name="incident resolve", role=Role.OPERATOR, run=resolve, args=ResolveArgs, mutates=True),
     Command(name="incident list", role=Role.VIEWER, run=list_all),
     Command(name="incident postmortem", role=Role.VIEWER, run=postmortem, args=IdArgs),
+    Command(
+        name="incident evidence",
+        role=Role.OPERATOR,
+        run=evidence,
+        args=IdArgs,
+        preflight=check_evidence,
+        mutates=True,
+        background=True,
+    ),
 )

@@ -231,12 +231,26 @@ class Pipeline:
             raise StoreUnavailable("store.unavailable_for_changes")
 
     def _context(self, request: Request, t: Translator) -> Context:
+        async def follow_up(name: str, args: Args) -> int | None:
+            return await self._follow_up(request, t, name, args)
+
         return Context(
             request=request,
             services=self.services,
             t=t,
             progress=no_progress,
+            follow_up=follow_up,
         )
+
+    async def _follow_up(self, request: Request, t: Translator, name: str, args: Args) -> int:
+        """A command another one starts for the same asker (a P1's evidence): the asker's role must
+        allow it; it runs as a job of its own, audited as such, and nobody waits for it here."""
+        command = self.registry.get(name)
+        if command is None or not command.background:
+            raise UsageError("usage.unknown_command", word=name[:40])
+        self.services.access.require_run(request.actor, command)
+        job = await self.runner.start(command, self._context(request, t), args)
+        return job.id
 
     async def _waived(self, command: Command, ctx: Context, args: Args) -> bool:
         """Break-glass: the command says it may run without a second person now; audited, and the

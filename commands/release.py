@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
@@ -32,7 +33,7 @@ from core.i18n import Translator
 from core.reply import Actions, Button, Confirm, Element, Fields, Header, Note, Reply, Status, Table, Text
 from core.secrets import mask_text
 from runbooks import hosts
-from runbooks.hosts import VERSION_NAME, HostRelease, HostsReport
+from runbooks.hosts import VERSION_NAME, HostRelease, HostsReport, HostVersion
 from store import releases as release_store
 from store.releases import ReleaseEnd, ReleaseStatus
 
@@ -62,7 +63,8 @@ class VersionArgs(Args):
 
 
 async def check_version_exists(ctx: Context, args: VersionArgs) -> None:
-    """The preflight: the version must be in every garden_app host's origin before anyone is asked."""
+    """The preflight: the version must be in every garden_app host's origin before anyone is asked.
+    What it found is kept on the context for the approval text (the check runs once, not twice)."""
     report = await hosts.check_version(setup=hosts_setup(ctx.services), version=args.version)
     if not report.by_host and report.problems:
         problem = "; ".join(f"{h}: {p}" for h, p in report.problems.items())
@@ -70,10 +72,23 @@ async def check_version_exists(ctx: Context, args: VersionArgs) -> None:
     if not hosts.version_found(report):
         missing = [h for h, v in report.by_host.items() if not v.exists] or list(report.problems)
         raise NotFound("release.version_not_found", version=args.version, hosts=", ".join(missing))
+    ctx.found = VersionChecked(version=args.version, report=report)
+
+
+@dataclass(frozen=True)
+class VersionChecked:
+    """The preflight's answer for one version, handed to describe_release."""
+
+    version: str
+    report: HostsReport[HostVersion]
 
 
 async def describe_release(ctx: Context, args: VersionArgs) -> ApprovalText:
-    report = await hosts.check_version(setup=hosts_setup(ctx.services), version=args.version)
+    found = ctx.found
+    if isinstance(found, VersionChecked) and found.version == args.version:
+        report = found.report
+    else:  # asked without the preflight (nothing in the pipeline does): check now
+        report = await hosts.check_version(setup=hosts_setup(ctx.services), version=args.version)
     current = ", ".join(sorted({v.current.describe for v in report.by_host.values()})) or "?"
     commit = next((v.commit for v in report.by_host.values() if v.commit), "")
     summary = ctx.t(

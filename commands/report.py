@@ -1,4 +1,8 @@
-"""`report daily|weekly|monthly`: the KPI report over a window, now, with the weekly chart attached."""
+"""`report daily|weekly|monthly`: the KPI report over a window, now, with the weekly chart attached.
+
+The monthly report also carries the manual's monthly chores where hosts are configured
+(commands/chores.py): security updates waiting, disk usage per mount, backups past retention.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field
 
 from commands.base import Args, Context, Role
+from commands.chores import chores_elements, gather_chores
 from commands.command import Command
 from commands.report_sources import gather_report
 from core.formatting import format_time
@@ -28,10 +33,13 @@ class PeriodArgs(Args):
 
 async def run_report(ctx: Context, args: PeriodArgs) -> Reply:
     svc = ctx.services
-    data = await gather_report(
-        args.period, settings=svc.settings, store=svc.store, http=svc.http, now=datetime.now(UTC)
-    )
+    now = datetime.now(UTC)
+    data = await gather_report(args.period, settings=svc.settings, store=svc.store, http=svc.http, now=now)
     reply = render_report(ctx.t, data, svc.settings.zone)
+    # The chores are as of now, not as of the month's end the KPIs cover.
+    chores = await gather_chores(svc, now=now) if args.period == "monthly" else None
+    if chores is not None:
+        reply = replace(reply, elements=(*reply.elements, *chores_elements(ctx.t, chores)))
     if args.period in CHARTED and data.days:
         labels = chart_labels(ctx.t)
         png = render_chart(data.days, labels=labels, response_target_ms=svc.settings.thresholds.api_ms)

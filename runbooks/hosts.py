@@ -180,6 +180,7 @@ class MaintenanceFlag(_Model):
 
 class HostChores(_Model):
     upgradable: int | None  # None where there is no apt
+    security: int | None = None  # of those, from a -security suite
     disks: tuple[Disk, ...]
 
 

@@ -1,6 +1,7 @@
 """A sample Garden DX host on this machine: a git-deployed HTTP app run by supervisord.
 
-For the hosts tests and the embedded demo. `build_sample_hosts(base)` makes, under `base`:
+For the hosts tests and the embedded demo's shell (bot/demo_hosts.py). `build_sample_hosts(base)`
+makes, under `base`:
 - `origin.git`, a bare repository holding tagged versions of a tiny app (`v1`, `v2` and `v2-bad`,
   whose /health fails), as a release would find them;
 - `garden-dx`, a checkout of origin at `v1`: the `garden_root`;
@@ -13,8 +14,10 @@ supervisord for the duration of a `with` block.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ SERVICES = ("garden-backend", "garden-frontend")
 VERSIONS = ("v1", "v2", "v2-bad")
 UNIX_SOCKET_MAX = 100
 START_TIMEOUT_S = 20.0
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a child gets when its parent thread ends
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Garden DX",
     "GIT_AUTHOR_EMAIL": "dev@garden-dx.example",
@@ -202,49 +207,74 @@ def supervisor_socket(base: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="gsv-")) / "s.sock"
 
 
-def build_sample_hosts(base: Path, *, python: str = sys.executable) -> SampleHosts:
-    """Everything a release needs on disk under `base` (which must not exist yet or be empty)."""
+def plan_sample_hosts(base: Path, *, python: str = sys.executable) -> SampleHosts:
+    """Where the sample will live and which ports it takes: nothing is written yet."""
+    return SampleHosts(
+        base=base,
+        origin=base / "origin.git",
+        garden_root=base / "garden-dx",
+        supervisor_config=base / "supervisord.conf",
+        inventory=base / "inventory.ini",
+        error_log=base / "logs" / "error.log",
+        backend_port=free_port(),
+        frontend_port=free_port(),
+        python=python,
+    )
+
+
+def write_sample_hosts(sample: SampleHosts) -> SampleHosts:
+    """Everything a release needs on disk under `sample.base` (which must not exist yet or be empty)."""
+    base = sample.base
     base.mkdir(parents=True, exist_ok=True)
-    origin, root = build_repositories(base)
-    (base / "logs").mkdir()
-    error_log = base / "logs" / "error.log"
-    ports = {"backend": free_port(), "frontend": free_port()}
+    build_repositories(base)
+    sample.error_log.parent.mkdir(exist_ok=True)
+    ports = {"backend": sample.backend_port, "frontend": sample.frontend_port}
     conf = SUPERVISORD_CONF.format(base=base, socket=supervisor_socket(base))
     for role, port in ports.items():
         conf += PROGRAM.format(
             name=f"garden-{role}",
             role=role,
             port=port,
-            python=python,
-            root=root,
+            python=sample.python,
+            root=sample.garden_root,
             base=base,
-            error_log=error_log,
+            error_log=sample.error_log,
         )
-    supervisor_config = base / "supervisord.conf"
-    supervisor_config.write_text(conf, encoding="utf-8")
-    inventory = base / "inventory.ini"
-    host = f"localhost ansible_connection=local ansible_python_interpreter={python}"
-    inventory.write_text(f"[garden_app]\n{host}\n\n[garden_db]\n{host}\n", encoding="utf-8")
-    return SampleHosts(
-        base=base,
-        origin=origin,
-        garden_root=root,
-        supervisor_config=supervisor_config,
-        inventory=inventory,
-        error_log=error_log,
-        backend_port=ports["backend"],
-        frontend_port=ports["frontend"],
-        python=python,
+    sample.supervisor_config.write_text(conf, encoding="utf-8")
+    host = f"localhost ansible_connection=local ansible_python_interpreter={sample.python}"
+    sample.inventory.write_text(f"[garden_app]\n{host}\n\n[garden_db]\n{host}\n", encoding="utf-8")
+    return sample
+
+
+def build_sample_hosts(base: Path, *, python: str = sys.executable) -> SampleHosts:
+    """Everything a release needs on disk under `base` (which must not exist yet or be empty)."""
+    return write_sample_hosts(plan_sample_hosts(base, python=python))
+
+
+def sample_hosts_possible() -> bool:
+    """Whether this machine can run the sample: git on PATH and supervisor in this environment."""
+    return shutil.which("git") is not None and find_spec("supervisor") is not None
+
+
+def launch_supervisord(sample: SampleHosts, *, die_with_parent: bool = False) -> subprocess.Popen[bytes]:
+    """supervisord in the foreground as our child, not waiting for the programs. With
+    `die_with_parent` (Linux) it is sent SIGTERM when this process ends however it ends, so a
+    killed demo leaves no sample app behind."""
+    return subprocess.Popen(
+        [tool_path("supervisord"), "--nodaemon", "-c", str(sample.supervisor_config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_term_with_parent if die_with_parent and sys.platform == "linux" else None,
     )
+
+
+def _term_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def start_supervisord(sample: SampleHosts) -> subprocess.Popen[bytes]:
     """supervisord in the foreground as our child; returns once the backend answers."""
-    proc = subprocess.Popen(
-        [tool_path("supervisord"), "--nodaemon", "-c", str(sample.supervisor_config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = launch_supervisord(sample)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,11 +16,11 @@ from bot.clicks import request_from_click
 from bot.runtime import Runtime
 from commands.base import Actor, Context, Request, no_progress
 from commands.hosts import ServiceArgs, open_p1
-from commands.release import release_reply
+from commands.release import VersionArgs, VersionChecked, describe_release, release_reply
 from commands.services import utc_now
 from core.i18n import Translator
-from core.reply import Actions, Note, Reply, Table
-from runbooks.hosts import HostRelease, HostsReport
+from core.reply import Actions, Header, Note, Reply, Table, Text
+from runbooks.hosts import HostRelease, HostsReport, HostVersion
 from runbooks.playbook_runner import PlaybookRun
 from runbooks.sample_hosts import SampleHosts, running_sample_hosts
 from store import incidents as incident_store
@@ -30,6 +31,7 @@ from store.releases import ReleaseEnd
 from tests.runbooks.test_hosts import checkout_describe, pids, serving_version
 from tests.support.runtime import BotWorld, table_of
 from tests.support.servers import throwaway_database
+from tests.support.slack_api import SlackApiStandIn
 
 pytestmark = pytest.mark.slow
 
@@ -71,8 +73,8 @@ async def on_fresh(bot_world: BotWorld, fresh: SampleHosts) -> AsyncIterator[Run
             yield rt
 
 
-def ask(user: str, text: str) -> Request:
-    return Request(actor=Actor(user_id=user), text=text, source="console", channel="C0OPS", locale="en")
+def ask(user: str, text: str, channel: str = "C0OPS") -> Request:
+    return Request(actor=Actor(user_id=user), text=text, source="console", channel=channel, locale="en")
 
 
 async def finish(rt: Runtime, reply: Reply, seen: list[str] | None = None) -> Reply:
@@ -311,3 +313,188 @@ async def test_a_p1_declared_by_the_requester_alone_waives_no_approval(bot_runti
         "incident_id": mine.id,
         "severity": "P1",
     }
+
+
+# --- evidence ----------------------------------------------------------------------------------------
+
+
+def evidence_entries(entries: list[incident_store.TimelineEntry]) -> list[incident_store.TimelineEntry]:
+    return [e for e in entries if e.kind == "action" and e.detail.get("command") == "evidence"]
+
+
+async def test_incident_evidence_keeps_each_hosts_service_states_and_error_log_on_the_timeline(
+    on_shared: Runtime,
+) -> None:
+    store = on_shared.services.store
+    incident = await incident_store.declare_incident(
+        store, severity="P2", title="Quotes slow", impact=None, declared_by=LEAD, at=utc_now()
+    )
+
+    started = await on_shared.pipeline.handle(ask(OPERATOR, f"incident evidence {incident.id}"))
+    done = await finish(on_shared, started)
+
+    assert started.status == "running", started
+    assert done.status == "succeeded", done
+    [entry] = evidence_entries(await incident_store.timeline(store, incident.id))
+    assert entry.actor == OPERATOR and entry.detail["job_id"] == started.ids["job_id"]
+    found = entry.detail["hosts"]["localhost"]
+    assert {s["name"]: s["state"] for s in found["services"]} == {
+        "garden-backend": "RUNNING",
+        "garden-frontend": "RUNNING",
+    }
+    assert {excerpt["name"] for excerpt in found["logs"]} == {"garden-backend", "garden-frontend"}
+    assert found["error_log"]["path"]
+
+
+async def test_incident_evidence_for_no_such_incident_or_asked_by_a_viewer_starts_no_job(
+    on_shared: Runtime, bot_world: BotWorld
+) -> None:
+    unknown = await on_shared.pipeline.handle(ask(OPERATOR, "incident evidence 9999"))
+    viewer = await on_shared.pipeline.handle(ask(VIEWER, "incident evidence 1"))
+    bad = await on_shared.pipeline.handle(ask(OPERATOR, "incident evidence twelve"))
+
+    assert [unknown.status, viewer.status, bad.status] == ["refused", "refused", "refused"]
+    assert "incident evidence <id>" in repr(bad)  # the usage line
+    assert bot_world.query("SELECT id FROM jobs") == []
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackApiStandIn]:
+    with SlackApiStandIn() as api:
+        yield api
+
+
+def with_slack(world: BotWorld, api: SlackApiStandIn) -> None:
+    world.extra_env.update({"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": api.url})
+
+
+async def test_a_p1_takes_evidence_in_a_job_of_its_own_after_its_notice_went_out(
+    bot_world: BotWorld, shared: SampleHosts, slack: SlackApiStandIn
+) -> None:
+    configure(bot_world, shared)
+    with_slack(bot_world, slack)
+    async with bot_world.runtime() as rt:
+        declared = await rt.pipeline.handle(ask(OPERATOR, "incident declare P1 'Quotes API down'"))
+        [(job_id, requested_by)] = bot_world.query(
+            "SELECT id, requested_by FROM jobs WHERE command = 'incident evidence'"
+        )
+        still_running = job_id in rt.pipeline.runner.running()
+        posted_before_evidence = [c.params["channel"] for c in slack.calls_to("chat.postMessage")]
+        evidence = await rt.pipeline.runner.wait(job_id)
+        timeline = await incident_store.timeline(rt.services.store, int(declared.ids["incident_id"]))
+
+    assert declared.status == "succeeded", declared
+    assert still_running  # the declaration answered without waiting for the hosts
+    assert posted_before_evidence == ["C0INC"]  # the notice was out before the evidence was asked for
+    assert any(isinstance(e, Note) and f"job {job_id}" in e.text for e in declared.elements)
+    assert evidence.status == "succeeded", evidence
+    assert requested_by == OPERATOR
+    [entry] = evidence_entries(timeline)
+    assert "localhost" in entry.detail["hosts"] and entry.detail["job_id"] == job_id
+
+
+async def test_a_p2_or_a_p1_without_hosts_configured_takes_no_evidence(
+    bot_world: BotWorld, shared: SampleHosts
+) -> None:
+    async with bot_world.runtime() as rt:  # no hosts configured
+        p1 = await rt.pipeline.handle(ask(OPERATOR, "incident declare P1 'All down'"))
+    configure(bot_world, shared)
+    async with bot_world.runtime() as rt:
+        p2 = await rt.pipeline.handle(ask(OPERATOR, "incident declare P2 'PDFs slow'"))
+
+    assert (p1.status, p2.status) == ("succeeded", "succeeded")
+    assert bot_world.query("SELECT id FROM jobs") == []
+
+
+async def test_evidence_without_an_incident_is_posted_to_the_ops_channel_too(
+    bot_world: BotWorld, shared: SampleHosts, slack: SlackApiStandIn
+) -> None:
+    configure(bot_world, shared)
+    with_slack(bot_world, slack)
+    async with bot_world.runtime() as rt:
+        reply = await finish(rt, await rt.pipeline.handle(ask(OPERATOR, "evidence", channel="C0DEV")))
+
+    assert reply.status == "succeeded", reply
+    [post] = slack.calls_to("chat.postMessage")
+    assert post.params["channel"] == "C0OPS"
+    shown = json.dumps(post.json_param("blocks")) + str(post.params.get("text", ""))
+    assert "garden-backend RUNNING" in shown and "localhost" in shown
+    assert any(isinstance(e, Note) and "C0OPS" in e.text for e in reply.elements)
+
+
+# --- release's approval text ------------------------------------------------------------------------
+
+
+async def test_the_release_approval_text_uses_the_preflights_check_instead_of_asking_the_hosts_again(
+    bot_runtime: Runtime,
+) -> None:
+    checked = HostsReport(
+        run=PlaybookRun(
+            run_id="r1",
+            playbook="version_check",
+            status="successful",
+            hosts=(),
+            started_at=utc_now(),
+            duration_s=1,
+        ),
+        by_host={
+            "web1": HostVersion.model_validate(
+                {"exists": True, "commit": "c0ffee1234567890", "current": {"commit": "a", "describe": "v1"}}
+            )
+        },
+    )
+    request = Request(actor=Actor(ADMIN), text="release v2", source="console", channel="C0OPS")
+    ctx = Context(request=request, services=bot_runtime.services, t=Translator("en"), progress=no_progress)
+    ctx.found = VersionChecked(version="v2", report=checked)
+
+    # No hosts are configured here: asking them again would be refused.
+    text = await describe_release(ctx, VersionArgs(version="v2"))
+
+    assert text.binding == {"version": "v2", "commit": "c0ffee1234567890"}
+    assert "c0ffee123456" in text.summary and "v1" in text.summary
+
+
+# --- monthly chores -----------------------------------------------------------------------------------
+
+
+def good_backup(world: BotWorld, name: str, days_ago: int) -> int:
+    [(backup_id,)] = world.query(
+        "INSERT INTO backups (kind, database_name, file_name, created_by, status, started_at, finished_at)"
+        " VALUES ('regular', 'garden_dx', %s, 'test', 'good', now() - make_interval(days => %s),"
+        " now() - make_interval(days => %s)) RETURNING id",
+        (name, days_ago, days_ago),
+    )
+    return int(backup_id)
+
+
+def chores_table(reply: Reply) -> Table | None:
+    return next((e for e in reply.elements if isinstance(e, Table) and "security updates" in e.columns), None)
+
+
+async def test_the_monthly_report_carries_security_updates_disk_use_and_backups_past_retention(
+    on_shared: Runtime, bot_world: BotWorld
+) -> None:
+    expired = good_backup(bot_world, "old.dump", days_ago=45)
+    newest = good_backup(bot_world, "new.dump", days_ago=1)
+
+    monthly = await on_shared.pipeline.handle(ask(OPERATOR, "report monthly"))
+    weekly = await on_shared.pipeline.handle(ask(OPERATOR, "report weekly"))
+
+    assert monthly.status == "succeeded", monthly
+    assert Header("Monthly chores") in monthly.elements
+    table = chores_table(monthly)
+    assert table is not None
+    [(host, security, upgradable, disks)] = table.rows
+    assert host == "localhost"
+    assert (security, upgradable) == ("-", "no apt") or (security.isdigit() and upgradable.isdigit())
+    assert "/ " in disks and "%" in disks
+    [retention] = [e.text for e in monthly.elements if isinstance(e, Text) and "past retention" in e.text]
+    assert f"#{expired}" in retention and f"#{newest}" not in retention  # the newest good one is always kept
+    assert chores_table(weekly) is None and Header("Monthly chores") not in weekly.elements
+
+
+async def test_the_monthly_report_without_hosts_configured_has_no_chores(bot_runtime: Runtime) -> None:
+    monthly = await bot_runtime.pipeline.handle(ask(OPERATOR, "report monthly"))
+
+    assert monthly.status == "succeeded", monthly
+    assert chores_table(monthly) is None and Header("Monthly chores") not in monthly.elements

@@ -384,3 +384,31 @@ def test_failure_text_in_progress_events_and_host_outcomes_is_masked() -> None:
     for text in (seen[-1].message, outcome.message):
         assert "postgresql://garden:***@db/garden_dx" in text
         assert "s3cret-pw" not in text and "xoxb-123-abc" not in text
+
+
+def test_the_chores_count_security_updates_apart_from_other_upgradable_packages(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    apt = bin_dir / "apt"
+    apt.write_text(
+        "#!/bin/sh\n"
+        "echo 'Listing...'\n"
+        "echo 'openssl/jammy-updates,jammy-security 3.0.2-1.18 amd64 [upgradable from: 3.0.2-1.17]'\n"
+        "echo 'tzdata/jammy-updates 2025b-0ubuntu0.22.04 all [upgradable from: 2025a-0ubuntu0.22.04]'\n"
+        "echo 'libssl3/jammy-security 3.0.2-0ubuntu1.18 amd64 [upgradable from: 3.0.2-0ubuntu1.17]'\n",
+        encoding="utf-8",
+    )
+    apt.chmod(0o755)
+    facts = REPO_ROOT / "runbooks" / "playbooks" / "roles" / "garden" / "files" / "facts.py"
+
+    out = subprocess.run(
+        [sys.executable, str(facts), "chores"],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    found = json.loads(out.stdout)
+    assert (found["upgradable"], found["security"]) == (3, 2)

@@ -146,11 +146,15 @@ def system(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-def upgradable() -> int | None:
+def upgradable() -> dict[str, int | None]:
+    """`apt list --upgradable`: how many packages, and how many from a -security suite
+    ("openssl/jammy-updates,jammy-security 3.0.2-0ubuntu1.18 amd64 [upgradable from: ...]")."""
     if shutil.which("apt") is None:
-        return None
+        return {"upgradable": None, "security": None}
     out = subprocess.run(["apt", "list", "--upgradable"], capture_output=True, text=True, timeout=TIMEOUT_S)
-    return sum(1 for line in out.stdout.splitlines() if "[upgradable from:" in line)
+    lines = [line for line in out.stdout.splitlines() if "[upgradable from:" in line]
+    security = [line for line in lines if "-security" in line.split(" ", 1)[0]]
+    return {"upgradable": len(lines), "security": len(security)}
 
 
 def main() -> int:
@@ -161,7 +165,7 @@ def main() -> int:
     parser.add_argument("--psql", default="")
     parser.add_argument("--db", default="garden_dx")
     args = parser.parse_args()
-    result = system(args) if args.what == "system" else {"upgradable": upgradable(), "disks": disks()}
+    result = system(args) if args.what == "system" else {**upgradable(), "disks": disks()}
     print(json.dumps(result))
     return 0
 
