@@ -190,10 +190,10 @@ def split_offset(chunk: bytes, moment: float, line_time: LineTime) -> int:
     return at
 
 
-def _by_own_time(part: bytes, line_time: LineTime, start: float, end: float) -> bytes:
-    """The lines of `part` timed in [start, end]; an untimed line goes with the line before it."""
+def _by_own_time(part: bytes, line_time: LineTime, start: float, end: float, keep: bool = False) -> bytes:
+    """The lines of `part` timed in [start, end]; an untimed line goes with the line before it
+    (`keep`: whether the line before `part` was in the window)."""
     kept: list[bytes] = []
-    keep = False
     for line in part.split(b"\n")[:-1]:
         moment = line_time(line)
         if moment is not None:
@@ -203,17 +203,20 @@ def _by_own_time(part: bytes, line_time: LineTime, start: float, end: float) -> 
     return b"\n".join(kept) + b"\n" if kept else b""
 
 
-def _window_part(chunk: bytes, line_time: LineTime, start: float, end: float, tolerance: float) -> bytes:
+def _window_part(
+    chunk: bytes, line_time: LineTime, start: float, end: float, tolerance: float, after: bool = False
+) -> bytes:
     """The chunk's lines in the window: the middle passes whole, only the lines near an edge
-    (within `tolerance` of it, where out-of-order lines may be) are judged one by one."""
+    (within `tolerance` of it, where out-of-order lines may be) are judged one by one. `after`:
+    the previous chunk's last line was in the window (untimed lines starting this one go with it)."""
     a, _ = _bisect(chunk, start - tolerance, line_time)
     _, b = _bisect(chunk, start + tolerance, line_time)
     c, _ = _bisect(chunk, end - tolerance, line_time)
     _, d = _bisect(chunk, end + tolerance, line_time)
     if b >= c:  # the window is narrower than the tolerance here: judge it all
-        return _by_own_time(chunk[a:d], line_time, start, end)
-    head = _by_own_time(chunk[a:b], line_time, start, end) if a < b else b""
-    tail = _by_own_time(chunk[c:d], line_time, start, end) if c < d else b""
+        return _by_own_time(chunk[a:d], line_time, start, end, after and a == 0)
+    head = _by_own_time(chunk[a:b], line_time, start, end, after and a == 0) if a < b else b""
+    tail = _by_own_time(chunk[c:d], line_time, start, end, b < c) if c < d else b""  # after the middle
     return head + chunk[b:c] + tail
 
 
@@ -247,11 +250,13 @@ def window_chunks(
     stats.size = f.tell()
     offset = find_window_start(f, stats.size, start - tolerance, line_time, stats)
     stats.window_offset = offset
+    after = False
     for chunk in _whole_lines(f, offset, chunk_size or CHUNK_SIZE, stats):
         first = _time_at(chunk, 0, line_time)
         if first is not None and first > end + tolerance:
             return
-        kept = _window_part(chunk, line_time, start, end, tolerance)
+        kept = _window_part(chunk, line_time, start, end, tolerance, after)
+        after = kept.endswith(chunk[chunk.rfind(b"\n", 0, -1) + 1 :]) if kept else False
         if kept:
             stats.lines += kept.count(b"\n")
             yield kept
