@@ -1,0 +1,212 @@
+"""A chunk of log lines read as numpy columns: no Python work per line for lines in the usual shape.
+
+Each line's fields are found at byte offsets computed for all lines at once (line ends, the first
+space, digit runs), read through fixed-width windows of the chunk's bytes, and keys (an address,
+an endpoint) are grouped by a hash, a sort and an exact check that each group holds one key only.
+Lines that are not in the strict shape (junk, JSON, fractional times, very long fields) are
+returned to the caller, which judges them one by one as before: results are the same either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Ints = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+Bytes2D = npt.NDArray[np.uint8]
+Words = npt.NDArray[np.uint64]
+
+PAD = 256  # zero bytes after the chunk, so every window read near its end stays in the buffer
+NEWLINE, SPACE, QUOTE, QMARK = 10, 32, 34, 63
+DASHES = int.from_bytes(b" - - ", "little")
+FIVE_BYTES = (1 << 40) - 1
+SPACE_QUOTE = int.from_bytes(b' "', "little")
+ADDRESS_WIDTHS = (16, 48)  # an IPv4 address fits the first window, IPv6 the second
+DIGITS = 16  # an epoch or a number of milliseconds longer than this goes the slow way
+METHOD_WIDTH = 8  # a longer method or path goes the slow way
+PATH_WIDTH = 40
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_ODD_SPACES = (b"\t", b"\x0b", b"\x0c", b"\r")  # whitespace to `\S` besides the space
+
+
+class ChunkLines:
+    """The lines of a chunk of whole lines (ending in a newline) as start and end offsets."""
+
+    def __init__(self, chunk: bytes) -> None:
+        self.size = len(chunk)
+        self._padded = chunk + bytes(PAD)
+        self.buf: Bytes2D = np.frombuffer(self._padded, np.uint8)
+        self.ends: Ints = np.flatnonzero(self.buf[: self.size] == NEWLINE)
+        self.starts: Ints = np.concatenate((np.zeros(1, np.int64), self.ends[:-1] + 1))
+        self.odd_spaces = any(space in chunk for space in _ODD_SPACES)
+        self._quotes: Ints | None = None
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def line(self, index: int) -> bytes:
+        return self._padded[int(self.starts[index]) : int(self.ends[index])]
+
+    def pair(self, at: Ints) -> npt.NDArray[np.uint16]:
+        """The two bytes at each offset, as a little-endian number."""
+        view = np.ndarray((self.size + 1,), "<u2", self._padded, 0, (1,))
+        return view[np.minimum(at, self.size)]
+
+    def window(self, at: Ints, width: int) -> Bytes2D:
+        """`width` bytes from each offset, one row per offset (zeros past the chunk's end)."""
+        view = np.ndarray((self.size + 1,), f"V{width}", self._padded, 0, (1,))
+        return view[np.minimum(at, self.size)].view(np.uint8).reshape(-1, width)
+
+    def quotes(self) -> Ints:
+        """Offsets of every double quote, then one past the chunk (so a search always lands)."""
+        if self._quotes is None:
+            found = np.flatnonzero(self.buf[: self.size] == QUOTE).astype(np.int64)
+            self._quotes = np.append(found, self.size + 1)
+        return self._quotes
+
+
+def number(window: Bytes2D, length: Ints) -> Ints:
+    """The decimal number in each row's first `length` bytes (all digits)."""
+    value = np.zeros(len(window), np.int64)
+    for column in range(int(length.max()) if len(length) else 0):  # Horner's rule, a column at a time
+        digit = window[:, column].astype(np.int64) - 48
+        value = np.where(column < length, value * 10 + digit, value)
+    return value
+
+
+@dataclass
+class AccessPart:
+    """Lines of the access-log shape `<address> - - <epoch> "…`, whose address fits `head`."""
+
+    index: Ints  # line numbers in the chunk
+    head: Bytes2D  # the line's first bytes
+    address_length: Ints
+    epoch: Bytes2D  # a window starting at the epoch's first digit
+    epoch_length: Ints
+    quote: Ints  # offset of the quote that opens the request
+
+
+def access_parts(lines: ChunkLines) -> list[AccessPart]:
+    """The lines in the strict access shape, by address width; other lines are in none."""
+    parts: list[AccessPart] = []
+    todo = np.arange(len(lines), dtype=np.int64)
+    for width in ADDRESS_WIDTHS:
+        if not len(todo):
+            break
+        starts = lines.starts[todo]
+        head = lines.window(starts, width)
+        length = (head == SPACE).argmax(axis=1)  # 0 when there is none
+        address_end = starts + length
+        ok = (length > 0) & (address_end < lines.ends[todo])
+        if lines.odd_spaces:
+            odd = (head == 9) | ((head >= 11) & (head <= 13))
+            ok &= ~(odd & (np.arange(width) < length[:, None])).any(axis=1)
+        dashes = lines.window(address_end, 8).view("<u8")[:, 0] & np.uint64(FIVE_BYTES)
+        ok &= dashes == np.uint64(DASHES)
+        epoch = lines.window(address_end + 5, DIGITS)
+        run = ((epoch - 48) < 10).argmin(axis=1)  # the first non-digit; 0 when all are digits
+        ok &= (run >= 1) & (lines.pair(address_end + 5 + run) == SPACE_QUOTE)
+        chosen = np.flatnonzero(ok)
+        parts.append(
+            AccessPart(
+                index=todo[chosen],
+                head=head[chosen],
+                address_length=length[chosen],
+                epoch=epoch[chosen],
+                epoch_length=run[chosen],
+                quote=(address_end + 5 + run + 1)[chosen],
+            )
+        )
+        todo = todo[(length == 0) & (head[:, 0] != SPACE)]  # no space within this width: try wider
+    return parts
+
+
+def leftover(lines: ChunkLines, handled: list[Ints]) -> Ints:
+    """Line numbers of the chunk handled by none of the fast parts, in order."""
+    done = np.zeros(len(lines), np.bool_)
+    for index in handled:
+        done[index] = True
+    return np.flatnonzero(~done)
+
+
+def masked_words(window: Bytes2D, length: Ints) -> Words:
+    """Each row's first `length` bytes, zero after, as little-endian 64-bit words."""
+    kept = window * (np.arange(window.shape[1]) < length[:, None])
+    return np.ascontiguousarray(kept, np.uint8).view("<u8")
+
+
+def group(columns: list[npt.NDArray[np.uint64] | Ints]) -> tuple[Ints, Ints]:
+    """Rows with equal values in every column, grouped: (one row of each group, its size).
+
+    Hash, sort by hash, then check every row against its group's first row; a hash collision
+    (never seen, but possible) falls back to an exact lexicographic sort."""
+    keys = [np.asarray(c).astype(np.uint64, copy=False) for c in columns]
+    if not len(keys[0]):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    hashed = np.zeros(len(keys[0]), np.uint64)
+    for key in keys:
+        hashed = (hashed ^ key) * _MIX
+        hashed ^= hashed >> np.uint64(29)
+    order = np.argsort(hashed)
+    sorted_hash = hashed[order]
+    new = np.concatenate(([True], sorted_hash[1:] != sorted_hash[:-1]))
+    if not all(_same_within(key[order], new) for key in keys):
+        order = np.lexsort(keys[::-1])
+        new = np.concatenate(([True], np.zeros(len(order) - 1, np.bool_)))
+        for key in keys:
+            ordered = key[order]
+            new[1:] |= ordered[1:] != ordered[:-1]
+    begins = np.flatnonzero(new)
+    sizes = np.diff(np.append(begins, len(order)))
+    return order[begins].astype(np.int64), sizes.astype(np.int64)
+
+
+def _same_within(ordered: Words, new: Bools) -> bool:
+    """Whether each row not starting a group equals the row before it."""
+    return bool(((ordered[1:] == ordered[:-1]) | new[1:]).all())
+
+
+@dataclass
+class Requests:
+    """The request fields of access lines in the strict shape: `"<METHOD> <path>…" <status> <ms>`."""
+
+    index: Ints  # line numbers in the chunk
+    endpoint: Bytes2D  # method, space, path (up to '?', ' ' or '"'), zero after
+    endpoint_length: Ints
+    status: Ints
+    ms: Ints
+
+
+def requests(lines: ChunkLines, part: AccessPart) -> Requests:
+    """The lines of `part` whose request, status and milliseconds are in the strict shape."""
+    method = lines.window(part.quote + 1, METHOD_WIDTH)
+    method_end = ((method - 65) >= 26).argmax(axis=1)  # the first byte not in A-Z
+    path_start = part.quote + 2 + method_end
+    ok = (method_end > 0) & (lines.buf[np.minimum(path_start - 1, lines.size)] == SPACE)
+    path = lines.window(path_start, PATH_WIDTH)
+    stop = (path == SPACE) | (path == QMARK) | (path == QUOTE) | (path == NEWLINE)  # `[^ ?"]*` ends
+    path_length = stop.argmax(axis=1)  # 0 when the path runs past the window (or is empty)
+    ok &= (path_length > 0) | stop[:, 0]
+    path_end = path_start + path_length
+    quotes = lines.quotes()
+    closing = quotes[np.searchsorted(quotes, path_end)]
+    ok &= closing < lines.ends[part.index]
+    tail = lines.window(closing, 6 + DIGITS)
+    digits = (tail - 48) < 10
+    ok &= (tail[:, 1] == SPACE) & digits[:, 2:5].all(axis=1) & (tail[:, 5] == SPACE)
+    ms_length = digits[:, 6:].argmin(axis=1)  # 0 when there is no digit, or only digits
+    ok &= ms_length > 0
+    chosen = np.flatnonzero(ok)
+    tail = tail[chosen]
+    length = (path_end - part.quote - 1)[chosen]
+    request = lines.window(part.quote[chosen] + 1, METHOD_WIDTH + PATH_WIDTH)
+    return Requests(
+        index=part.index[chosen],
+        endpoint=request * (np.arange(METHOD_WIDTH + PATH_WIDTH) < length[:, None]),
+        endpoint_length=length,
+        status=number(tail[:, 2:5], np.full(len(chosen), 3)),
+        ms=number(tail[:, 6:], ms_length[chosen]),
+    )
