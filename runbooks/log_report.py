@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
+import numpy as np
+
+from runbooks.logcolumns import ChunkLines, access_parts, group, leftover, masked_words, requests
 from runbooks.logscan import (
     DEFAULT_TOLERANCE_S,
     ScanStats,
@@ -30,8 +33,9 @@ MESSAGES_KEPT = 5000  # distinct error messages held at once; the rarest go firs
 ERROR_LINE = re.compile(
     rb"\n\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S* (DEBUG|INFO|WARNING|ERROR|CRITICAL) ([^\n]*)"
 )
-# No end-of-line anchor: it costs a third of the time, and what follows the milliseconds is ignored.
-API_LINE = re.compile(rb"\n\S+ - - \d+(?:\.\d*)? \"([A-Z]+ [^ ?\"]*)[^\"\n]*\" (\d{3}) (\d+)")
+# At a line's start, for the lines the numpy path leaves (runbooks.logcolumns reads the same shape);
+# no end-of-line anchor: what follows the milliseconds is ignored.
+API_LINE = re.compile(rb"\S+ - - \d+(?:\.\d*)? \"([A-Z]+ [^ ?\"\n]*)[^\"\n]*\" (\d{3}) (\d+)")
 NUMBER = re.compile(r"\d+")
 ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
 
@@ -113,7 +117,7 @@ def scan_error_log(
 class _RequestTally:
     endpoints: Counter[bytes]
     statuses: Counter[bytes]
-    latencies: Counter[bytes]  # milliseconds, as written
+    latencies: Counter[int]  # milliseconds
 
     def add_json(self, fields: dict[str, object]) -> bool:
         method, path, status, ms = (fields.get(k) for k in ("method", "path", "status", "ms"))
@@ -123,22 +127,46 @@ class _RequestTally:
             return False
         self.endpoints[f"{method} {path.split('?', 1)[0]}".encode()] += 1
         self.statuses[str(status).encode()] += 1
-        self.latencies[str(round(float(ms))).encode()] += 1
+        self.latencies[round(float(ms))] += 1
         return True
 
 
-def _api_chunk(chunk: bytes, tally: _RequestTally) -> int:
-    found = API_LINE.findall(b"\n" + chunk)
-    if found:
-        endpoints, statuses, latencies = zip(*found, strict=True)  # columns, counted in C
-        tally.endpoints.update(endpoints)
-        tally.statuses.update(statuses)
-        tally.latencies.update(latencies)
-    shaped = len(found)
-    for line in json_lines(chunk):
+def _api_chunk(chunk: bytes, tally: _RequestTally) -> tuple[int, int]:
+    """Tally the chunk's requests; returns (lines, lines in a known shape).
+
+    Lines in the usual shape are read as numpy columns (runbooks.logcolumns), endpoints grouped
+    in C; the others (JSON, junk, unusual fields) one by one."""
+    lines = ChunkLines(chunk)
+    handled = []
+    for part in access_parts(lines):
+        found = requests(lines, part)
+        handled.append(found.index)
+        words = masked_words(found.endpoint, found.endpoint_length)
+        rows, counts = group([found.endpoint_length, *words.T])
+        for row, n in zip(rows.tolist(), counts.tolist(), strict=True):
+            tally.endpoints[bytes(found.endpoint[row, : found.endpoint_length[row]])] += n
+        for status, n in zip(*np.unique(found.status, return_counts=True), strict=True):
+            tally.statuses[b"%03d" % status] += int(n)
+        for ms, n in zip(*np.unique(found.ms, return_counts=True), strict=True):
+            tally.latencies[int(ms)] += int(n)
+    shaped = sum(len(index) for index in handled)
+    for index in leftover(lines, handled).tolist():
+        shaped += _slow_request(lines.line(index), tally)
+    return len(lines), shaped
+
+
+def _slow_request(line: bytes, tally: _RequestTally) -> bool:
+    """Tally one line read alone; whether it had a known shape."""
+    if line.startswith(b"{"):
         fields = json_fields(line)
-        shaped += bool(fields and "time" in fields and tally.add_json(fields))
-    return shaped
+        return bool(fields and "time" in fields and tally.add_json(fields))
+    found = API_LINE.match(line)
+    if found is None:
+        return False
+    tally.endpoints[found[1]] += 1
+    tally.statuses[found[2]] += 1
+    tally.latencies[int(found[3])] += 1
+    return True
 
 
 def scan_access_log(
@@ -151,7 +179,8 @@ def scan_access_log(
         for chunk in window_chunks(
             f, start=start, end=end, line_time=reader, stats=stats, tolerance=tolerance
         ):
-            stats.skipped += chunk.count(b"\n") - _api_chunk(chunk, tally)
+            lines, shaped = _api_chunk(chunk, tally)
+            stats.skipped += lines - shaped
             if len(tally.endpoints) > 4 * MESSAGES_KEPT:  # ids in paths: fold them as we go
                 tally.endpoints = _fold_endpoints(tally.endpoints)
     return tally, stats
@@ -164,7 +193,7 @@ def _fold_endpoints(raw: Counter[bytes]) -> Counter[bytes]:
     return folded
 
 
-def _latency(latencies: Counter[bytes]) -> tuple[float | None, int | None]:
+def _latency(latencies: Counter[int]) -> tuple[float | None, int | None]:
     """Average and 95th percentile (nearest rank) of a histogram of milliseconds."""
     histogram = sorted((int(ms), n) for ms, n in latencies.items())
     total = sum(n for _, n in histogram)
