@@ -141,10 +141,11 @@ def _api_chunk(chunk: bytes, tally: _RequestTally) -> tuple[int, int]:
     for part in access_parts(lines):
         found = requests(lines, part)
         handled.append(found.index)
-        words = masked_words(found.endpoint, found.endpoint_length)
-        rows, counts = group([found.endpoint_length, *words.T])
-        for row, n in zip(rows.tolist(), counts.tolist(), strict=True):
-            tally.endpoints[bytes(found.endpoint[row, : found.endpoint_length[row]])] += n
+        method = masked_words(found.method, found.method_length)
+        path = masked_words(found.path, found.path_length)
+        rows, counts = group([found.method_length * 64 + found.path_length, *method.T, *path.T])
+        for endpoint, n in zip(found.endpoints(rows), counts.tolist(), strict=True):
+            tally.endpoints[endpoint] += n
         for status, n in zip(*np.unique(found.status, return_counts=True), strict=True):
             tally.statuses[b"%03d" % status] += int(n)
         for ms, n in zip(*np.unique(found.ms, return_counts=True), strict=True):

@@ -28,6 +28,7 @@ ADDRESS_WIDTHS = (16, 48)  # an IPv4 address fits the first window, IPv6 the sec
 DIGITS = 16  # an epoch or a number of milliseconds longer than this goes the slow way
 METHOD_WIDTH = 8  # a longer method or path goes the slow way
 PATH_WIDTH = 40
+CLOSING_WIDTH = 24  # the request's closing quote is looked for this far after the path, then further
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _ODD_SPACES = (b"\t", b"\x0b", b"\x0c", b"\r")  # whitespace to `\S` besides the space
 
@@ -132,10 +133,22 @@ def leftover(lines: ChunkLines, handled: list[Ints]) -> Ints:
     return np.flatnonzero(~done)
 
 
+def _word_masks(width: int) -> Words:
+    """Row n: the 64-bit words that keep a window's first n bytes and zero the rest."""
+    keep = (np.arange(width)[None, :] < np.arange(width + 1)[:, None]).astype(np.uint8) * 255
+    return np.ascontiguousarray(keep).view("<u8")
+
+
+_WORD_MASKS = {width: _word_masks(width) for width in (8, 16, 40, 48)}
+
+
 def masked_words(window: Bytes2D, length: Ints) -> Words:
     """Each row's first `length` bytes, zero after, as little-endian 64-bit words."""
-    kept = window * (np.arange(window.shape[1]) < length[:, None])
-    return np.ascontiguousarray(kept, np.uint8).view("<u8")
+    width = window.shape[1]
+    masks = _WORD_MASKS.get(width)
+    if masks is None:
+        masks = _WORD_MASKS[width] = _word_masks(width)
+    return np.ascontiguousarray(window).view("<u8") & masks[np.minimum(length, width)]
 
 
 def group(columns: list[npt.NDArray[np.uint64] | Ints]) -> tuple[Ints, Ints]:
@@ -171,13 +184,41 @@ def _same_within(ordered: Words, new: Bools) -> bool:
 
 @dataclass
 class Requests:
-    """The request fields of access lines in the strict shape: `"<METHOD> <path>…" <status> <ms>`."""
+    """The request fields of access lines in the strict shape: `"<METHOD> <path>…" <status> <ms>`.
+
+    The endpoint is the method, a space and the path up to '?', ' ' or '"'."""
 
     index: Ints  # line numbers in the chunk
-    endpoint: Bytes2D  # method, space, path (up to '?', ' ' or '"'), zero after
-    endpoint_length: Ints
+    method: Bytes2D  # a window starting at the method
+    method_length: Ints
+    path: Bytes2D  # a window starting at the path
+    path_length: Ints
     status: Ints
     ms: Ints
+
+    def endpoints(self, rows: Ints) -> list[bytes]:
+        """The endpoints of these rows, as bytes."""
+        methods = cut_rows(self.method[rows], self.method_length[rows])
+        paths = cut_rows(self.path[rows], self.path_length[rows])
+        return [method + b" " + path for method, path in zip(methods, paths, strict=True)]
+
+
+def cut_rows(window: Bytes2D, length: Ints) -> list[bytes]:
+    """Each row's first `length` bytes, as bytes (one copy of the block, then slices of it)."""
+    block, width = window.tobytes(), window.shape[1]
+    return [block[at : at + n] for at, n in zip(range(0, len(block), width), length.tolist(), strict=True)]
+
+
+def _closing_quotes(lines: ChunkLines, after: Ints) -> Ints:
+    """Offset of the first double quote at or after each offset (one past the chunk if none)."""
+    near = lines.window(after, CLOSING_WIDTH) == QUOTE
+    found = near.argmax(axis=1)
+    closing: Ints = after + found
+    far = np.flatnonzero(~near[np.arange(len(found)), found])
+    if len(far):
+        quotes = lines.quotes()
+        closing[far] = quotes[np.searchsorted(quotes, after[far])]
+    return closing
 
 
 def requests(lines: ChunkLines, part: AccessPart) -> Requests:
@@ -187,12 +228,10 @@ def requests(lines: ChunkLines, part: AccessPart) -> Requests:
     path_start = part.quote + 2 + method_end
     ok = (method_end > 0) & (lines.buf[np.minimum(path_start - 1, lines.size)] == SPACE)
     path = lines.window(path_start, PATH_WIDTH)
-    stop = (path == SPACE) | (path == QMARK) | (path == QUOTE) | (path == NEWLINE)  # `[^ ?"]*` ends
+    stop = ((path | 2) == 34) | (path == QMARK) | (path == NEWLINE)  # `[^ ?"]*` ends at ' ', '"', '?'
     path_length = stop.argmax(axis=1)  # 0 when the path runs past the window (or is empty)
     ok &= (path_length > 0) | stop[:, 0]
-    path_end = path_start + path_length
-    quotes = lines.quotes()
-    closing = quotes[np.searchsorted(quotes, path_end)]
+    closing = _closing_quotes(lines, path_start + path_length)
     ok &= closing < lines.ends[part.index]
     tail = lines.window(closing, 6 + DIGITS)
     digits = (tail - 48) < 10
@@ -201,12 +240,12 @@ def requests(lines: ChunkLines, part: AccessPart) -> Requests:
     ok &= ms_length > 0
     chosen = np.flatnonzero(ok)
     tail = tail[chosen]
-    length = (path_end - part.quote - 1)[chosen]
-    request = lines.window(part.quote[chosen] + 1, METHOD_WIDTH + PATH_WIDTH)
     return Requests(
         index=part.index[chosen],
-        endpoint=request * (np.arange(METHOD_WIDTH + PATH_WIDTH) < length[:, None]),
-        endpoint_length=length,
+        method=method[chosen],
+        method_length=method_end[chosen],
+        path=path[chosen],
+        path_length=path_length[chosen],
         status=number(tail[:, 2:5], np.full(len(chosen), 3)),
         ms=number(tail[:, 6:], ms_length[chosen]),
     )

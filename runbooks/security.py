@@ -18,7 +18,16 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from runbooks.logcolumns import ChunkLines, Ints, access_parts, group, leftover, masked_words, number
+from runbooks.logcolumns import (
+    ChunkLines,
+    Ints,
+    access_parts,
+    cut_rows,
+    group,
+    leftover,
+    masked_words,
+    number,
+)
 from runbooks.logscan import (
     DEFAULT_TOLERANCE_S,
     ScanStats,
@@ -147,8 +156,8 @@ class _Grouped:
     heads: npt.NDArray[np.uint8]  # the first bytes of one line of each group
     address_lengths: Ints
 
-    def address(self, row: int) -> bytes:
-        return bytes(self.heads[row, : self.address_lengths[row]])
+    def addresses(self, rows: Ints) -> list[bytes]:
+        return cut_rows(self.heads[rows], self.address_lengths[rows])
 
 
 @dataclass
@@ -175,9 +184,16 @@ class _MinuteCounts:
         held = np.array(sorted({m for m, _ in slow}), np.int64)
         for g in groups:
             edge = (g.minutes <= low) | (g.minutes >= high - self.margin) | np.isin(g.minutes, held)
-            for row in np.flatnonzero(edge | (g.counts > self.limit)).tolist():
-                minute, n, address = int(g.minutes[row]), int(g.counts[row]), g.address(row)
-                if edge[row]:
+            rows = np.flatnonzero(edge | (g.counts > self.limit))
+            picked = zip(
+                g.minutes[rows].tolist(),
+                g.counts[rows].tolist(),
+                edge[rows].tolist(),
+                g.addresses(rows),
+                strict=True,
+            )
+            for minute, n, held_open, address in picked:
+                if held_open:
                     self.open[minute][address] += n
                 else:
                     self._burst(minute, address, n)
