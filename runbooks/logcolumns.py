@@ -71,8 +71,14 @@ class ChunkLines:
 
 def number(window: Bytes2D, length: Ints) -> Ints:
     """The decimal number in each row's first `length` bytes (all digits)."""
+    if not len(length):
+        return np.zeros(0, np.int64)
+    longest = int(length.max())
+    if longest == int(length.min()):  # the usual case: all as long (epochs, statuses)
+        powers = 10 ** np.arange(longest - 1, -1, -1, dtype=np.int64)
+        return (window[:, :longest].astype(np.int64) - 48) @ powers
     value = np.zeros(len(window), np.int64)
-    for column in range(int(length.max()) if len(length) else 0):  # Horner's rule, a column at a time
+    for column in range(longest):  # Horner's rule, a column at a time
         digit = window[:, column].astype(np.int64) - 48
         value = np.where(column < length, value * 10 + digit, value)
     return value
@@ -110,7 +116,7 @@ def access_parts(lines: ChunkLines) -> list[AccessPart]:
         epoch = lines.window(address_end + 5, DIGITS)
         run = ((epoch - 48) < 10).argmin(axis=1)  # the first non-digit; 0 when all are digits
         ok &= (run >= 1) & (lines.pair(address_end + 5 + run) == SPACE_QUOTE)
-        chosen = np.flatnonzero(ok)
+        chosen = slice(None) if ok.all() else np.flatnonzero(ok)  # no copies in the usual case
         parts.append(
             AccessPart(
                 index=todo[chosen],
@@ -238,7 +244,7 @@ def requests(lines: ChunkLines, part: AccessPart) -> Requests:
     ok &= (tail[:, 1] == SPACE) & digits[:, 2:5].all(axis=1) & (tail[:, 5] == SPACE)
     ms_length = digits[:, 6:].argmin(axis=1)  # 0 when there is no digit, or only digits
     ok &= ms_length > 0
-    chosen = np.flatnonzero(ok)
+    chosen = slice(None) if ok.all() else np.flatnonzero(ok)
     tail = tail[chosen]
     return Requests(
         index=part.index[chosen],
@@ -246,6 +252,6 @@ def requests(lines: ChunkLines, part: AccessPart) -> Requests:
         method_length=method_end[chosen],
         path=path[chosen],
         path_length=path_length[chosen],
-        status=number(tail[:, 2:5], np.full(len(chosen), 3)),
+        status=number(tail[:, 2:5], np.full(len(tail), 3)),
         ms=number(tail[:, 6:], ms_length[chosen]),
     )

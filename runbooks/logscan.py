@@ -21,6 +21,8 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+import numpy as np
+
 from core.errors import RunbookFailed, UsageError
 
 Kind = Literal["auth", "api", "error"]
@@ -32,6 +34,7 @@ BISECT_STOP = 512  # bytes: within a chunk, the edges are found to this precisio
 DEFAULT_TOLERANCE_S = 60.0
 HOURS_MAX = 24 * 31
 LineTime = Callable[[bytes], float | None]
+NEWLINE = 10
 
 
 @dataclass
@@ -203,12 +206,28 @@ def _by_own_time(part: bytes, line_time: LineTime, start: float, end: float, kee
     return b"\n".join(kept) + b"\n" if kept else b""
 
 
+def _last_time(chunk: bytes, line_time: LineTime) -> float | None:
+    """Time of the last timed line of a chunk of whole lines (looking a few lines back)."""
+    stop = len(chunk) - 1
+    for _ in range(PEEK_LINES):
+        begin = chunk.rfind(b"\n", 0, stop) + 1
+        moment = line_time(chunk[begin:stop])
+        if moment is not None or begin == 0:
+            return moment
+        stop = begin - 1
+    return None
+
+
 def _window_part(
     chunk: bytes, line_time: LineTime, start: float, end: float, tolerance: float, after: bool = False
 ) -> bytes:
     """The chunk's lines in the window: the middle passes whole, only the lines near an edge
     (within `tolerance` of it, where out-of-order lines may be) are judged one by one. `after`:
     the previous chunk's last line was in the window (untimed lines starting this one go with it)."""
+    if after:  # a chunk well inside the window passes whole, without a copy
+        first, last = _time_at(chunk, 0, line_time), _last_time(chunk, line_time)
+        if first is not None and last is not None and start + tolerance <= first and last <= end - tolerance:
+            return chunk
     a, _ = _bisect(chunk, start - tolerance, line_time)
     _, b = _bisect(chunk, start + tolerance, line_time)
     c, _ = _bisect(chunk, end - tolerance, line_time)
@@ -229,7 +248,7 @@ def _whole_lines(f: BinaryIO, offset: int, chunk_size: int, stats: ScanStats) ->
         if cut < 0:
             rest += block
             continue
-        yield rest + block[: cut + 1]
+        yield block if not rest and cut == len(block) - 1 else b"".join((rest, memoryview(block)[: cut + 1]))
         rest = block[cut + 1 :]
     if rest:
         yield rest + b"\n"  # a last line still being written
@@ -258,7 +277,7 @@ def window_chunks(
         kept = _window_part(chunk, line_time, start, end, tolerance, after)
         after = kept.endswith(chunk[chunk.rfind(b"\n", 0, -1) + 1 :]) if kept else False
         if kept:
-            stats.lines += kept.count(b"\n")
+            stats.lines += int(np.count_nonzero(np.frombuffer(kept, np.uint8) == NEWLINE))
             yield kept
 
 
