@@ -255,3 +255,30 @@ def requests(lines: ChunkLines, part: AccessPart) -> Requests:
         status=number(tail[:, 2:5], np.full(len(tail), 3)),
         ms=number(tail[:, 6:], ms_length[chosen]),
     )
+
+
+_ISO_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9])
+
+
+def iso_lines(lines: ChunkLines) -> tuple[int, Ints]:
+    """How many lines are in the auth shape `<address> YYYY-MM-DDT…` (`\\S+ \\d{4}-\\d\\d-\\d\\dT`),
+    and the line numbers left to judge one by one (an address longer than the widest window)."""
+    shaped = 0
+    todo = np.arange(len(lines), dtype=np.int64)
+    for width in ADDRESS_WIDTHS:
+        if not len(todo):
+            break
+        starts = lines.starts[todo]
+        head = lines.window(starts, width)
+        length = (head == SPACE).argmax(axis=1)  # 0 when there is none
+        address_end = starts + length
+        ok = (length > 0) & (address_end < lines.ends[todo])
+        if lines.odd_spaces:
+            odd = (head == 9) | ((head >= 11) & (head <= 13))
+            ok &= ~(odd & (np.arange(width) < length[:, None])).any(axis=1)
+        date = lines.window(address_end + 1, 16)
+        ok &= ((date[:, _ISO_DIGITS] - 48) < 10).all(axis=1)
+        ok &= (date[:, 4] == ord("-")) & (date[:, 7] == ord("-")) & (date[:, 10] == ord("T"))
+        shaped += int(ok.sum())
+        todo = todo[(length == 0) & (head[:, 0] != SPACE)]
+    return shaped, todo

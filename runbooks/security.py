@@ -24,6 +24,7 @@ from runbooks.logcolumns import (
     access_parts,
     cut_rows,
     group,
+    iso_lines,
     leftover,
     masked_words,
     number,
@@ -42,7 +43,7 @@ from runbooks.logscan import (
 )
 
 FAILED = b"authentication failed"
-AUTH_LINE = re.compile(rb"\n\S+ \d{4}-\d\d-\d\dT")
+AUTH_LINE = re.compile(rb"\S+ \d{4}-\d\d-\d\dT")  # at a line's start
 API_ADDRESS = re.compile(rb"(\S+) - - (\d+(?:\.\d*)?) \"")  # at a line's start
 TOP = 10
 
@@ -107,10 +108,12 @@ class _FailureWindows:
                 self.busiest[address] = (len(times), times[0], moment)
 
 
-def _auth_failures(chunk: bytes, zone: tzinfo) -> tuple[list[tuple[float, str]], int]:
-    """(time, address) of each failed login in the chunk, and how many lines had a known shape."""
+def _auth_failures(chunk: bytes, zone: tzinfo) -> tuple[list[tuple[float, str]], int, int]:
+    """(time, address) of each failed login in the chunk, its lines and how many had a known shape."""
     failures: list[tuple[float, str]] = []
-    shaped = len(AUTH_LINE.findall(b"\n" + chunk))
+    lines = ChunkLines(chunk)
+    shaped, left = iso_lines(lines)
+    shaped += sum(AUTH_LINE.match(lines.line(index)) is not None for index in left.tolist())
     at = chunk.find(FAILED)
     while at >= 0:  # failures are few: find them, then read only their lines
         begin = chunk.rfind(b"\n", 0, at) + 1
@@ -128,7 +131,7 @@ def _auth_failures(chunk: bytes, zone: tzinfo) -> tuple[list[tuple[float, str]],
         shaped += 1
         if "authentication failed" in str(fields.get("message", "")):
             failures.append((moment, str(fields["ip"])))
-    return failures, shaped
+    return failures, len(lines), shaped
 
 
 def scan_auth_log(
@@ -141,8 +144,8 @@ def scan_auth_log(
         for chunk in window_chunks(
             f, start=start, end=end, line_time=reader, stats=stats, tolerance=tolerance
         ):
-            failures, shaped = _auth_failures(chunk, zone)
-            stats.skipped += chunk.count(b"\n") - shaped
+            failures, lines, shaped = _auth_failures(chunk, zone)
+            stats.skipped += lines - shaped
             windows.add(failures)
     return windows, stats
 

@@ -10,6 +10,7 @@ import json
 import random
 import re
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from runbooks import logscan
 from runbooks.log_report import _fold_endpoints, scan_access_log
 from runbooks.logscan import json_fields, json_time, parse_time
-from runbooks.security import RequestBurst, SecurityThresholds, scan_api_log
+from runbooks.security import RequestBurst, SecurityThresholds, scan_api_log, scan_auth_log
 
 T0 = 1_764_000_000.0
 LINE = re.compile(rb'(\S+) - - (\d+(?:\.\d*)?) "([A-Z]+ [^ ?"\n]*)[^"\n]*" (\d{3}) (\d+)')
@@ -183,3 +184,50 @@ def test_a_window_inside_the_log_counts_only_its_minutes(access_log: Path) -> No
         if start <= b.minute.timestamp() <= end - 59
     }
     assert inside == expected and expected
+
+
+AUTH = re.compile(rb"\S+ \d{4}-\d\d-\d\dT")
+
+
+def test_auth_lines_in_shape_and_failures_match_reading_each_line_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logscan, "CHUNK_SIZE", 4096)
+    rng = random.Random(5)
+    hosts = [*ADDRESSES, "a-very-long-reverse-dns-name-for-a-client.customer.example.co.jp"]
+    raw = []
+    for i in range(5000):
+        moment = T0 + i
+        stamp = datetime.fromtimestamp(moment, UTC).isoformat()
+        text = rng.choice(["authentication failed for テスト太郎", "login ok x@example.com"])
+        raw.append(
+            rng.choice(
+                [
+                    f"{rng.choice(hosts)} {stamp} {text}",
+                    f"{rng.choice(hosts)} {stamp} {text}",
+                    f"{rng.choice(hosts)} 2026/11/28 {text}",
+                    f"{rng.choice(hosts)}\t{stamp} {text}",
+                    json.dumps(
+                        {"ip": rng.choice(hosts), "time": moment, "message": text}, ensure_ascii=False
+                    ),
+                    "",
+                ]
+            ).encode()
+        )
+    raw[0] = (
+        f"192.0.2.1 {datetime.fromtimestamp(T0, UTC).isoformat()} login ok".encode()
+    )  # the window's first
+    log = tmp_path / "auth.log"
+    log.write_bytes(b"\n".join(raw) + b"\n")
+    shaped = sum(bool(AUTH.match(line)) for line in raw)
+    shaped += sum(line.startswith(b"{") for line in raw)
+    failures = sum(b"authentication failed" in line and not line.startswith(b"\t") for line in raw)
+    failures -= sum(b"2026/11/28" in line and b"authentication failed" in line for line in raw)
+    failures -= sum(b"\t" in line and b"authentication failed" in line for line in raw)
+
+    windows, stats = scan_auth_log(
+        log, start=T0 - 60, end=T0 + 86400, thresholds=SecurityThresholds(), zone=UTC, tolerance=60.0
+    )
+
+    assert (stats.lines, stats.parsed) == (5000, shaped)
+    assert sum(windows.total.values()) == failures > 500
