@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -32,6 +33,7 @@ PEEK_SIZE = 4096  # a probe reads this much at a time until it has a whole timed
 PEEK_LINES = 50  # lines looked at for a time before a spot counts as untimed
 BISECT_STOP = 512  # bytes: within a chunk, the edges are found to this precision
 DEFAULT_TOLERANCE_S = 60.0
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024  # a smaller window is read by one process (a worker costs ~0.3 s)
 HOURS_MAX = 24 * 31
 LineTime = Callable[[bytes], float | None]
 NEWLINE = 10
@@ -51,6 +53,12 @@ class ScanStats:
     @property
     def parsed(self) -> int:
         return self.lines - self.skipped
+
+    def add(self, part: ScanStats) -> None:
+        """Count in what reading one part of the window (in a worker) cost and found."""
+        self.bytes_read += part.bytes_read
+        self.lines += part.lines
+        self.skipped += part.skipped
 
 
 def check_hours(hours: int) -> int:
@@ -239,10 +247,12 @@ def _window_part(
     return head + chunk[b:c] + tail
 
 
-def _whole_lines(f: BinaryIO, offset: int, chunk_size: int, stats: ScanStats) -> Iterator[bytes]:
+def _whole_lines(
+    f: BinaryIO, offset: int, chunk_size: int, stats: ScanStats, stop: int | None = None
+) -> Iterator[bytes]:
     f.seek(offset)
     rest = b""
-    while block := f.read(chunk_size):
+    while block := f.read(chunk_size if stop is None else min(chunk_size, stop - f.tell())):
         stats.bytes_read += len(block)
         cut = block.rfind(b"\n")
         if cut < 0:
@@ -263,14 +273,20 @@ def window_chunks(
     stats: ScanStats,
     tolerance: float = DEFAULT_TOLERANCE_S,
     chunk_size: int | None = None,
+    span: tuple[int, int] | None = None,
+    after: bool = False,
 ) -> Iterator[bytes]:
-    """Chunks of whole lines (each ending in a newline) holding the lines timed in [start, end]."""
-    f.seek(0, 2)
-    stats.size = f.tell()
-    offset = find_window_start(f, stats.size, start - tolerance, line_time, stats)
-    stats.window_offset = offset
-    after = False
-    for chunk in _whole_lines(f, offset, chunk_size or CHUNK_SIZE, stats):
+    """Chunks of whole lines (each ending in a newline) holding the lines timed in [start, end].
+
+    `span`: only these bytes (line starts, from `window_spans`), the window's start already found;
+    `after`: the span follows another part of the window (untimed lines at its start are kept)."""
+    if span is None:
+        f.seek(0, 2)
+        stats.size = f.tell()
+        offset = find_window_start(f, stats.size, start - tolerance, line_time, stats)
+        stats.window_offset = offset
+        span = (offset, stats.size)
+    for chunk in _whole_lines(f, span[0], chunk_size or CHUNK_SIZE, stats, span[1]):
         first = _time_at(chunk, 0, line_time)
         if first is not None and first > end + tolerance:
             return
@@ -296,3 +312,26 @@ def json_lines(chunk: bytes) -> list[bytes]:
     if not chunk.startswith(b"{") and b"\n{" not in chunk:
         return []
     return [line for line in chunk.split(b"\n") if line.startswith(b"{")]
+
+
+def window_spans(
+    path: Path, *, start: float, line_time: LineTime, stats: ScanStats, tolerance: float, parts: int
+) -> list[tuple[int, int]]:
+    """The window's bytes (found as `window_chunks` finds them) cut into up to `parts` spans at line
+    starts, for as many workers; one span when the window is smaller than `PARALLEL_MIN_BYTES`."""
+    with open_log(path) as f:
+        f.seek(0, 2)
+        stats.size = f.tell()
+        offset = find_window_start(f, stats.size, start - tolerance, line_time, stats)
+        stats.window_offset = offset
+        if stats.size - offset < PARALLEL_MIN_BYTES:
+            parts = 1
+        cuts = [offset]
+        for part in range(1, parts):
+            f.seek(offset + (stats.size - offset) * part // parts)
+            skipped = f.readline()  # to the next line start
+            stats.bytes_read += len(skipped)
+            if cuts[-1] < f.tell() < stats.size:
+                cuts.append(f.tell())
+        cuts.append(stats.size)
+    return list(pairwise(cuts))
