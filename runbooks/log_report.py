@@ -10,10 +10,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from runbooks import logscan
 from runbooks.logcolumns import ChunkLines, access_parts, group, leftover, masked_words, requests
 from runbooks.logscan import (
     DEFAULT_TOLERANCE_S,
@@ -24,7 +26,9 @@ from runbooks.logscan import (
     open_log,
     time_reader,
     window_chunks,
+    window_spans,
 )
+from runbooks.logworkers import parts_wanted, scan_parts
 
 ERROR_RATE_TARGET = 0.001  # the manual's KPI: error rate < 0.1 %
 TOP = 10
@@ -170,20 +174,54 @@ def _slow_request(line: bytes, tally: _RequestTally) -> bool:
     return True
 
 
-def scan_access_log(
-    path: Path, *, start: float, end: float, zone: tzinfo, tolerance: float
+def _access_part(
+    path: Path,
+    start: float,
+    end: float,
+    zone: tzinfo,
+    tolerance: float,
+    chunk_size: int,
+    span: tuple[int, int],
+    after: bool,
 ) -> tuple[_RequestTally, ScanStats]:
+    """One part of the window (a worker's, or this process's)."""
     tally = _RequestTally(Counter(), Counter(), Counter())
     stats = ScanStats(str(path))
     with open_log(path) as f:
-        reader = time_reader("api", zone)
         for chunk in window_chunks(
-            f, start=start, end=end, line_time=reader, stats=stats, tolerance=tolerance
+            f,
+            start=start,
+            end=end,
+            line_time=time_reader("api", zone),
+            stats=stats,
+            tolerance=tolerance,
+            chunk_size=chunk_size,
+            span=span,
+            after=after,
         ):
             lines, shaped = _api_chunk(chunk, tally)
             stats.skipped += lines - shaped
             if len(tally.endpoints) > 4 * MESSAGES_KEPT:  # ids in paths: fold them as we go
                 tally.endpoints = _fold_endpoints(tally.endpoints)
+    return tally, stats
+
+
+def scan_access_log(
+    path: Path, *, start: float, end: float, zone: tzinfo, tolerance: float
+) -> tuple[_RequestTally, ScanStats]:
+    """The access log's window, a large one in two processes (runbooks.logworkers)."""
+    stats = ScanStats(str(path))
+    reader = time_reader("api", zone)
+    spans = window_spans(
+        path, start=start, line_time=reader, stats=stats, tolerance=tolerance, parts=parts_wanted()
+    )
+    work = partial(_access_part, path, start, end, zone, tolerance, logscan.CHUNK_SIZE)
+    tally = _RequestTally(Counter(), Counter(), Counter())
+    for part, part_stats in scan_parts(work, spans):
+        tally.endpoints.update(part.endpoints)
+        tally.statuses.update(part.statuses)
+        tally.latencies.update(part.latencies)
+        stats.add(part_stats)
     return tally, stats
 
 

@@ -13,11 +13,13 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from runbooks import logscan
 from runbooks.logcolumns import (
     ChunkLines,
     Ints,
@@ -40,7 +42,9 @@ from runbooks.logscan import (
     parse_time,
     time_reader,
     window_chunks,
+    window_spans,
 )
+from runbooks.logworkers import parts_wanted, scan_parts
 
 FAILED = b"authentication failed"
 AUTH_LINE = re.compile(rb"\S+ \d{4}-\d\d-\d\dT")  # at a line's start
@@ -170,10 +174,14 @@ class _MinuteCounts:
     A minute well inside a chunk is complete there (lines are in time order give or take
     `tolerance`): its addresses over the limit are bursts, the rest are dropped at once. Only the
     minutes near a chunk's edges, or holding a line read the slow way, are kept open for the
-    next chunk, and closed once the log has moved `margin` minutes past them: flat memory."""
+    next chunk, and closed once the log has moved `margin` minutes past them: flat memory.
+    In a part of the window after another (`after`), the first minutes are never closed here:
+    the part before holds lines of them too, and the caller merges both (`merge`)."""
 
     limit: int
     margin: int  # minutes
+    after: bool = False
+    floor: int | None = None  # minutes up to this one stay open (set by the first chunk, when `after`)
     open: dict[int, Counter[bytes]] = field(default_factory=lambda: defaultdict(Counter))
     bursts: list[RequestBurst] = field(default_factory=list)
 
@@ -183,6 +191,9 @@ class _MinuteCounts:
         if not seen:
             return
         low = min(seen) + self.margin
+        if self.after and self.floor is None:
+            self.floor = low
+        low = max(low, self.floor if self.floor is not None else low)
         high = max([int(g.minutes.max()) for g in groups if len(g.minutes)] + [m for m, _ in slow])
         held = np.array(sorted({m for m, _ in slow}), np.int64)
         for g in groups:
@@ -204,8 +215,17 @@ class _MinuteCounts:
             self.open[minute][address] += 1
         self.close(before=high - self.margin)
 
+    def merge(self, part: _MinuteCounts) -> None:
+        """Take in a part's bursts and the minutes it left open."""
+        self.bursts += part.bursts
+        for minute, counts in part.open.items():
+            self.open[minute].update(counts)
+
     def close(self, before: int | None = None) -> None:
-        for minute in sorted(m for m in self.open if before is None or m < before):
+        kept = self.floor if before is not None and self.floor is not None else None
+        for minute in sorted(
+            m for m in self.open if (before is None or m < before) and (kept is None or m > kept)
+        ):
             for address, n in self.open.pop(minute).items():
                 if n > self.limit:
                     self._burst(minute, address, n)
@@ -250,18 +270,56 @@ def _api_chunk(chunk: bytes, minutes: _MinuteCounts, zone: tzinfo) -> tuple[int,
     return len(lines), sum(len(part.index) for part in parts) + len(slow)
 
 
-def scan_api_log(
-    path: Path, *, start: float, end: float, thresholds: SecurityThresholds, zone: tzinfo, tolerance: float
-) -> tuple[list[RequestBurst], ScanStats]:
-    minutes = _MinuteCounts(thresholds.requests_per_minute, margin=math.ceil(tolerance / 60) + 1)
+def _api_part(
+    path: Path,
+    start: float,
+    end: float,
+    limits: tuple[int, int],
+    zone: tzinfo,
+    tolerance: float,
+    chunk_size: int,
+    span: tuple[int, int],
+    after: bool,
+) -> tuple[_MinuteCounts, ScanStats]:
+    """One part of the window (a worker's, or this process's); its last minutes are left open."""
+    minutes = _MinuteCounts(*limits, after=after)
     stats = ScanStats(str(path))
-    reader = time_reader("api", zone)
     with open_log(path) as f:
         for chunk in window_chunks(
-            f, start=start, end=end, line_time=reader, stats=stats, tolerance=tolerance
+            f,
+            start=start,
+            end=end,
+            line_time=time_reader("api", zone),
+            stats=stats,
+            tolerance=tolerance,
+            chunk_size=chunk_size,
+            span=span,
+            after=after,
         ):
             lines, shaped = _api_chunk(chunk, minutes, zone)
             stats.skipped += lines - shaped
+    return minutes, stats
+
+
+def scan_api_log(
+    path: Path, *, start: float, end: float, thresholds: SecurityThresholds, zone: tzinfo, tolerance: float
+) -> tuple[list[RequestBurst], ScanStats]:
+    """Request bursts in the API log's window, a large one in two processes (runbooks.logworkers)."""
+    limits = (thresholds.requests_per_minute, math.ceil(tolerance / 60) + 1)
+    stats = ScanStats(str(path))
+    spans = window_spans(
+        path,
+        start=start,
+        line_time=time_reader("api", zone),
+        stats=stats,
+        tolerance=tolerance,
+        parts=parts_wanted(),
+    )
+    work = partial(_api_part, path, start, end, limits, zone, tolerance, logscan.CHUNK_SIZE)
+    minutes = _MinuteCounts(*limits)
+    for part, part_stats in scan_parts(work, spans):
+        minutes.merge(part)
+        stats.add(part_stats)
     minutes.close()
     return minutes.bursts, stats
 
