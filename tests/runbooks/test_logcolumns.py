@@ -2,7 +2,7 @@
 
 Generated logs mix the usual lines with junk, JSON lines, IPv6 and hostname addresses, fractional
 epochs, long paths and Japanese text; chunks are made small so minutes, addresses and endpoints
-cross chunk boundaries."""
+cross chunk boundaries, and the window is cut in two for a worker process so they cross that cut."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runbooks import logscan
+from runbooks import log_report, logscan, security
 from runbooks.log_report import _fold_endpoints, scan_access_log
 from runbooks.logscan import json_fields, json_time, parse_time
 from runbooks.security import RequestBurst, SecurityThresholds, scan_api_log, scan_auth_log
@@ -116,11 +116,22 @@ def reference_requests(path: Path) -> tuple[Counter[bytes], Counter[bytes], Coun
     return endpoints, statuses, latencies, shaped
 
 
-@pytest.mark.parametrize("chunk_size", [4096, 65_536, 2 * 1024 * 1024])
+def in_two_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cut even a small window in two, the second part read in a worker process."""
+    monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(security, "parts_wanted", lambda: 2)
+    monkeypatch.setattr(log_report, "parts_wanted", lambda: 2)
+
+
+@pytest.mark.parametrize(
+    ("chunk_size", "workers"), [(4096, False), (65_536, False), (2 * 1024 * 1024, False), (4096, True)]
+)
 def test_request_bursts_match_reading_each_line_alone(
-    access_log: Path, chunk_size: int, monkeypatch: pytest.MonkeyPatch
+    access_log: Path, chunk_size: int, workers: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(logscan, "CHUNK_SIZE", chunk_size)
+    if workers:
+        in_two_processes(monkeypatch)
     counts, shaped = reference_minutes(access_log)
     limit = 8
     expected = {(a.decode("ascii", "replace"), m * 60, n) for (m, a), n in counts.items() if n > limit}
@@ -141,11 +152,13 @@ def test_request_bursts_match_reading_each_line_alone(
     assert (stats.lines, stats.parsed) == (30_000, shaped)
 
 
-@pytest.mark.parametrize("chunk_size", [4096, 2 * 1024 * 1024])
+@pytest.mark.parametrize(("chunk_size", "workers"), [(4096, False), (2 * 1024 * 1024, False), (4096, True)])
 def test_endpoints_statuses_and_times_match_reading_each_line_alone(
-    access_log: Path, chunk_size: int, monkeypatch: pytest.MonkeyPatch
+    access_log: Path, chunk_size: int, workers: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(logscan, "CHUNK_SIZE", chunk_size)
+    if workers:
+        in_two_processes(monkeypatch)
     endpoints, statuses, latencies, shaped = reference_requests(access_log)
 
     tally, stats = scan_access_log(
