@@ -25,7 +25,7 @@ DASHES = int.from_bytes(b" - - ", "little")
 FIVE_BYTES = (1 << 40) - 1
 SPACE_QUOTE = int.from_bytes(b' "', "little")
 ADDRESS_WIDTHS = (16, 48)  # an IPv4 address fits the first window, IPv6 the second
-DIGITS = 16  # an epoch or a number of milliseconds longer than this goes the slow way
+DIGITS = 16  # an epoch or a number of milliseconds of 16 digits or more goes the slow way
 METHOD_WIDTH = 8  # a longer method or path goes the slow way
 PATH_WIDTH = 40
 CLOSING_WIDTH = 24  # the request's closing quote is looked for this far after the path, then further
@@ -75,8 +75,9 @@ def number(window: Bytes2D, length: Ints) -> Ints:
         return np.zeros(0, np.int64)
     longest = int(length.max())
     if longest == int(length.min()):  # the usual case: all as long (epochs, statuses)
-        powers = 10 ** np.arange(longest - 1, -1, -1, dtype=np.int64)
-        return (window[:, :longest].astype(np.int64) - 48) @ powers
+        # In floating point (BLAS), exact below 2**53: DIGITS keeps numbers under 10**15.
+        powers = 10.0 ** np.arange(longest - 1, -1, -1)
+        return ((window[:, :longest] - 48).astype(np.float64) @ powers).astype(np.int64)
     value = np.zeros(len(window), np.int64)
     for column in range(longest):  # Horner's rule, a column at a time
         digit = window[:, column].astype(np.int64) - 48
