@@ -104,11 +104,12 @@ def access_parts(lines: ChunkLines) -> list[AccessPart]:
     for width in ADDRESS_WIDTHS:
         if not len(todo):
             break
-        starts = lines.starts[todo]
+        every = len(todo) == len(lines)  # the first pass: no gathering of offsets
+        starts, ends = (lines.starts, lines.ends) if every else (lines.starts[todo], lines.ends[todo])
         head = lines.window(starts, width)
         length = (head == SPACE).argmax(axis=1)  # 0 when there is none
         address_end = starts + length
-        ok = (length > 0) & (address_end < lines.ends[todo])
+        ok = (length > 0) & (address_end < ends)
         if lines.odd_spaces:
             odd = (head == 9) | ((head >= 11) & (head <= 13))
             ok &= ~(odd & (np.arange(width) < length[:, None])).any(axis=1)
@@ -269,11 +270,12 @@ def iso_lines(lines: ChunkLines) -> tuple[int, Ints]:
     for width in ADDRESS_WIDTHS:
         if not len(todo):
             break
-        starts = lines.starts[todo]
+        every = len(todo) == len(lines)  # the first pass: no gathering of offsets
+        starts, ends = (lines.starts, lines.ends) if every else (lines.starts[todo], lines.ends[todo])
         head = lines.window(starts, width)
         length = (head == SPACE).argmax(axis=1)  # 0 when there is none
         address_end = starts + length
-        ok = (length > 0) & (address_end < lines.ends[todo])
+        ok = (length > 0) & (address_end < ends)
         if lines.odd_spaces:
             odd = (head == 9) | ((head >= 11) & (head <= 13))
             ok &= ~(odd & (np.arange(width) < length[:, None])).any(axis=1)
