@@ -12,6 +12,7 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 Result = TypeVar("Result")
@@ -34,7 +35,13 @@ def scan_parts(work: Callable[[Span, bool], Result], spans: list[Span]) -> list[
     if len(spans) == 1:
         return [work(spans[0], False)]
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=len(spans) - 1, mp_context=context) as pool:
-        later = [pool.submit(work, span, True) for span in spans[1:]]
-        first = work(spans[0], False)
-        return [first, *(future.result() for future in later)]
+    first: list[Result] = []
+    try:
+        with ProcessPoolExecutor(max_workers=len(spans) - 1, mp_context=context) as pool:
+            later = [pool.submit(work, span, True) for span in spans[1:]]
+            first.append(work(spans[0], False))
+            return [*first, *(future.result() for future in later)]
+    except (BrokenProcessPool, OSError, RuntimeError):
+        # No worker to be had (a main module without its `if __name__ == "__main__"` guard, no
+        # processes left, …): the same parts, one after the other, here.
+        return (first or [work(spans[0], False)]) + [work(span, True) for span in spans[1:]]
