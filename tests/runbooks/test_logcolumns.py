@@ -7,6 +7,7 @@ cross chunk boundaries, and the window is cut in two for a worker process so the
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from collections import Counter
@@ -18,6 +19,7 @@ import pytest
 from runbooks import log_report, logscan, security
 from runbooks.log_report import _fold_endpoints, scan_access_log
 from runbooks.logscan import json_fields, json_time, parse_time
+from runbooks.logworkers import scan_parts
 from runbooks.security import RequestBurst, SecurityThresholds, scan_api_log, scan_auth_log
 
 T0 = 1_764_000_000.0
@@ -244,3 +246,19 @@ def test_auth_lines_in_shape_and_failures_match_reading_each_line_alone(
 
     assert (stats.lines, stats.parsed) == (5000, shaped)
     assert sum(windows.total.values()) == failures > 500
+
+
+def where_read(span: tuple[int, int], after: bool) -> tuple[int, tuple[int, int], bool, list[str]]:
+    return os.getpid(), span, after, sorted(os.environ)
+
+
+def test_the_second_part_is_read_in_a_worker_process_that_gets_no_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-not-for-workers")
+
+    here, there = scan_parts(where_read, [(0, 10), (10, 20)])
+
+    assert here[:3] == (os.getpid(), (0, 10), False)
+    assert there[0] != os.getpid() and there[1:3] == ((10, 20), True)
+    assert set(there[3]) <= {"PATH", "PYTHONPATH", "LC_CTYPE"}
