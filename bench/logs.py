@@ -1,6 +1,7 @@
 """`security` and `logs` over generated API access and auth logs: throughput, memory, old-log cost.
 
     .venv/bin/python -m bench.logs [--window-mb 50] [--days 20] [--rounds 3] [--dir DIR] [--keep]
+                                   [--against CHECKOUT]
 
 Writes one day of API traffic (about --window-mb MB) and of logins, and the same day at the end of
 a log --days days long (byte-identical last day). Each measurement runs in a fresh process, so its
@@ -10,12 +11,18 @@ peak RSS (VmHWM) is its own:
 - every day of the long log at once (hours = 24 x days): the whole file read, to show memory flat;
 - `grep -c ''` over the window's bytes, the floor of reading them at all.
 Prints a markdown table; throughput is the window's bytes (as the runbook reports them) / time.
+--against runs another revision's files (`git worktree add /tmp/before <rev>`) in turn with this
+tree's, run for run, so both see the same load.
+A window over runbooks.logscan.PARALLEL_MIN_BYTES is read in two processes; peak RSS is the larger
+of the two.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,10 +42,12 @@ API_LINE_BYTES = 76  # about, for sizing the traffic
 
 
 def vm_hwm_kib() -> int:
+    """Peak RSS of this process, or of its worker process if that was larger (each is under 100 MB)."""
+    own = 0
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+            own = int(line.split()[1])
+    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 
 def child(report: str, api: Path, auth: Path, hours: int) -> None:
@@ -68,20 +77,37 @@ def child(report: str, api: Path, auth: Path, hours: int) -> None:
     )
 
 
-def measure(report: str, api: Path, auth: Path, hours: int, rounds: int) -> dict[str, float]:
-    runs = []
-    for _ in range(rounds):
-        out = subprocess.run(
-            [sys.executable, "-m", "bench.logs", "--child", report, str(api), str(auth), str(hours)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        runs.append(json.loads(out.stdout))
+def run_child(report: str, api: Path, auth: Path, hours: int, checkout: Path | None) -> dict[str, float]:
+    """One report in a fresh process: of this tree, or of `checkout` (another revision's files)."""
+    env = dict(os.environ, PYTHONPATH=str(checkout)) if checkout else None
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.logs", "--child", report, str(api), str(auth), str(hours)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=checkout,
+        env=env,
+    )
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def summary(runs: list[dict[str, float]]) -> dict[str, float]:
     best = min(runs, key=lambda r: r["seconds"])
     best["seconds_median"] = statistics.median(r["seconds"] for r in runs)
     best["rss_kib"] = max(r["rss_kib"] for r in runs)
     return best
+
+
+def measure(
+    report: str, api: Path, auth: Path, hours: int, rounds: int, against: Path | None
+) -> tuple[dict[str, float], dict[str, float] | None]:
+    """This tree's runs, and `against`'s taken in turn with them (the same load for both)."""
+    runs, before = [], []
+    for _ in range(rounds):
+        runs.append(run_child(report, api, auth, hours, None))
+        if against:
+            before.append(run_child(report, api, auth, hours, against))
+    return summary(runs), summary(before) if before else None
 
 
 def grep_floor(paths: list[Path], rounds: int) -> tuple[float, int]:
@@ -111,12 +137,17 @@ def generate(root: Path, window_mb: int, days: int) -> dict[str, Path]:
     return paths
 
 
-def row(name: str, m: dict[str, float], floor_mb_s: float) -> str:
+def row(name: str, m: dict[str, float], floor_mb_s: float, before: dict[str, float] | None) -> str:
     mb_s = m["window"] / m["seconds"] / 1e6
-    return (
+    line = (
         f"| {name} | {m['window'] / 1e6:.0f} | {m['read'] / 1e6:.1f} | {m['seconds']:.2f} "
         f"({m['seconds_median']:.2f}) | {mb_s:.0f} | {mb_s / floor_mb_s:.2f} | {m['rss_kib'] / 1024:.0f} |"
     )
+    if before:
+        then = before["window"] / before["seconds"] / 1e6
+        seconds = f"{before['seconds']:.2f} ({before['seconds_median']:.2f})"
+        line += f" {seconds} | {then:.0f} | {mb_s / then:.1f} |"
+    return line
 
 
 def main() -> None:
@@ -127,6 +158,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--child", nargs=4, metavar=("REPORT", "API", "AUTH", "HOURS"))
+    parser.add_argument("--against", type=Path, help="another revision's files, run in turn with these")
     args = parser.parse_args()
     if args.child:
         report, api, auth, hours = args.child
@@ -149,15 +181,25 @@ def main() -> None:
             f"grep -c '' over the day's bytes: {floors['security']:.0f} MB/s (api+auth), "
             f"{floors['logs']:.0f} MB/s (api)"
         )
-        print("\n| run | window MB | read MB | seconds best (median) | MB/s | x grep | peak RSS MB |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        header = "| run | window MB | read MB | seconds best (median) | MB/s | x grep | peak RSS MB |"
+        rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        if args.against:
+            header += " before: seconds best (median) | before MB/s | x before |"
+            rule += " ---: | ---: | ---: |"
+        print("\n" + header + "\n" + rule)
         for report in ("security", "logs"):
-            day = measure(report, paths["api-day"], paths["auth-day"], 24, args.rounds)
-            long = measure(report, paths["api-long"], paths["auth-long"], 24, args.rounds)
-            whole = measure(report, paths["api-long"], paths["auth-long"], 24 * args.days, 1)
-            print(row(f"{report} 24 h, 1-day log", day, floors[report]))
-            print(row(f"{report} 24 h, {args.days}-day log", long, floors[report]))
-            print(row(f"{report} {24 * args.days} h, {args.days}-day log", whole, floors[report]))
+            day, day_then = measure(
+                report, paths["api-day"], paths["auth-day"], 24, args.rounds, args.against
+            )
+            long, long_then = measure(
+                report, paths["api-long"], paths["auth-long"], 24, args.rounds, args.against
+            )
+            whole, whole_then = measure(
+                report, paths["api-long"], paths["auth-long"], 24 * args.days, 1, args.against
+            )
+            print(row(f"{report} 24 h, 1-day log", day, floors[report], day_then))
+            print(row(f"{report} 24 h, {args.days}-day log", long, floors[report], long_then))
+            print(row(f"{report} {24 * args.days} h, {args.days}-day log", whole, floors[report], whole_then))
             print(
                 f"| {report}: {args.days}-day log / 1-day log, 24 h | | "
                 f"{long['read'] / day['read']:.3f} | {long['seconds'] / day['seconds']:.2f} | | | |"

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import partial
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
+from runbooks import logscan
+from runbooks.logcolumns import ChunkLines, access_parts, group, leftover, masked_words, requests
 from runbooks.logscan import (
     DEFAULT_TOLERANCE_S,
     ScanStats,
@@ -21,17 +27,21 @@ from runbooks.logscan import (
     open_log,
     time_reader,
     window_chunks,
+    window_spans,
 )
+from runbooks.logworkers import parts_wanted, scan_parts
 
 ERROR_RATE_TARGET = 0.001  # the manual's KPI: error rate < 0.1 %
 TOP = 10
 MESSAGE_MAX = 200
 MESSAGES_KEPT = 5000  # distinct error messages held at once; the rarest go first
+MS_HISTOGRAM = 1 << 16  # response times under this many milliseconds are counted in an array
 ERROR_LINE = re.compile(
     rb"\n\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S* (DEBUG|INFO|WARNING|ERROR|CRITICAL) ([^\n]*)"
 )
-# No end-of-line anchor: it costs a third of the time, and what follows the milliseconds is ignored.
-API_LINE = re.compile(rb"\n\S+ - - \d+(?:\.\d*)? \"([A-Z]+ [^ ?\"]*)[^\"\n]*\" (\d{3}) (\d+)")
+# At a line's start, for the lines the numpy path leaves (runbooks.logcolumns reads the same shape);
+# no end-of-line anchor: what follows the milliseconds is ignored.
+API_LINE = re.compile(rb"\S+ - - \d+(?:\.\d*)? \"([A-Z]+ [^ ?\"\n]*)[^\"\n]*\" (\d{3}) (\d+)")
 NUMBER = re.compile(r"\d+")
 ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
 
@@ -113,7 +123,25 @@ def scan_error_log(
 class _RequestTally:
     endpoints: Counter[bytes]
     statuses: Counter[bytes]
-    latencies: Counter[bytes]  # milliseconds, as written
+    latencies: Counter[int]  # milliseconds
+    # Lines read as columns count here first (one numpy addition a chunk), then `settle` folds them in.
+    status_histogram: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(1000, np.int64))
+    ms_histogram: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(MS_HISTOGRAM, np.int64))
+
+    def add_columns(self, statuses: npt.NDArray[np.int64], ms: npt.NDArray[np.int64]) -> None:
+        self.status_histogram += np.bincount(statuses, minlength=1000)
+        small = ms < MS_HISTOGRAM
+        self.ms_histogram += np.bincount(ms[small], minlength=MS_HISTOGRAM)
+        if not small.all():
+            self.latencies.update(ms[~small].tolist())
+
+    def settle(self) -> None:
+        for status in np.flatnonzero(self.status_histogram).tolist():
+            self.statuses[b"%03d" % status] += int(self.status_histogram[status])
+        for ms in np.flatnonzero(self.ms_histogram).tolist():
+            self.latencies[ms] += int(self.ms_histogram[ms])
+        self.status_histogram[:] = 0
+        self.ms_histogram[:] = 0
 
     def add_json(self, fields: dict[str, object]) -> bool:
         method, path, status, ms = (fields.get(k) for k in ("method", "path", "status", "ms"))
@@ -123,37 +151,95 @@ class _RequestTally:
             return False
         self.endpoints[f"{method} {path.split('?', 1)[0]}".encode()] += 1
         self.statuses[str(status).encode()] += 1
-        self.latencies[str(round(float(ms))).encode()] += 1
+        self.latencies[round(float(ms))] += 1
         return True
 
 
-def _api_chunk(chunk: bytes, tally: _RequestTally) -> int:
-    found = API_LINE.findall(b"\n" + chunk)
-    if found:
-        endpoints, statuses, latencies = zip(*found, strict=True)  # columns, counted in C
-        tally.endpoints.update(endpoints)
-        tally.statuses.update(statuses)
-        tally.latencies.update(latencies)
-    shaped = len(found)
-    for line in json_lines(chunk):
+def _api_chunk(chunk: bytes, tally: _RequestTally) -> tuple[int, int]:
+    """Tally the chunk's requests; returns (lines, lines in a known shape).
+
+    Lines in the usual shape are read as numpy columns (runbooks.logcolumns), endpoints grouped
+    in C; the others (JSON, junk, unusual fields) one by one."""
+    lines = ChunkLines(chunk)
+    handled = []
+    for part in access_parts(lines):
+        found = requests(lines, part)
+        handled.append(found.index)
+        method = masked_words(found.method, found.method_length)
+        path = masked_words(found.path, found.path_length)
+        rows, counts = group([found.method_length * 64 + found.path_length, *method.T, *path.T])
+        for endpoint, n in zip(found.endpoints(rows), counts.tolist(), strict=True):
+            tally.endpoints[endpoint] += n
+        tally.add_columns(found.status, found.ms)
+    shaped = sum(len(index) for index in handled)
+    for index in leftover(lines, handled).tolist():
+        shaped += _slow_request(lines.line(index), tally)
+    return len(lines), shaped
+
+
+def _slow_request(line: bytes, tally: _RequestTally) -> bool:
+    """Tally one line read alone; whether it had a known shape."""
+    if line.startswith(b"{"):
         fields = json_fields(line)
-        shaped += bool(fields and "time" in fields and tally.add_json(fields))
-    return shaped
+        return bool(fields and "time" in fields and tally.add_json(fields))
+    found = API_LINE.match(line)
+    if found is None:
+        return False
+    tally.endpoints[found[1]] += 1
+    tally.statuses[found[2]] += 1
+    tally.latencies[int(found[3])] += 1
+    return True
+
+
+def _access_part(
+    path: Path,
+    start: float,
+    end: float,
+    zone: tzinfo,
+    tolerance: float,
+    chunk_size: int,
+    span: tuple[int, int],
+    after: bool,
+) -> tuple[_RequestTally, ScanStats]:
+    """One part of the window (a worker's, or this process's)."""
+    tally = _RequestTally(Counter(), Counter(), Counter())
+    stats = ScanStats(str(path))
+    with open_log(path) as f:
+        for chunk in window_chunks(
+            f,
+            start=start,
+            end=end,
+            line_time=time_reader("api", zone),
+            stats=stats,
+            tolerance=tolerance,
+            chunk_size=chunk_size,
+            span=span,
+            after=after,
+        ):
+            lines, shaped = _api_chunk(chunk, tally)
+            stats.skipped += lines - shaped
+            if len(tally.endpoints) > 4 * MESSAGES_KEPT:  # ids in paths: fold them as we go
+                tally.endpoints = _fold_endpoints(tally.endpoints)
+    tally.settle()
+    return tally, stats
 
 
 def scan_access_log(
     path: Path, *, start: float, end: float, zone: tzinfo, tolerance: float
 ) -> tuple[_RequestTally, ScanStats]:
-    tally = _RequestTally(Counter(), Counter(), Counter())
+    """The access log's window, a large one in two processes (runbooks.logworkers)."""
     stats = ScanStats(str(path))
-    with open_log(path) as f:
-        reader = time_reader("api", zone)
-        for chunk in window_chunks(
-            f, start=start, end=end, line_time=reader, stats=stats, tolerance=tolerance
-        ):
-            stats.skipped += chunk.count(b"\n") - _api_chunk(chunk, tally)
-            if len(tally.endpoints) > 4 * MESSAGES_KEPT:  # ids in paths: fold them as we go
-                tally.endpoints = _fold_endpoints(tally.endpoints)
+    reader = time_reader("api", zone)
+    spans = window_spans(
+        path, start=start, line_time=reader, stats=stats, tolerance=tolerance, parts=parts_wanted()
+    )
+    work = partial(_access_part, path, start, end, zone, tolerance, logscan.CHUNK_SIZE)
+    tally = _RequestTally(Counter(), Counter(), Counter())
+    for part, part_stats in scan_parts(work, spans):
+        tally.endpoints.update(part.endpoints)
+        tally.statuses.update(part.statuses)
+        tally.latencies.update(part.latencies)
+        stats.add(part_stats)
     return tally, stats
 
 
@@ -164,7 +250,7 @@ def _fold_endpoints(raw: Counter[bytes]) -> Counter[bytes]:
     return folded
 
 
-def _latency(latencies: Counter[bytes]) -> tuple[float | None, int | None]:
+def _latency(latencies: Counter[int]) -> tuple[float | None, int | None]:
     """Average and 95th percentile (nearest rank) of a histogram of milliseconds."""
     histogram = sorted((int(ms), n) for ms, n in latencies.items())
     total = sum(n for _, n in histogram)

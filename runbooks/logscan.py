@@ -18,8 +18,11 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
+
+import numpy as np
 
 from core.errors import RunbookFailed, UsageError
 
@@ -30,8 +33,10 @@ PEEK_SIZE = 4096  # a probe reads this much at a time until it has a whole timed
 PEEK_LINES = 50  # lines looked at for a time before a spot counts as untimed
 BISECT_STOP = 512  # bytes: within a chunk, the edges are found to this precision
 DEFAULT_TOLERANCE_S = 60.0
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024  # a smaller window is read by one process (a worker costs ~0.3 s)
 HOURS_MAX = 24 * 31
 LineTime = Callable[[bytes], float | None]
+NEWLINE = 10
 
 
 @dataclass
@@ -48,6 +53,12 @@ class ScanStats:
     @property
     def parsed(self) -> int:
         return self.lines - self.skipped
+
+    def add(self, part: ScanStats) -> None:
+        """Count in what reading one part of the window (in a worker) cost and found."""
+        self.bytes_read += part.bytes_read
+        self.lines += part.lines
+        self.skipped += part.skipped
 
 
 def check_hours(hours: int) -> int:
@@ -190,10 +201,10 @@ def split_offset(chunk: bytes, moment: float, line_time: LineTime) -> int:
     return at
 
 
-def _by_own_time(part: bytes, line_time: LineTime, start: float, end: float) -> bytes:
-    """The lines of `part` timed in [start, end]; an untimed line goes with the line before it."""
+def _by_own_time(part: bytes, line_time: LineTime, start: float, end: float, keep: bool = False) -> bytes:
+    """The lines of `part` timed in [start, end]; an untimed line goes with the line before it
+    (`keep`: whether the line before `part` was in the window)."""
     kept: list[bytes] = []
-    keep = False
     for line in part.split(b"\n")[:-1]:
         moment = line_time(line)
         if moment is not None:
@@ -203,30 +214,51 @@ def _by_own_time(part: bytes, line_time: LineTime, start: float, end: float) -> 
     return b"\n".join(kept) + b"\n" if kept else b""
 
 
-def _window_part(chunk: bytes, line_time: LineTime, start: float, end: float, tolerance: float) -> bytes:
+def _last_time(chunk: bytes, line_time: LineTime) -> float | None:
+    """Time of the last timed line of a chunk of whole lines (looking a few lines back)."""
+    stop = len(chunk) - 1
+    for _ in range(PEEK_LINES):
+        begin = chunk.rfind(b"\n", 0, stop) + 1
+        moment = line_time(chunk[begin:stop])
+        if moment is not None or begin == 0:
+            return moment
+        stop = begin - 1
+    return None
+
+
+def _window_part(
+    chunk: bytes, line_time: LineTime, start: float, end: float, tolerance: float, after: bool = False
+) -> bytes:
     """The chunk's lines in the window: the middle passes whole, only the lines near an edge
-    (within `tolerance` of it, where out-of-order lines may be) are judged one by one."""
+    (within `tolerance` of it, where out-of-order lines may be) are judged one by one. `after`:
+    the previous chunk's last line was in the window (untimed lines starting this one go with it)."""
+    if after:  # a chunk well inside the window passes whole, without a copy
+        first, last = _time_at(chunk, 0, line_time), _last_time(chunk, line_time)
+        if first is not None and last is not None and start + tolerance <= first and last <= end - tolerance:
+            return chunk
     a, _ = _bisect(chunk, start - tolerance, line_time)
     _, b = _bisect(chunk, start + tolerance, line_time)
     c, _ = _bisect(chunk, end - tolerance, line_time)
     _, d = _bisect(chunk, end + tolerance, line_time)
     if b >= c:  # the window is narrower than the tolerance here: judge it all
-        return _by_own_time(chunk[a:d], line_time, start, end)
-    head = _by_own_time(chunk[a:b], line_time, start, end) if a < b else b""
-    tail = _by_own_time(chunk[c:d], line_time, start, end) if c < d else b""
+        return _by_own_time(chunk[a:d], line_time, start, end, after and a == 0)
+    head = _by_own_time(chunk[a:b], line_time, start, end, after and a == 0) if a < b else b""
+    tail = _by_own_time(chunk[c:d], line_time, start, end, b < c) if c < d else b""  # after the middle
     return head + chunk[b:c] + tail
 
 
-def _whole_lines(f: BinaryIO, offset: int, chunk_size: int, stats: ScanStats) -> Iterator[bytes]:
+def _whole_lines(
+    f: BinaryIO, offset: int, chunk_size: int, stats: ScanStats, stop: int | None = None
+) -> Iterator[bytes]:
     f.seek(offset)
     rest = b""
-    while block := f.read(chunk_size):
+    while block := f.read(chunk_size if stop is None else min(chunk_size, stop - f.tell())):
         stats.bytes_read += len(block)
         cut = block.rfind(b"\n")
         if cut < 0:
             rest += block
             continue
-        yield rest + block[: cut + 1]
+        yield block if not rest and cut == len(block) - 1 else b"".join((rest, memoryview(block)[: cut + 1]))
         rest = block[cut + 1 :]
     if rest:
         yield rest + b"\n"  # a last line still being written
@@ -241,19 +273,27 @@ def window_chunks(
     stats: ScanStats,
     tolerance: float = DEFAULT_TOLERANCE_S,
     chunk_size: int | None = None,
+    span: tuple[int, int] | None = None,
+    after: bool = False,
 ) -> Iterator[bytes]:
-    """Chunks of whole lines (each ending in a newline) holding the lines timed in [start, end]."""
-    f.seek(0, 2)
-    stats.size = f.tell()
-    offset = find_window_start(f, stats.size, start - tolerance, line_time, stats)
-    stats.window_offset = offset
-    for chunk in _whole_lines(f, offset, chunk_size or CHUNK_SIZE, stats):
+    """Chunks of whole lines (each ending in a newline) holding the lines timed in [start, end].
+
+    `span`: only these bytes (line starts, from `window_spans`), the window's start already found;
+    `after`: the span follows another part of the window (untimed lines at its start are kept)."""
+    if span is None:
+        f.seek(0, 2)
+        stats.size = f.tell()
+        offset = find_window_start(f, stats.size, start - tolerance, line_time, stats)
+        stats.window_offset = offset
+        span = (offset, stats.size)
+    for chunk in _whole_lines(f, span[0], chunk_size or CHUNK_SIZE, stats, span[1]):
         first = _time_at(chunk, 0, line_time)
         if first is not None and first > end + tolerance:
             return
-        kept = _window_part(chunk, line_time, start, end, tolerance)
+        kept = _window_part(chunk, line_time, start, end, tolerance, after)
+        after = kept.endswith(chunk[chunk.rfind(b"\n", 0, -1) + 1 :]) if kept else False
         if kept:
-            stats.lines += kept.count(b"\n")
+            stats.lines += int(np.count_nonzero(np.frombuffer(kept, np.uint8) == NEWLINE))
             yield kept
 
 
@@ -272,3 +312,26 @@ def json_lines(chunk: bytes) -> list[bytes]:
     if not chunk.startswith(b"{") and b"\n{" not in chunk:
         return []
     return [line for line in chunk.split(b"\n") if line.startswith(b"{")]
+
+
+def window_spans(
+    path: Path, *, start: float, line_time: LineTime, stats: ScanStats, tolerance: float, parts: int
+) -> list[tuple[int, int]]:
+    """The window's bytes (found as `window_chunks` finds them) cut into up to `parts` spans at line
+    starts, for as many workers; one span when the window is smaller than `PARALLEL_MIN_BYTES`."""
+    with open_log(path) as f:
+        f.seek(0, 2)
+        stats.size = f.tell()
+        offset = find_window_start(f, stats.size, start - tolerance, line_time, stats)
+        stats.window_offset = offset
+        if stats.size - offset < PARALLEL_MIN_BYTES:
+            parts = 1
+        cuts = [offset]
+        for part in range(1, parts):
+            f.seek(offset + (stats.size - offset) * part // parts)
+            skipped = f.readline()  # to the next line start
+            stats.bytes_read += len(skipped)
+            if cuts[-1] < f.tell() < stats.size:
+                cuts.append(f.tell())
+        cuts.append(stats.size)
+    return list(pairwise(cuts))

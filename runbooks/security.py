@@ -7,16 +7,32 @@ within one minute of the API log. Each log is read only over the window asked fo
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import partial
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
+from runbooks import logscan
+from runbooks.logcolumns import (
+    ChunkLines,
+    Ints,
+    access_parts,
+    cut_rows,
+    group,
+    iso_lines,
+    leftover,
+    masked_words,
+    number,
+)
 from runbooks.logscan import (
     DEFAULT_TOLERANCE_S,
-    LineTime,
     ScanStats,
     check_hours,
     json_fields,
@@ -24,14 +40,15 @@ from runbooks.logscan import (
     json_time,
     open_log,
     parse_time,
-    split_offset,
     time_reader,
     window_chunks,
+    window_spans,
 )
+from runbooks.logworkers import parts_wanted, scan_parts
 
 FAILED = b"authentication failed"
-AUTH_LINE = re.compile(rb"\n\S+ \d{4}-\d\d-\d\dT")
-API_ADDRESS = re.compile(rb"\n(\S+) - - \d+(?:\.\d*)? \"")
+AUTH_LINE = re.compile(rb"\S+ \d{4}-\d\d-\d\dT")  # at a line's start
+API_ADDRESS = re.compile(rb"(\S+) - - (\d+(?:\.\d*)?) \"")  # at a line's start
 TOP = 10
 
 
@@ -95,10 +112,12 @@ class _FailureWindows:
                 self.busiest[address] = (len(times), times[0], moment)
 
 
-def _auth_failures(chunk: bytes, zone: tzinfo) -> tuple[list[tuple[float, str]], int]:
-    """(time, address) of each failed login in the chunk, and how many lines had a known shape."""
+def _auth_failures(chunk: bytes, zone: tzinfo) -> tuple[list[tuple[float, str]], int, int]:
+    """(time, address) of each failed login in the chunk, its lines and how many had a known shape."""
     failures: list[tuple[float, str]] = []
-    shaped = len(AUTH_LINE.findall(b"\n" + chunk))
+    lines = ChunkLines(chunk)
+    shaped, left = iso_lines(lines)
+    shaped += sum(AUTH_LINE.match(lines.line(index)) is not None for index in left.tolist())
     at = chunk.find(FAILED)
     while at >= 0:  # failures are few: find them, then read only their lines
         begin = chunk.rfind(b"\n", 0, at) + 1
@@ -116,7 +135,7 @@ def _auth_failures(chunk: bytes, zone: tzinfo) -> tuple[list[tuple[float, str]],
         shaped += 1
         if "authentication failed" in str(fields.get("message", "")):
             failures.append((moment, str(fields["ip"])))
-    return failures, shaped
+    return failures, len(lines), shaped
 
 
 def scan_auth_log(
@@ -129,80 +148,178 @@ def scan_auth_log(
         for chunk in window_chunks(
             f, start=start, end=end, line_time=reader, stats=stats, tolerance=tolerance
         ):
-            failures, shaped = _auth_failures(chunk, zone)
-            stats.skipped += chunk.count(b"\n") - shaped
+            failures, lines, shaped = _auth_failures(chunk, zone)
+            stats.skipped += lines - shaped
             windows.add(failures)
     return windows, stats
 
 
 @dataclass
+class _Grouped:
+    """Requests grouped by (minute, address): one row per group."""
+
+    minutes: Ints
+    counts: Ints
+    heads: npt.NDArray[np.uint8]  # the first bytes of one line of each group
+    address_lengths: Ints
+
+    def addresses(self, rows: Ints) -> list[bytes]:
+        return cut_rows(self.heads[rows], self.address_lengths[rows])
+
+
+@dataclass
 class _MinuteCounts:
-    """Requests per address, one minute at a time (a minute may span two chunks)."""
+    """Requests per address and minute of each line's own time, a chunk's worth at a time.
+
+    A minute well inside a chunk is complete there (lines are in time order give or take
+    `tolerance`): its addresses over the limit are bursts, the rest are dropped at once. Only the
+    minutes near a chunk's edges, or holding a line read the slow way, are kept open for the
+    next chunk, and closed once the log has moved `margin` minutes past them: flat memory.
+    In a part of the window after another (`after`), the first minutes are never closed here:
+    the part before holds lines of them too, and the caller merges both (`merge`)."""
 
     limit: int
-    minute: int | None = None
-    counts: Counter[bytes] = field(default_factory=Counter)
+    margin: int  # minutes
+    after: bool = False
+    floor: int | None = None  # minutes up to this one stay open (set by the first chunk, when `after`)
+    open: dict[int, Counter[bytes]] = field(default_factory=lambda: defaultdict(Counter))
     bursts: list[RequestBurst] = field(default_factory=list)
 
-    def add(self, minute: int, counts: Counter[bytes]) -> None:
-        if minute != self.minute:
-            self.close()
-            self.minute = minute
-        self.counts.update(counts)
+    def add_chunk(self, groups: list[_Grouped], slow: list[tuple[int, bytes]]) -> None:
+        """`groups`: requests grouped by minute and address; `slow`: (minute, address) one by one."""
+        seen = [int(g.minutes.min()) for g in groups if len(g.minutes)] + [m for m, _ in slow]
+        if not seen:
+            return
+        low = min(seen) + self.margin
+        if self.after and self.floor is None:
+            self.floor = low
+        low = max(low, self.floor if self.floor is not None else low)
+        high = max([int(g.minutes.max()) for g in groups if len(g.minutes)] + [m for m, _ in slow])
+        held = np.array(sorted({m for m, _ in slow}), np.int64)
+        for g in groups:
+            edge = (g.minutes <= low) | (g.minutes >= high - self.margin) | np.isin(g.minutes, held)
+            rows = np.flatnonzero(edge | (g.counts > self.limit))
+            picked = zip(
+                g.minutes[rows].tolist(),
+                g.counts[rows].tolist(),
+                edge[rows].tolist(),
+                g.addresses(rows),
+                strict=True,
+            )
+            for minute, n, held_open, address in picked:
+                if held_open:
+                    self.open[minute][address] += n
+                else:
+                    self._burst(minute, address, n)
+        for minute, address in slow:
+            self.open[minute][address] += 1
+        self.close(before=high - self.margin)
 
-    def close(self) -> None:
-        if self.minute is not None and self.counts and max(self.counts.values()) > self.limit:
-            at = datetime.fromtimestamp(self.minute * 60, UTC)
-            self.bursts += [
-                RequestBurst(address.decode("ascii", "replace"), at, n)
-                for address, n in self.counts.items()
-                if n > self.limit
-            ]
-        self.counts = Counter()
+    def merge(self, part: _MinuteCounts) -> None:
+        """Take in a part's bursts and the minutes it left open."""
+        self.bursts += part.bursts
+        for minute, counts in part.open.items():
+            self.open[minute].update(counts)
+
+    def close(self, before: int | None = None) -> None:
+        kept = self.floor if before is not None and self.floor is not None else None
+        for minute in sorted(
+            m for m in self.open if (before is None or m < before) and (kept is None or m > kept)
+        ):
+            for address, n in self.open.pop(minute).items():
+                if n > self.limit:
+                    self._burst(minute, address, n)
+
+    def _burst(self, minute: int, address: bytes, n: int) -> None:
+        at = datetime.fromtimestamp(minute * 60, UTC)
+        self.bursts.append(RequestBurst(address.decode("ascii", "replace"), at, n))
 
 
-def _api_chunk(chunk: bytes, reader: LineTime, minutes: _MinuteCounts, zone: tzinfo) -> int:
-    """Count the chunk's requests per address and minute; returns how many lines had a known shape.
-
-    The chunk is cut at each minute's first line by the lines' own times, then each slice's
-    addresses are counted in C (no per-line Python): the log is in time order, give or take
-    a few seconds at a minute's edge."""
-    first, last = reader(chunk[: chunk.find(b"\n")]), reader(chunk[chunk.rfind(b"\n", 0, -1) + 1 : -1])
-    shaped = 0
-    if first is not None and last is not None:
-        at = 0
-        for minute in range(int(first // 60), int(last // 60) + 1):
-            stop = split_offset(chunk, (minute + 1) * 60, reader) if minute < last // 60 else len(chunk)
-            addresses = API_ADDRESS.findall(b"\n" + chunk[at:stop])
-            shaped += len(addresses)
-            minutes.add(minute, Counter(addresses))
-            at = max(at, stop)
-    else:  # no time at the edges: every line judged alone
-        for line in chunk.split(b"\n")[:-1]:
-            moment = None if line.startswith(b"{") else reader(line)
-            if moment is not None:
-                shaped += 1
-                minutes.add(int(moment // 60), Counter([line.split(b" ", 1)[0]]))
-    for line in json_lines(chunk):
+def _slow_request(line: bytes, zone: tzinfo) -> tuple[int, bytes] | None:
+    """(minute, address) of one line read alone: a JSON line, or a text line the fast path left."""
+    if line.startswith(b"{"):
         fields = json_fields(line)
         moment = json_time(fields, zone) if fields else None
-        if fields is not None and moment is not None and "ip" in fields:
-            shaped += 1
-            minutes.add(int(moment // 60), Counter([str(fields["ip"]).encode()]))
-    return shaped
+        if fields is None or moment is None or "ip" not in fields:
+            return None
+        return int(moment // 60), str(fields["ip"]).encode()
+    found = API_ADDRESS.match(line)
+    moment = parse_time(found[2], zone) if found else None
+    return None if found is None or moment is None else (int(moment // 60), found[1])
+
+
+def _api_chunk(chunk: bytes, minutes: _MinuteCounts, zone: tzinfo) -> tuple[int, int]:
+    """Count the chunk's requests per address and minute; returns (lines, lines in a known shape).
+
+    Lines in the usual shape are read as numpy columns (runbooks.logcolumns): minute from the
+    epoch, address as words, grouped in C; the others one by one."""
+    lines = ChunkLines(chunk)
+    parts = access_parts(lines)
+    groups = []
+    for part in parts:
+        minute = number(part.epoch, part.epoch_length) // 60
+        words = masked_words(part.head, part.address_length)
+        rows, counts = group([minute * 64 + part.address_length, *words.T])
+        groups.append(_Grouped(minute[rows], counts, part.head[rows], part.address_length[rows]))
+    slow = []
+    for index in leftover(lines, [part.index for part in parts]).tolist():
+        request = _slow_request(lines.line(index), zone)
+        if request is not None:
+            slow.append(request)
+    minutes.add_chunk(groups, slow)
+    return len(lines), sum(len(part.index) for part in parts) + len(slow)
+
+
+def _api_part(
+    path: Path,
+    start: float,
+    end: float,
+    limits: tuple[int, int],
+    zone: tzinfo,
+    tolerance: float,
+    chunk_size: int,
+    span: tuple[int, int],
+    after: bool,
+) -> tuple[_MinuteCounts, ScanStats]:
+    """One part of the window (a worker's, or this process's); its last minutes are left open."""
+    minutes = _MinuteCounts(*limits, after=after)
+    stats = ScanStats(str(path))
+    with open_log(path) as f:
+        for chunk in window_chunks(
+            f,
+            start=start,
+            end=end,
+            line_time=time_reader("api", zone),
+            stats=stats,
+            tolerance=tolerance,
+            chunk_size=chunk_size,
+            span=span,
+            after=after,
+        ):
+            lines, shaped = _api_chunk(chunk, minutes, zone)
+            stats.skipped += lines - shaped
+    return minutes, stats
 
 
 def scan_api_log(
     path: Path, *, start: float, end: float, thresholds: SecurityThresholds, zone: tzinfo, tolerance: float
 ) -> tuple[list[RequestBurst], ScanStats]:
-    minutes = _MinuteCounts(thresholds.requests_per_minute)
+    """Request bursts in the API log's window, a large one in two processes (runbooks.logworkers)."""
+    limits = (thresholds.requests_per_minute, math.ceil(tolerance / 60) + 1)
     stats = ScanStats(str(path))
-    reader = time_reader("api", zone)
-    with open_log(path) as f:
-        for chunk in window_chunks(
-            f, start=start, end=end, line_time=reader, stats=stats, tolerance=tolerance
-        ):
-            stats.skipped += chunk.count(b"\n") - _api_chunk(chunk, reader, minutes, zone)
+    spans = window_spans(
+        path,
+        start=start,
+        line_time=time_reader("api", zone),
+        stats=stats,
+        tolerance=tolerance,
+        parts=parts_wanted(),
+    )
+    work = partial(_api_part, path, start, end, limits, zone, tolerance, logscan.CHUNK_SIZE)
+    minutes = _MinuteCounts(*limits)
+    for part, part_stats in scan_parts(work, spans):
+        minutes.merge(part)
+        stats.add(part_stats)
     minutes.close()
     return minutes.bursts, stats
 
