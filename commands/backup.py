@@ -263,7 +263,8 @@ async def list_backups(ctx: Context, args: Args) -> Reply:
 
 
 def _file_archives(ctx: Context, archives: Sequence[FileArchiveRecord]) -> list[Element]:
-    """Archives of the application's files, which stay on the hosts (`backup files`, releases)."""
+    """Good archives of the application's files, which stay on the hosts (`backup files`, releases),
+    and how long they are kept."""
     t = ctx.t
     if not archives:
         return []
@@ -278,7 +279,9 @@ def _file_archives(ctx: Context, archives: Sequence[FileArchiveRecord]) -> list[
         for a in archives
     )
     columns = ("#", t("backup.col.time"), t("hosts.col.host"), t("files.col.path"), t("backup.col.size"))
-    return [Header(t("files.list_header")), Table(columns=columns, rows=rows)]
+    kept = ctx.services.settings.backup
+    retention = t("files.retention", days=kept.files_retention_days, db_days=kept.retention_days)
+    return [Header(t("files.list_header")), Table(columns=columns, rows=rows), Text(retention)]
 
 
 def _reconcile(

@@ -1,5 +1,6 @@
 """The monthly chores of the manual, for `report monthly`: security updates waiting on each host
-(`apt list --upgradable`), disk usage per mount, and database backups kept past their retention.
+(`apt list --upgradable`), disk usage per mount, and database backups and file archives kept past
+their retentions (backup.retention_days, backup.files_retention_days).
 
 The hosts part runs only where `hosts.inventory` is configured; each part that cannot be read
 says so in the report instead of failing it.
@@ -17,10 +18,11 @@ from core.i18n import Translator
 from core.reply import Element, Header, Level, Table, Text
 from core.secrets import mask_text
 from runbooks import hosts
-from runbooks.backups import backups_past_retention
+from runbooks.backups import archives_past_retention, backups_past_retention
 from runbooks.hosts import HostChores, HostsReport
 from runbooks.playbook_runner import HostsSetup
 from store.backups import BackupRecord, list_backups
+from store.releases import FileArchiveRecord, list_file_archives
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ class Chores:
     hosts_error: str | None
     past_retention: tuple[BackupRecord, ...] | None  # None: the catalog could not be read
     retention_days: int
+    archives_past_retention: tuple[FileArchiveRecord, ...] | None  # None: the catalog could not be read
+    files_retention_days: int
     disk_percent: int  # the warning level (thresholds.disk_percent)
 
 
@@ -47,16 +51,22 @@ async def gather_chores(services: Services, *, now: datetime) -> Chores | None:
     except GardenBotError as exc:
         error = Translator(settings.locale)(exc.message_key, **exc.params)
     past: tuple[BackupRecord, ...] | None = None
+    archives: tuple[FileArchiveRecord, ...] | None = None
+    kept = settings.backup
     try:
         good = await list_backups(services.store, limit=None, statuses=("good",))
-        past = tuple(backups_past_retention(good, retention_days=settings.backup.retention_days, now=now))
+        past = tuple(backups_past_retention(good, retention_days=kept.retention_days, now=now))
+        files = await list_file_archives(services.store, limit=None, statuses=("good",))
+        archives = tuple(archives_past_retention(files, retention_days=kept.files_retention_days, now=now))
     except GardenBotError as exc:
         log.warning("monthly chores: backup catalog unavailable (%s)", type(exc).__name__)
     return Chores(
         hosts=report,
         hosts_error=error,
         past_retention=past,
-        retention_days=settings.backup.retention_days,
+        retention_days=kept.retention_days,
+        archives_past_retention=archives,
+        files_retention_days=kept.files_retention_days,
         disk_percent=settings.thresholds.disk_percent,
     )
 
@@ -73,6 +83,7 @@ def chores_elements(t: Translator, chores: Chores) -> list[Element]:
     else:
         elements.append(Text(t("chores.hosts_failed", error=mask_text(chores.hosts_error or "")[:300])))
     elements.append(Text(_retention_line(t, chores)))
+    elements.append(Text(_files_retention_line(t, chores)))
     return elements
 
 
@@ -102,3 +113,13 @@ def _retention_line(t: Translator, chores: Chores) -> str:
         return t("chores.retention_none", days=chores.retention_days)
     ids = ", ".join(f"#{b.id}" for b in chores.past_retention[:20])
     return t("chores.retention_past", days=chores.retention_days, count=len(chores.past_retention), ids=ids)
+
+
+def _files_retention_line(t: Translator, chores: Chores) -> str:
+    past, days = chores.archives_past_retention, chores.files_retention_days
+    if past is None:
+        return t("chores.files_retention_unknown")
+    if not past:
+        return t("chores.files_retention_none", days=days)
+    ids = ", ".join(f"#{a.id}" for a in past[:20])
+    return t("chores.files_retention_past", days=days, count=len(past), ids=ids)

@@ -24,6 +24,7 @@ from core.formatting import format_bytes, format_duration, format_time
 from core.reply import Element, Fields, Header, Level, Note, Reply, Status, Table, Text
 from core.secrets import mask_text
 from runbooks import hosts
+from runbooks.backups import archives_past_retention
 from runbooks.playbook_runner import HostsSetup, PlaybookRun, TaskEvent, TaskProgress
 from store import incidents as incident_store
 from store import releases as release_store
@@ -282,7 +283,48 @@ async def archive_files(ctx: Context, *, release_id: int | None, start: int = 0,
 
 
 async def run_backup_files(ctx: Context, args: Args) -> Reply:
-    return await archive_files(ctx, release_id=None)
+    """Archive the files, then (only after a good archive on every host) prune the archives past
+    backup.files_retention_days; a prune that fails warns and leaves the new archives standing."""
+    reply = await archive_files(ctx, release_id=None)
+    if reply.status != "succeeded":
+        return reply
+    try:
+        lines = await prune_expired_archives(ctx)
+    except GardenBotError as exc:
+        log.warning("backup files: archives past retention not pruned (%s)", type(exc).__name__)
+        detail = mask_text(ctx.t(exc.message_key, **exc.params))[:300]
+        lines = [Text(ctx.t("files.prune_failed", detail=detail))]
+    return replace(reply, elements=(*reply.elements, *lines))
+
+
+async def prune_expired_archives(ctx: Context) -> list[Element]:
+    """Delete the archives past retention on their hosts (each keeps its newest good one), mark the
+    ones gone `pruned`, and audit the playbook run: `backup`'s prune (commands/backup.py) for archives
+    that live on the hosts instead of in the backup directory."""
+    svc = ctx.services
+    days = svc.settings.backup.files_retention_days
+    good = await release_store.list_file_archives(svc.store, limit=None, statuses=("good",))
+    chosen = archives_past_retention(good, retention_days=days)
+    if not chosen:
+        return []
+    paths: dict[str, list[str]] = {}
+    for archive in chosen:
+        paths.setdefault(archive.host, []).append(archive.path)
+    report = await hosts.prune_files(setup=hosts_setup(svc), paths=paths)
+    await audit_run(ctx, "backup files", report.run)
+    gone = {
+        (host, path) for host, found in report.by_host.items() for path in (*found.removed, *found.absent)
+    }
+    pruned = await release_store.mark_archives_pruned(
+        svc.store, [a.id for a in chosen if (a.host, a.path) in gone]
+    )
+    lines: list[Element] = [Text(ctx.t("files.pruned", days=days, count=pruned))] if pruned else []
+    lines += [
+        Text(ctx.t("files.prune_refused", host=host, path=path))
+        for host, found in report.by_host.items()
+        for path in found.refused
+    ]
+    return lines + problem_lines(ctx, report.problems)
 
 
 # --- evidence ------------------------------------------------------------------------------------------

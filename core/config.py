@@ -136,6 +136,15 @@ class Target(_Section):
 class Backup(_Section):
     dir: Path | None = None
     retention_days: int = Field(default=30, ge=1, le=3650)
+    files_retention_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description=(
+            "Archives of the application's files (`backup files`) older than this are deleted on their"
+            " host after each `backup files` (each host keeps its newest good archive)."
+        ),
+    )
     # pg_dump waits this long for a table another session holds locked, then the backup fails.
     lock_wait_timeout_seconds: float = Field(default=60, gt=0, le=3600)
     # A backup (dump and check) still running after this long is abandoned.

@@ -14,7 +14,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -468,16 +468,74 @@ def cleanup_partials(backup_dir: Path) -> list[Path]:
     return removed
 
 
+class Kept(Protocol):
+    """Anything kept for a retention: a database backup, or an archive of the application's files."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+
+
+K = TypeVar("K", bound=Kept)
+
+
+def past_retention(
+    entries: Iterable[K],
+    *,
+    written: Callable[[K], datetime],
+    retention_days: int,
+    now: datetime | None = None,
+) -> list[K]:
+    """Good entries written before the retention, never the newest good one (however old it is)."""
+    good = [e for e in entries if e.status == "good"]
+    if not good:
+        return []
+    newest = max(good, key=lambda e: (written(e), e.id))
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
+    return [e for e in good if e is not newest and written(e) < cutoff]
+
+
 def backups_past_retention(
     entries: Iterable[Entry], *, retention_days: int, now: datetime | None = None
 ) -> list[Entry]:
     """Good backups older than the retention, never the newest good one (however old it is)."""
-    good = [e for e in entries if e.status == "good"]
-    if not good:
-        return []
-    newest = max(good, key=lambda e: (e.finished_at or e.started_at, e.id))
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
-    return [e for e in good if e is not newest and (e.finished_at or e.started_at) < cutoff]
+    return past_retention(
+        entries, written=lambda e: e.finished_at or e.started_at, retention_days=retention_days, now=now
+    )
+
+
+class HostArchive(Kept, Protocol):
+    """What file retention needs of an archive (store.releases.FileArchiveRecord)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+A = TypeVar("A", bound=HostArchive)
+
+
+def archives_past_retention(
+    archives: Iterable[A], *, retention_days: int, now: datetime | None = None
+) -> list[A]:
+    """Good file archives older than the retention; each host keeps its newest good one however old
+    (the archives stay on their hosts: one host's archive does not stand for another's). An old row
+    naming the same file as a kept one is never chosen: deleting it would delete the kept archive."""
+    by_host: dict[str, list[A]] = {}
+    for archive in archives:
+        by_host.setdefault(archive.host, []).append(archive)
+    chosen: list[A] = []
+    for host_archives in by_host.values():
+        old = past_retention(
+            host_archives, written=lambda a: a.created_at, retention_days=retention_days, now=now
+        )
+        kept = {a.path for a in host_archives if a.status == "good" and a not in old}
+        chosen += [a for a in old if a.path not in kept]
+    return sorted(chosen, key=lambda a: a.id)
 
 
 def prune_backups(

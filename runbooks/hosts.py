@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
@@ -24,7 +24,7 @@ from runbooks.playbook_runner import HostsSetup, PlaybookRun, TaskProgress, run_
 VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,127}$")
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9@_][A-Za-z0-9@._-]{0,127}$")
 # Each playbook's limit unless HostsSetup.timeout_s says otherwise.
-TIMEOUTS_S = {"release": 1800.0, "backup_files": 1800.0, "service_restart": 300.0}
+TIMEOUTS_S = {"release": 1800.0, "backup_files": 1800.0, "service_restart": 300.0, "prune_files": 300.0}
 DEFAULT_TIMEOUT_S = 300.0
 
 T = TypeVar("T", bound=BaseModel)
@@ -117,6 +117,12 @@ class FileArchive(_Model):
     sha256: str
     included: tuple[str, ...]
     missing: tuple[str, ...]
+
+
+class PrunedFiles(_Model):
+    removed: tuple[str, ...]
+    absent: tuple[str, ...]  # already gone: the catalog may say so too
+    refused: tuple[str, ...]  # not an archive the role wrote in garden_backup_dir: left alone
 
 
 class LogExcerpt(_Model):
@@ -300,6 +306,16 @@ async def backup_files(
 ) -> HostsReport[FileArchive]:
     """A .tar.gz of garden_root and the configuration on each host: path, size, SHA-256."""
     return await _run("backup_files", FileArchive, setup=setup, progress=progress)
+
+
+async def prune_files(
+    *, setup: HostsSetup, paths: Mapping[str, Sequence[str]], progress: TaskProgress | None = None
+) -> HostsReport[PrunedFiles]:
+    """Delete these archives (host -> paths) in garden_backup_dir; only archives the role wrote."""
+    asked = {host: list(found) for host, found in paths.items() if found}
+    return await _run(
+        "prune_files", PrunedFiles, setup=setup, progress=progress, extra_vars={"garden_prune_paths": asked}
+    )
 
 
 async def collect_evidence(

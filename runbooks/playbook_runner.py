@@ -44,6 +44,7 @@ PLAYBOOKS = (
     "version_check",
     "release",
     "backup_files",
+    "prune_files",
     "evidence",
     "system_info",
     "monthly_chores",

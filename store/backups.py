@@ -146,7 +146,10 @@ LIST_SQL = (
     " ORDER BY started_at DESC, id DESC LIMIT %(limit)s"
 )
 FILE_NAMES_SQL = "SELECT DISTINCT file_name FROM backups"
-ARCHIVES_SQL = f"SELECT {ARCHIVE_COLUMNS} FROM file_backups ORDER BY created_at DESC, id DESC LIMIT %s"
+ARCHIVES_SQL = (
+    f"SELECT {ARCHIVE_COLUMNS} FROM file_backups WHERE status = 'good'"
+    " ORDER BY created_at DESC, id DESC LIMIT %s"
+)
 
 
 def _list_params(limit: int | None, statuses: Sequence[str] | None) -> dict[str, Any]:
@@ -176,7 +179,7 @@ class CatalogView:
     shown: list[BackupRecord]  # the newest rows of the statuses asked for
     good: list[BackupRecord]  # every good backup
     file_names: set[str]  # every file name the catalog knows, whatever the row's status
-    archives: list[FileArchiveRecord]  # the newest archives of the application's files
+    archives: list[FileArchiveRecord]  # the newest good archives of the application's files
 
 
 async def catalog_view(store: Store, *, limit: int, statuses: Sequence[str], archives: int) -> CatalogView:

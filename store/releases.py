@@ -7,6 +7,7 @@ playbook could not run) or `interrupted` (the bot stopped while it ran).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -21,7 +22,7 @@ RELEASE_COLUMNS = (
     "id, job_id, version, requested_by, approved_by, status, previous_version, current_version,"
     " migrations, failed_step, error, backup_id, run_id, started_at, finished_at, duration_ms"
 )
-ARCHIVE_COLUMNS = "id, job_id, release_id, host, path, size_bytes, sha256, created_by, created_at"
+ARCHIVE_COLUMNS = "id, job_id, release_id, host, path, size_bytes, sha256, created_by, created_at, status"
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class FileArchiveRecord:
     sha256: str
     created_by: str
     created_at: datetime
+    status: str  # good, or pruned (past backup.files_retention_days: deleted on its host)
 
 
 async def start_release(
@@ -178,11 +180,28 @@ async def record_file_archive(
     return int(row["id"])
 
 
-async def list_file_archives(store: Store, *, limit: int = LIST_LIMIT) -> list[FileArchiveRecord]:
+async def list_file_archives(
+    store: Store, *, limit: int | None = LIST_LIMIT, statuses: Sequence[str] = ("good", "pruned")
+) -> list[FileArchiveRecord]:
+    """The newest archives first; `limit` None: all of them (retention reads every good one)."""
     async with store.connection() as conn:
         cur = await conn.execute(
-            f"SELECT {ARCHIVE_COLUMNS} FROM file_backups ORDER BY created_at DESC, id DESC LIMIT %s",
-            (limit,),
+            f"SELECT {ARCHIVE_COLUMNS} FROM file_backups WHERE status = ANY(%s)"
+            " ORDER BY created_at DESC, id DESC LIMIT %s",
+            (list(statuses), limit),
         )
         rows = await cur.fetchall()
     return [FileArchiveRecord(**row) for row in rows]
+
+
+async def mark_archives_pruned(store: Store, archive_ids: Sequence[int]) -> int:
+    """After retention deleted their files on the hosts; only good rows change."""
+    if not archive_ids:
+        return 0
+    async with store.connection() as conn:
+        cur = await conn.execute(
+            "UPDATE file_backups SET status = 'pruned', pruned_at = now()"
+            " WHERE id = ANY(%s) AND status = 'good'",
+            (list(archive_ids),),
+        )
+        return cur.rowcount

@@ -14,6 +14,7 @@ import pytest
 
 from bot.clicks import request_from_click
 from bot.runtime import Runtime
+from commands.backup import prune_expired
 from commands.base import Actor, Context, Request, no_progress
 from commands.hosts import ServiceArgs, open_p1
 from commands.release import VersionArgs, VersionChecked, describe_release, release_reply
@@ -488,7 +489,9 @@ async def test_the_monthly_report_carries_security_updates_disk_use_and_backups_
     assert host == "localhost"
     assert (security, upgradable) == ("-", "no apt") or (security.isdigit() and upgradable.isdigit())
     assert "/ " in disks and "%" in disks
-    [retention] = [e.text for e in monthly.elements if isinstance(e, Text) and "past retention" in e.text]
+    [retention] = [
+        e.text for e in monthly.elements if isinstance(e, Text) and "Backups past retention" in e.text
+    ]
     assert f"#{expired}" in retention and f"#{newest}" not in retention  # the newest good one is always kept
     assert chores_table(weekly) is None and Header("Monthly chores") not in weekly.elements
 
@@ -498,3 +501,99 @@ async def test_the_monthly_report_without_hosts_configured_has_no_chores(bot_run
 
     assert monthly.status == "succeeded", monthly
     assert chores_table(monthly) is None and Header("Monthly chores") not in monthly.elements
+
+
+def archive_row(world: BotWorld, host: str, path: str, days_ago: int) -> int:
+    [(archive_id,)] = world.query(
+        "INSERT INTO file_backups (host, path, size_bytes, sha256, created_by, created_at)"
+        " VALUES (%s, %s, 7, 'x', 'test', now() - make_interval(days => %s)) RETURNING id",
+        (host, path, days_ago),
+    )
+    return int(archive_id)
+
+
+def archive_status(world: BotWorld, archive_id: int) -> str:
+    [(status,)] = world.query("SELECT status FROM file_backups WHERE id = %s", (archive_id,))
+    return str(status)
+
+
+async def test_backup_files_prunes_archives_past_their_retention_on_the_host_and_leaves_database_backups(
+    on_shared: Runtime, bot_world: BotWorld
+) -> None:
+    old_dump = good_backup(bot_world, "old.dump", days_ago=400)  # past backup.retention_days too
+    dump_file = on_shared.services.settings.backup_dir / "old.dump"
+    dump_file.parent.mkdir(parents=True, exist_ok=True)
+    dump_file.write_bytes(b"dump")
+    elsewhere = archive_row(bot_world, "web9", "/nonexistent/garden-files-web9-1.tar.gz", days_ago=300)
+    first = await finish(on_shared, await on_shared.pipeline.handle(ask(OPERATOR, "backup files")))
+    assert first.status == "succeeded", first
+    first_id = int(first.ids["file_backup_id"])
+    [(first_path,)] = bot_world.query("SELECT path FROM file_backups WHERE id = %s", (first_id,))
+    bot_world.query(
+        "UPDATE file_backups SET created_at = now() - interval '200 days' WHERE id = %s", (first_id,)
+    )
+    assert Path(first_path).is_file()
+
+    second = await finish(on_shared, await on_shared.pipeline.handle(ask(OPERATOR, "backup files")))
+
+    assert second.status == "succeeded", second
+    assert "deleted on their hosts: 1" in " ".join(e.text for e in second.elements if isinstance(e, Text))
+    second_id = int(second.ids["file_backup_id"])
+    [(second_path,)] = bot_world.query("SELECT path FROM file_backups WHERE id = %s", (second_id,))
+    assert archive_status(bot_world, first_id) == "pruned" and not Path(first_path).exists()
+    assert archive_status(bot_world, second_id) == "good" and Path(second_path).is_file()
+    assert archive_status(bot_world, elsewhere) == "good"  # web9's only archive: kept however old
+    assert bot_world.query("SELECT status FROM backups WHERE id = %s", (old_dump,)) == [("good",)]
+    assert dump_file.read_bytes() == b"dump"  # the file retention never touches database backups
+    runs = bot_world.query(
+        "SELECT detail->>'playbook' FROM audit_log WHERE command = 'backup files' AND event = 'playbook_run'"
+        " ORDER BY id"
+    )
+    assert runs == [("backup_files",), ("backup_files",), ("prune_files",)]
+    listing = await on_shared.pipeline.handle(ask(VIEWER, "backup list"))
+    archives = [e for e in listing.elements if isinstance(e, Table)][-1]
+    assert str(second_id) in [row[0] for row in archives.rows]
+    assert str(first_id) not in [row[0] for row in archives.rows]
+    assert any(isinstance(e, Text) and "kept 90 days" in e.text for e in listing.elements)
+
+
+async def test_the_database_prune_leaves_file_archives_past_their_own_retention(
+    on_shared: Runtime, bot_world: BotWorld, tmp_path: Path
+) -> None:
+    old_dump = good_backup(bot_world, "old.dump", days_ago=45)
+    new_dump = good_backup(bot_world, "new.dump", days_ago=1)
+    archives = []
+    for days in (400, 300):
+        path = tmp_path / f"garden-files-localhost-{days}.tar.gz"
+        path.write_bytes(b"archive")
+        archives.append((archive_row(bot_world, "localhost", str(path), days_ago=days), path))
+
+    pruned = await prune_expired(on_shared.services)
+
+    assert pruned == 1
+    assert bot_world.query("SELECT id FROM backups WHERE status = 'pruned'") == [(old_dump,)]
+    assert bot_world.query("SELECT id FROM backups WHERE status = 'good'") == [(new_dump,)]
+    for archive_id, path in archives:
+        assert archive_status(bot_world, archive_id) == "good" and path.read_bytes() == b"archive"
+
+
+async def test_the_monthly_chores_count_file_archives_by_their_own_retention(
+    bot_world: BotWorld, shared: SampleHosts
+) -> None:
+    configure(bot_world, shared)
+    bot_world.configure(backup={"retention_days": 30, "files_retention_days": 10})
+    async with bot_world.runtime() as rt:  # the store is migrated when the runtime opens
+        dump = good_backup(bot_world, "twenty.dump", days_ago=20)
+        good_backup(bot_world, "one.dump", days_ago=1)
+        old = archive_row(bot_world, "localhost", "/b/garden-files-localhost-a.tar.gz", days_ago=20)
+        newest = archive_row(bot_world, "localhost", "/b/garden-files-localhost-b.tar.gz", days_ago=15)
+
+        monthly = await rt.pipeline.handle(ask(OPERATOR, "report monthly"))
+
+    assert monthly.status == "succeeded", monthly
+    lines = [e.text for e in monthly.elements if isinstance(e, Text) and "past retention" in e.text]
+    [database] = [line for line in lines if line.startswith("Backups past retention")]
+    [files] = [line for line in lines if line.startswith("File archives past retention")]
+    assert "(30 days): none" in database and f"#{dump}" not in database  # 20 days is within 30
+    assert "(10 days): 1" in files and f"#{old}" in files  # 20 days is past 10
+    assert f"#{newest}" not in files  # the host's newest good archive, 15 days old, is kept

@@ -14,6 +14,7 @@ import pytest
 import runbooks.backups as backups
 from core.errors import RunbookFailed, TargetUnreachable
 from runbooks.backups import (
+    archives_past_retention,
     backup_file_name,
     backups_past_retention,
     check_backup_file,
@@ -309,6 +310,36 @@ def test_retention_keeps_the_newest_good_backup_however_old(tmp_path: Path) -> N
     fresh = [*entries, Entry(5, "e.dump", "good", now - timedelta(days=1))]
     assert [e.id for e in backups_past_retention(fresh, retention_days=30, now=now)] == [1, 2]
     assert backups_past_retention([entries[2]], retention_days=1, now=now) == []
+
+
+@dataclass
+class Archive:
+    id: int
+    host: str
+    path: str
+    status: str
+    created_at: datetime
+
+
+def test_file_retention_keeps_each_hosts_newest_archive_however_old_and_never_a_kept_archives_file() -> None:
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    archives = [
+        Archive(1, "web1", "/b/garden-files-web1-1.tar.gz", "good", now - timedelta(days=200)),
+        Archive(2, "web1", "/b/garden-files-web1-2.tar.gz", "good", now - timedelta(days=150)),
+        Archive(3, "web1", "/b/garden-files-web1-3.tar.gz", "pruned", now - timedelta(days=300)),
+        Archive(4, "web2", "/b/garden-files-web2-1.tar.gz", "good", now - timedelta(days=400)),  # web2's only
+        Archive(5, "web3", "/b/garden-files-web3-1.tar.gz", "good", now - timedelta(days=120)),
+        Archive(6, "web3", "/b/garden-files-web3-1.tar.gz", "good", now - timedelta(days=100)),  # same file
+        Archive(7, "web3", "/b/garden-files-web3-2.tar.gz", "good", now - timedelta(days=5)),
+    ]
+
+    chosen = archives_past_retention(archives, retention_days=90, now=now)
+
+    assert [a.id for a in chosen] == [1, 5, 6]  # web1's newest (150 days) and web2's only one stay
+    # A newer good row naming the same file keeps it: the old row is not chosen.
+    shared = [*archives[4:6], Archive(8, "web3", "/b/garden-files-web3-1.tar.gz", "good", now)]
+    assert archives_past_retention(shared, retention_days=90, now=now) == []
+    assert archives_past_retention(archives, retention_days=3650, now=now) == []
 
 
 def test_reconciliation_finds_strays_missing_and_changed_files(tmp_path: Path) -> None:

@@ -242,6 +242,31 @@ async def test_backup_files_returns_the_archive_whose_size_and_sha256_match_it(s
     assert not list(path.parent.glob("*.part"))
 
 
+async def test_prune_files_deletes_only_the_archives_the_role_wrote_in_the_backup_dir(
+    shared: SampleHosts, tmp_path: Path
+) -> None:
+    written = await hosts.backup_files(setup=setup_for(shared))
+    assert written.ok, written.problems
+    archive = Path(written.by_host[HOST].path)
+    backup_dir = archive.parent
+    outside = tmp_path / "garden-files-elsewhere.tar.gz"  # the right name in the wrong folder
+    not_an_archive = backup_dir / "notes.txt"
+    for decoy in (outside, not_an_archive):
+        decoy.write_bytes(b"keep me")
+    gone = backup_dir / "garden-files-localhost-19990101T000000Z.tar.gz"
+    asked = [str(archive), str(outside), str(not_an_archive), str(gone)]
+
+    report = await hosts.prune_files(setup=setup_for(shared), paths={HOST: asked, "web9": ["/etc/passwd"]})
+
+    assert report.ok, report.problems
+    pruned = report.by_host[HOST]
+    assert pruned.removed == (str(archive),) and not archive.exists()
+    assert pruned.absent == (str(gone),)
+    assert pruned.refused == (str(outside), str(not_an_archive))
+    assert outside.read_bytes() == not_an_archive.read_bytes() == b"keep me"
+    assert report.run.audit()["playbook"] == "prune_files"
+
+
 async def test_evidence_collects_states_the_error_log_end_and_service_logs_with_secrets_masked(
     shared: SampleHosts,
 ) -> None:
