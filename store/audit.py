@@ -184,7 +184,12 @@ class AuditLog:
         self._waiting: list[tuple[AuditRecord, asyncio.Future[None]]] = []
 
     async def record(self, rec: AuditRecord) -> None:
-        """Write one record; when the store is down, keep it in the spool (no error for that)."""
+        """Write one record; when the store is down, keep it in the spool (no error for that).
+
+        Once called, the record ends up stored or spooled even if the caller is cancelled meanwhile
+        (a command's work bound, shutdown): the write is its own task and may still store it, and
+        the spool's replay skips a record that is stored already.
+        """
         rec = prepared(rec)
         if time.monotonic() < self._store_down_until:
             await self._spool(rec)
@@ -192,7 +197,14 @@ class AuditLog:
         write = asyncio.ensure_future(self._write(rec))
         # A store that hangs (frozen, overloaded) counts as down: the record goes to the spool at
         # once. The write itself is left to finish if the store wakes; the spool replay skips it.
-        done, _ = await asyncio.wait({write}, timeout=WRITE_TIMEOUT_S)
+        try:
+            done, _ = await asyncio.wait({write}, timeout=WRITE_TIMEOUT_S)
+        except asyncio.CancelledError:
+            await self._keep_unless_written(rec, write)
+            raise
+        if write.cancelled():  # the writer was stopped (shutdown), not the store
+            await self._spool(rec, why="its write was cancelled")
+            return
         if write in done:
             failure = write.exception()
             if failure is None:
@@ -200,10 +212,22 @@ class AuditLog:
             if not isinstance(failure, StoreUnavailable):
                 raise failure
         else:
-            self._pending_writes.add(write)
-            write.add_done_callback(self._forget_write)
+            self._leave_running(write)
         self._store_down_until = time.monotonic() + self.retry_after_s
         await self._spool(rec)
+
+    async def _keep_unless_written(self, rec: AuditRecord, write: asyncio.Future[None]) -> None:
+        """The caller is gone: spool the record unless its write already succeeded. A write still
+        running may store it too; the replay skips it then."""
+        if write.done() and not write.cancelled() and write.exception() is None:
+            return
+        if not write.done():
+            self._leave_running(write)
+        await self._spool(rec, why="its caller was cancelled before it was written")
+
+    def _leave_running(self, write: asyncio.Future[None]) -> None:
+        self._pending_writes.add(write)
+        write.add_done_callback(self._forget_write)
 
     async def _write(self, rec: AuditRecord) -> None:
         if self.spool.has_lines():
@@ -311,9 +335,9 @@ class AuditLog:
             )
             return [entry_from_row(row) for row in await cur.fetchall()]
 
-    async def _spool(self, rec: AuditRecord) -> None:
+    async def _spool(self, rec: AuditRecord, *, why: str = "bot store down") -> None:
         await self.spool.append(record_as_json(rec))
-        log.warning("bot store down: audit record %s kept in the local spool", rec.record_id)
+        log.warning("audit record %s kept in the local spool: %s", rec.record_id, why)
 
     async def _append_new(self, rec: AuditRecord) -> None:
         """Queue a new record; whoever holds the append lock writes every queued one in one statement."""
