@@ -336,7 +336,10 @@ class AuditLog:
             return [entry_from_row(row) for row in await cur.fetchall()]
 
     async def _spool(self, rec: AuditRecord, *, why: str = "bot store down") -> None:
-        await self.spool.append(record_as_json(rec))
+        # Shielded: a caller cancelled while the spool lock is busy must not leave the line unwritten.
+        append = asyncio.ensure_future(self.spool.append(record_as_json(rec)))
+        append.add_done_callback(_report_spool_failure)
+        await asyncio.shield(append)
         log.warning("audit record %s kept in the local spool: %s", rec.record_id, why)
 
     async def _append_new(self, rec: AuditRecord) -> None:
@@ -588,6 +591,11 @@ def _has_float(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return any(_has_float(item) for item in value)
     return False
+
+
+def _report_spool_failure(append: asyncio.Future[None]) -> None:
+    if not append.cancelled() and append.exception() is not None:
+        log.error("an audit record could not be spooled: %s", type(append.exception()).__name__)
 
 
 def _consume(future: asyncio.Future[None]) -> None:
