@@ -19,7 +19,6 @@ spool (store/spool.py) and are written, in order, once it is back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import hashlib
 import hmac
@@ -44,10 +43,9 @@ from store.spool import AuditSpool
 
 log = logging.getLogger(__name__)
 
-AUDIT_LOCK = 0x6761_7264_6175  # one spool drain at a time across processes
 GENESIS_HASH = "0" * 64
 BATCH_SIZE = 500
-DRAIN_CHUNK = 200  # spooled records written per transaction
+DRAIN_CHUNK = 200  # spooled records read and filtered (already stored?) at a time
 APPEND_BATCH = 100  # new records written per statement, when that many wait in this process
 APPEND_TRIES = 20  # chained again onto another process's newer head at most this often, then spooled
 RECORD_ID_KEY = "audit_log_record_id_key"  # the unique constraint a replayed record runs into
@@ -379,7 +377,7 @@ class AuditLog:
             for _, done in batch:
                 done.set_result(None)
 
-    async def _insert_new(self, records: Sequence[AuditRecord]) -> None:
+    async def _insert_new(self, records: Sequence[AuditRecord]) -> int:
         """Chain `records` onto the head this process knows and insert them if it is still the newest;
         else chain them again onto the head the store answered with. One round trip when no other
         process appended since this one last did."""
@@ -399,12 +397,12 @@ class AuditLog:
                 if exc.diag.constraint_name == RECORD_ID_KEY:
                     stored = await self._not_yet_stored(stored)
                     if not stored:
-                        return
+                        return 0
                 continue
             assert answer is not None
             if int(answer["inserted"]) == len(rows):
                 self._head = last
-                return
+                return len(rows)
             self._head = str(answer["head"]) if answer["head"] is not None else GENESIS_HASH
         log.warning("audit appends kept losing the race for the head; spooling")
         raise StoreUnavailable("store.unavailable")
@@ -428,36 +426,18 @@ class AuditLog:
         return [r for r in records if r.record_id not in known]
 
     async def _append(self, records: Sequence[AuditRecord]) -> int:
-        """Spooled records: chain and insert them in order in one transaction, skipping any already
-        stored; return how many were new. Chained again if another process appended meanwhile."""
+        """Spooled records: those not stored yet, in order, chained and inserted APPEND_BATCH to a
+        statement as new ones are; return how many were new. A few round trips for a whole chunk,
+        each its own use of a connection (so within the store's bound over a slow link too)."""
+        once: dict[uuid.UUID, AuditRecord] = {}
+        for rec in records:  # a record may be spooled twice (its write timed out, then failed)
+            once.setdefault(rec.record_id, rec)
         async with self._appending:
-            for _ in range(APPEND_TRIES):
-                with contextlib.suppress(psycopg.errors.UniqueViolation):
-                    return await self._append_replayed(records)
-        raise StoreUnavailable("store.unavailable")
-
-    async def _append_replayed(self, records: Sequence[AuditRecord]) -> int:
-        async with self.store.connection() as conn:
-            # Let PostgreSQL normalise the JSON first, so the hash matches what verify() reads back.
-            stored = [await _as_stored(conn, rec) for rec in records]
-            inserted = 0
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
-                cur = await conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1")
-                last = await cur.fetchone()
-                prev = str(last["hash"]) if last else GENESIS_HASH
-                for rec in stored:
-                    digest = chain_hash(rec, prev, self._key)
-                    cur = await conn.execute(
-                        f"INSERT INTO audit_log ({INSERT_COLUMNS}) VALUES ({_ROW_PLACEHOLDERS})"
-                        " ON CONFLICT (record_id) DO NOTHING RETURNING id",
-                        _row(rec, prev, digest),
-                    )
-                    if await cur.fetchone() is not None:  # None: already stored (a replayed spool)
-                        prev = digest
-                        inserted += 1
-            self._head = prev
-            return inserted
+            missing = await self._not_yet_stored(list(once.values())) if once else []
+            written = 0
+            for start in range(0, len(missing), APPEND_BATCH):
+                written += await self._insert_new(missing[start : start + APPEND_BATCH])
+            return written
 
     async def _rows_in_order(self, *, since: datetime | None) -> AsyncGenerator[AuditEntry, None]:
         """Every row in id order, read in batches so a long log is never held in memory.

@@ -30,7 +30,9 @@ from core.errors import StoreUnavailable
 from store import audit as audit_module
 from store.audit import AuditLog, AuditRecord, canonical_json, prepared
 from store.db import QUERY_BOUND_S, Store
+from store.spool import AuditSpool
 from tests.store.test_audit import KEY, a_record
+from tests.support.pg_rounds import counting_round_trips
 from tests.support.serve import PrivatePostgres
 
 WAITING_INSERT = (
@@ -349,3 +351,31 @@ async def test_two_logs_bursting_while_the_store_is_frozen_and_thawed_lose_nothi
     finally:
         for one in stores:
             await one.close()
+
+
+async def test_draining_a_full_chunk_of_the_spool_takes_a_few_round_trips_not_one_per_record(
+    store: Store, tmp_path: Path
+) -> None:
+    # Each use of a connection must finish within the store's bound (3 s; 0.5 s right after a
+    # failure). A drain that spends a round trip or two per record in one use cannot finish over a
+    # link of a few milliseconds, and then the spool never empties: every record after it is spooled.
+    spool = tmp_path / "audit.spool"
+    records = [a_record(n) for n in range(audit_module.DRAIN_CHUNK)]
+    for rec in [*records, records[3]]:  # a record spooled twice (a write that timed out, then failed)
+        await AuditSpool(spool).append(audit_module.record_as_json(prepared(rec)))
+    await AuditLog(store, tmp_path / "other.spool", key=KEY).record(records[5])  # one already stored
+
+    with counting_round_trips() as relay:
+        relayed = Store(relay.dsn(store.dsn), max_size=2)
+        await relayed.open()
+        try:
+            audit = AuditLog(relayed, spool, key=KEY)
+            await relayed.is_reachable()  # the pool's first connection, not counted
+            before = relay.counts()
+            assert await audit.drain_spool() == len(records) - 1
+            used = relay.counts() - before
+        finally:
+            await relayed.close()
+
+    assert used.round_trips <= 10, used
+    await assert_each_once_and_intact(AuditLog(store, spool, key=KEY), store, records)
