@@ -595,11 +595,15 @@ async def _as_stored(conn: Conn, rec: AuditRecord) -> AuditRecord:
 
 
 def prepared(rec: AuditRecord) -> AuditRecord:
-    """Secrets masked (a last defence), text PostgreSQL can store, `at` in UTC."""
+    """Secrets masked (a last defence), text PostgreSQL can store, `at` in UTC; every field of the
+    JSON type its column gives back (what is hashed is what verify reads: 12 as "12", True as 1)."""
     changes: dict[str, Any] = {
-        name: _clean(mask_text(value)) for name in TEXT_FIELDS if isinstance(value := getattr(rec, name), str)
+        name: _clean(mask_text(str(value)))
+        for name in (*TEXT_FIELDS, "outcome")
+        if (value := getattr(rec, name)) is not None
     }
-    changes["outcome"] = _clean(mask_text(rec.outcome))
+    if rec.duration_ms is not None:
+        changes["duration_ms"] = int(rec.duration_ms)
     changes["args"] = _mask_deep(_jsonable(rec.args))
     changes["detail"] = _mask_deep(_jsonable(rec.detail))
     changes["at"] = rec.at.astimezone(UTC)
