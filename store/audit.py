@@ -217,8 +217,13 @@ class AuditLog:
     async def _keep_unless_written(self, rec: AuditRecord, write: asyncio.Future[None]) -> None:
         """The caller is gone: spool the record unless its write already succeeded. A write still
         running may store it too; the replay skips it then."""
-        if write.done() and not write.cancelled() and write.exception() is None:
-            return
+        if write.done() and not write.cancelled():
+            failure = write.exception()
+            if failure is None:
+                return
+            if not isinstance(failure, StoreUnavailable):  # refused for itself: would be again
+                log.error("audit record %s refused by the store: %s", rec.record_id, type(failure).__name__)
+                return
         if not write.done():
             self._leave_running(write)
         await self._spool(rec, why="its caller was cancelled before it was written")
@@ -255,7 +260,7 @@ class AuditLog:
                     batch.unreadable.append(canonical_json(line).encode())
             written = 0
             for start in range(0, len(records), DRAIN_CHUNK):
-                written += await self._append(records[start : start + DRAIN_CHUNK])
+                written += await self._append(records[start : start + DRAIN_CHUNK], batch.unreadable)
             batch.clear()
         if written:
             log.info("audit spool drained: %d record(s) written", written)
@@ -425,10 +430,11 @@ class AuditLog:
             known = {row["record_id"] for row in await cur.fetchall()}
         return [r for r in records if r.record_id not in known]
 
-    async def _append(self, records: Sequence[AuditRecord]) -> int:
+    async def _append(self, records: Sequence[AuditRecord], refused: list[bytes]) -> int:
         """Spooled records: those not stored yet, in order, chained and inserted APPEND_BATCH to a
         statement as new ones are; return how many were new. A few round trips for a whole chunk,
-        each its own use of a connection (so within the store's bound over a slow link too)."""
+        each its own use of a connection (so within the store's bound over a slow link too).
+        A record the store refuses for itself goes to `refused` (kept aside, not retried for ever)."""
         once: dict[uuid.UUID, AuditRecord] = {}
         for rec in records:  # a record may be spooled twice (its write timed out, then failed)
             once.setdefault(rec.record_id, rec)
@@ -436,8 +442,27 @@ class AuditLog:
             missing = await self._not_yet_stored(list(once.values())) if once else []
             written = 0
             for start in range(0, len(missing), APPEND_BATCH):
-                written += await self._insert_new(missing[start : start + APPEND_BATCH])
+                chunk = missing[start : start + APPEND_BATCH]
+                try:
+                    written += await self._insert_new(chunk)
+                except psycopg.Error:  # not StoreUnavailable: one of them is refused for itself
+                    written += await self._append_one_by_one(chunk, refused)
             return written
+
+    async def _append_one_by_one(self, records: Sequence[AuditRecord], refused: list[bytes]) -> int:
+        written = 0
+        for rec in records:
+            try:
+                written += await self._insert_new([rec])
+            except psycopg.Error as exc:
+                log.error(
+                    "audit record %s refused by the store (%s): kept aside in %s",
+                    rec.record_id,
+                    type(exc).__name__,
+                    self.spool.rejected_path,
+                )
+                refused.append(canonical_json(record_as_json(rec)).encode())
+        return written
 
     async def _rows_in_order(self, *, since: datetime | None) -> AsyncGenerator[AuditEntry, None]:
         """Every row in id order, read in batches so a long log is never held in memory.

@@ -424,3 +424,29 @@ async def test_fields_of_the_wrong_json_type_are_hashed_as_the_columns_store_the
 
     result = await audit.verify()
     assert (result.ok, result.checked) == (True, 2), result
+
+
+async def test_a_spooled_record_the_store_refuses_is_kept_aside_and_the_spool_still_drains(
+    store: Store, tmp_path: Path
+) -> None:
+    # A record refused for itself must not stop every later drain (and with it every later record).
+    async with store.connection() as conn:
+        await conn.execute(
+            "ALTER TABLE audit_log ADD CONSTRAINT test_no_refused CHECK (actor <> 'refused') NOT VALID"
+        )
+    spool = tmp_path / "audit.spool"
+    records = [a_record(n, actor="refused" if n == 2 else "U0OPS") for n in range(5)]
+    for rec in records:
+        await AuditSpool(spool).append(audit_module.record_as_json(prepared(rec)))
+    audit = AuditLog(store, spool, key=KEY)
+
+    await audit.drain_spool()
+    after = a_record(9)
+    await audit.record(after)
+
+    assert audit.spooled() == 0
+    kept_aside = [
+        json.loads(line) for line in spool.with_name("audit.spool.rejected").read_text().splitlines()
+    ]
+    assert [line["record_id"] for line in kept_aside] == [str(records[2].record_id)]
+    await assert_each_once_and_intact(audit, store, [*records[:2], *records[3:], after])
