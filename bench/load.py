@@ -240,8 +240,13 @@ async def settle(servers: Sequence[BotServer], store_url: str, timeout: float = 
 
 
 def running_jobs(store_url: str) -> int:
+    """Jobs not over yet: queued, running, or ended without their `job_finished` audit record so far
+    (the runner writes it after the job's row, so a count taken in between misses it)."""
     with psycopg.connect(store_url, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()
+        row = conn.execute(
+            "SELECT count(*) FROM jobs j WHERE j.status IN ('queued', 'running') OR NOT EXISTS"
+            " (SELECT 1 FROM audit_log a WHERE a.event = 'job_finished' AND a.detail->>'job_id' = j.id::text)"
+        ).fetchone()
     return int(row[0]) if row else 0
 
 

@@ -19,7 +19,6 @@ spool (store/spool.py) and are written, in order, once it is back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import hashlib
 import hmac
@@ -44,10 +43,9 @@ from store.spool import AuditSpool
 
 log = logging.getLogger(__name__)
 
-AUDIT_LOCK = 0x6761_7264_6175  # one spool drain at a time across processes
 GENESIS_HASH = "0" * 64
 BATCH_SIZE = 500
-DRAIN_CHUNK = 200  # spooled records written per transaction
+DRAIN_CHUNK = 200  # spooled records read and filtered (already stored?) at a time
 APPEND_BATCH = 100  # new records written per statement, when that many wait in this process
 APPEND_TRIES = 20  # chained again onto another process's newer head at most this often, then spooled
 RECORD_ID_KEY = "audit_log_record_id_key"  # the unique constraint a replayed record runs into
@@ -184,7 +182,12 @@ class AuditLog:
         self._waiting: list[tuple[AuditRecord, asyncio.Future[None]]] = []
 
     async def record(self, rec: AuditRecord) -> None:
-        """Write one record; when the store is down, keep it in the spool (no error for that)."""
+        """Write one record; when the store is down, keep it in the spool (no error for that).
+
+        Once called, the record ends up stored or spooled even if the caller is cancelled meanwhile
+        (a command's work bound, shutdown): the write is its own task and may still store it, and
+        the spool's replay skips a record that is stored already.
+        """
         rec = prepared(rec)
         if time.monotonic() < self._store_down_until:
             await self._spool(rec)
@@ -192,7 +195,14 @@ class AuditLog:
         write = asyncio.ensure_future(self._write(rec))
         # A store that hangs (frozen, overloaded) counts as down: the record goes to the spool at
         # once. The write itself is left to finish if the store wakes; the spool replay skips it.
-        done, _ = await asyncio.wait({write}, timeout=WRITE_TIMEOUT_S)
+        try:
+            done, _ = await asyncio.wait({write}, timeout=WRITE_TIMEOUT_S)
+        except asyncio.CancelledError:
+            await self._keep_unless_written(rec, write)
+            raise
+        if write.cancelled():  # the writer was stopped (shutdown), not the store
+            await self._spool(rec, why="its write was cancelled")
+            return
         if write in done:
             failure = write.exception()
             if failure is None:
@@ -200,10 +210,27 @@ class AuditLog:
             if not isinstance(failure, StoreUnavailable):
                 raise failure
         else:
-            self._pending_writes.add(write)
-            write.add_done_callback(self._forget_write)
+            self._leave_running(write)
         self._store_down_until = time.monotonic() + self.retry_after_s
         await self._spool(rec)
+
+    async def _keep_unless_written(self, rec: AuditRecord, write: asyncio.Future[None]) -> None:
+        """The caller is gone: spool the record unless its write already succeeded. A write still
+        running may store it too; the replay skips it then."""
+        if write.done() and not write.cancelled():
+            failure = write.exception()
+            if failure is None:
+                return
+            if not isinstance(failure, StoreUnavailable):  # refused for itself: would be again
+                log.error("audit record %s refused by the store: %s", rec.record_id, type(failure).__name__)
+                return
+        if not write.done():
+            self._leave_running(write)
+        await self._spool(rec, why="its caller was cancelled before it was written")
+
+    def _leave_running(self, write: asyncio.Future[None]) -> None:
+        self._pending_writes.add(write)
+        write.add_done_callback(self._forget_write)
 
     async def _write(self, rec: AuditRecord) -> None:
         if self.spool.has_lines():
@@ -233,7 +260,7 @@ class AuditLog:
                     batch.unreadable.append(canonical_json(line).encode())
             written = 0
             for start in range(0, len(records), DRAIN_CHUNK):
-                written += await self._append(records[start : start + DRAIN_CHUNK])
+                written += await self._append(records[start : start + DRAIN_CHUNK], batch.unreadable)
             batch.clear()
         if written:
             log.info("audit spool drained: %d record(s) written", written)
@@ -311,9 +338,12 @@ class AuditLog:
             )
             return [entry_from_row(row) for row in await cur.fetchall()]
 
-    async def _spool(self, rec: AuditRecord) -> None:
-        await self.spool.append(record_as_json(rec))
-        log.warning("bot store down: audit record %s kept in the local spool", rec.record_id)
+    async def _spool(self, rec: AuditRecord, *, why: str = "bot store down") -> None:
+        # Shielded: a caller cancelled while the spool lock is busy must not leave the line unwritten.
+        append = asyncio.ensure_future(self.spool.append(record_as_json(rec)))
+        append.add_done_callback(_report_spool_failure)
+        await asyncio.shield(append)
+        log.warning("audit record %s kept in the local spool: %s", rec.record_id, why)
 
     async def _append_new(self, rec: AuditRecord) -> None:
         """Queue a new record; whoever holds the append lock writes every queued one in one statement."""
@@ -352,7 +382,7 @@ class AuditLog:
             for _, done in batch:
                 done.set_result(None)
 
-    async def _insert_new(self, records: Sequence[AuditRecord]) -> None:
+    async def _insert_new(self, records: Sequence[AuditRecord]) -> int:
         """Chain `records` onto the head this process knows and insert them if it is still the newest;
         else chain them again onto the head the store answered with. One round trip when no other
         process appended since this one last did."""
@@ -372,12 +402,12 @@ class AuditLog:
                 if exc.diag.constraint_name == RECORD_ID_KEY:
                     stored = await self._not_yet_stored(stored)
                     if not stored:
-                        return
+                        return 0
                 continue
             assert answer is not None
             if int(answer["inserted"]) == len(rows):
                 self._head = last
-                return
+                return len(rows)
             self._head = str(answer["head"]) if answer["head"] is not None else GENESIS_HASH
         log.warning("audit appends kept losing the race for the head; spooling")
         raise StoreUnavailable("store.unavailable")
@@ -400,37 +430,39 @@ class AuditLog:
             known = {row["record_id"] for row in await cur.fetchall()}
         return [r for r in records if r.record_id not in known]
 
-    async def _append(self, records: Sequence[AuditRecord]) -> int:
-        """Spooled records: chain and insert them in order in one transaction, skipping any already
-        stored; return how many were new. Chained again if another process appended meanwhile."""
+    async def _append(self, records: Sequence[AuditRecord], refused: list[bytes]) -> int:
+        """Spooled records: those not stored yet, in order, chained and inserted APPEND_BATCH to a
+        statement as new ones are; return how many were new. A few round trips for a whole chunk,
+        each its own use of a connection (so within the store's bound over a slow link too).
+        A record the store refuses for itself goes to `refused` (kept aside, not retried for ever)."""
+        once: dict[uuid.UUID, AuditRecord] = {}
+        for rec in records:  # a record may be spooled twice (its write timed out, then failed)
+            once.setdefault(rec.record_id, rec)
         async with self._appending:
-            for _ in range(APPEND_TRIES):
-                with contextlib.suppress(psycopg.errors.UniqueViolation):
-                    return await self._append_replayed(records)
-        raise StoreUnavailable("store.unavailable")
+            missing = await self._not_yet_stored(list(once.values())) if once else []
+            written = 0
+            for start in range(0, len(missing), APPEND_BATCH):
+                chunk = missing[start : start + APPEND_BATCH]
+                try:
+                    written += await self._insert_new(chunk)
+                except psycopg.Error:  # not StoreUnavailable: one of them is refused for itself
+                    written += await self._append_one_by_one(chunk, refused)
+            return written
 
-    async def _append_replayed(self, records: Sequence[AuditRecord]) -> int:
-        async with self.store.connection() as conn:
-            # Let PostgreSQL normalise the JSON first, so the hash matches what verify() reads back.
-            stored = [await _as_stored(conn, rec) for rec in records]
-            inserted = 0
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK,))
-                cur = await conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1")
-                last = await cur.fetchone()
-                prev = str(last["hash"]) if last else GENESIS_HASH
-                for rec in stored:
-                    digest = chain_hash(rec, prev, self._key)
-                    cur = await conn.execute(
-                        f"INSERT INTO audit_log ({INSERT_COLUMNS}) VALUES ({_ROW_PLACEHOLDERS})"
-                        " ON CONFLICT (record_id) DO NOTHING RETURNING id",
-                        _row(rec, prev, digest),
-                    )
-                    if await cur.fetchone() is not None:  # None: already stored (a replayed spool)
-                        prev = digest
-                        inserted += 1
-            self._head = prev
-            return inserted
+    async def _append_one_by_one(self, records: Sequence[AuditRecord], refused: list[bytes]) -> int:
+        written = 0
+        for rec in records:
+            try:
+                written += await self._insert_new([rec])
+            except psycopg.Error as exc:
+                log.error(
+                    "audit record %s refused by the store (%s): kept aside in %s",
+                    rec.record_id,
+                    type(exc).__name__,
+                    self.spool.rejected_path,
+                )
+                refused.append(canonical_json(record_as_json(rec)).encode())
+        return written
 
     async def _rows_in_order(self, *, since: datetime | None) -> AsyncGenerator[AuditEntry, None]:
         """Every row in id order, read in batches so a long log is never held in memory.
@@ -566,6 +598,11 @@ def _has_float(value: Any) -> bool:
     return False
 
 
+def _report_spool_failure(append: asyncio.Future[None]) -> None:
+    if not append.cancelled() and append.exception() is not None:
+        log.error("an audit record could not be spooled: %s", type(append.exception()).__name__)
+
+
 def _consume(future: asyncio.Future[None]) -> None:
     """A queued record's outcome is read by its writer; if that one is gone, it is read here."""
     if not future.cancelled():
@@ -583,11 +620,15 @@ async def _as_stored(conn: Conn, rec: AuditRecord) -> AuditRecord:
 
 
 def prepared(rec: AuditRecord) -> AuditRecord:
-    """Secrets masked (a last defence), text PostgreSQL can store, `at` in UTC."""
+    """Secrets masked (a last defence), text PostgreSQL can store, `at` in UTC; every field of the
+    JSON type its column gives back (what is hashed is what verify reads: 12 as "12", True as 1)."""
     changes: dict[str, Any] = {
-        name: _clean(mask_text(value)) for name in TEXT_FIELDS if isinstance(value := getattr(rec, name), str)
+        name: _clean(mask_text(str(value)))
+        for name in (*TEXT_FIELDS, "outcome")
+        if (value := getattr(rec, name)) is not None
     }
-    changes["outcome"] = _clean(mask_text(rec.outcome))
+    if rec.duration_ms is not None:
+        changes["duration_ms"] = int(rec.duration_ms)
     changes["args"] = _mask_deep(_jsonable(rec.args))
     changes["detail"] = _mask_deep(_jsonable(rec.detail))
     changes["at"] = rec.at.astimezone(UTC)

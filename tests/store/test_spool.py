@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -251,3 +254,25 @@ async def test_two_drainers_at_once_write_each_record_once(
 
     assert sorted(results) == [0, 5]
     assert await stored_record_ids(store) == [str(r.record_id) for r in records]
+
+
+async def test_a_record_whose_caller_is_cancelled_while_the_spool_is_locked_is_still_spooled(
+    down_store: Store, tmp_path: Path
+) -> None:
+    spool = tmp_path / "audit.spool"
+    log = AuditLog(down_store, spool, key=KEY, retry_after_s=3600)
+    await log.record(a_record(1))  # the store is down: spooled, and the next ones go straight there
+    holder = os.open(spool, os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another process busy with the spool for a moment
+        caller = asyncio.create_task(log.record(a_record(2)))
+        await asyncio.sleep(0.1)
+        caller.cancel()  # e.g. the command's work bound passed
+        with contextlib.suppress(asyncio.CancelledError):
+            await caller
+    finally:
+        os.close(holder)  # releases the lock
+
+    async with asyncio.timeout(5):
+        while log.spooled() < 2:
+            await asyncio.sleep(0.02)
