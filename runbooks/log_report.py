@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from runbooks import logscan
+from runbooks import logscan, logworkers
 from runbooks.logcolumns import ChunkLines, access_parts, group, leftover, masked_words, requests
 from runbooks.logscan import (
     DEFAULT_TOLERANCE_S,
@@ -29,7 +29,6 @@ from runbooks.logscan import (
     window_chunks,
     window_spans,
 )
-from runbooks.logworkers import parts_wanted, scan_parts
 
 ERROR_RATE_TARGET = 0.001  # the manual's KPI: error rate < 0.1 %
 TOP = 10
@@ -230,12 +229,14 @@ def scan_access_log(
     """The access log's window, a large one in two processes (runbooks.logworkers)."""
     stats = ScanStats(str(path))
     reader = time_reader("api", zone)
-    spans = window_spans(
-        path, start=start, line_time=reader, stats=stats, tolerance=tolerance, parts=parts_wanted()
-    )
     work = partial(_access_part, path, start, end, zone, tolerance, logscan.CHUNK_SIZE)
     tally = _RequestTally(Counter(), Counter(), Counter())
-    for part, part_stats in scan_parts(work, spans):
+    with logworkers.lease() as workers:
+        spans = window_spans(
+            path, start=start, line_time=reader, stats=stats, tolerance=tolerance, parts=workers.parts
+        )
+        parts = workers.scan(work, spans)
+    for part, part_stats in parts:
         tally.endpoints.update(part.endpoints)
         tally.statuses.update(part.statuses)
         tally.latencies.update(part.latencies)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from runbooks import log_report, logscan, security
+from runbooks import logscan, logworkers
 from runbooks.log_report import _fold_endpoints, scan_access_log
 from runbooks.logscan import json_fields, json_time, parse_time
 from runbooks.logworkers import scan_parts
@@ -120,9 +120,9 @@ def reference_requests(path: Path) -> tuple[Counter[bytes], Counter[bytes], Coun
 
 def in_two_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Cut even a small window in two, the second part read in a worker process."""
-    monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 1)
-    monkeypatch.setattr(security, "parts_wanted", lambda: 2)
-    monkeypatch.setattr(log_report, "parts_wanted", lambda: 2)
+    monkeypatch.setattr(logworkers, "COLD_MIN_BYTES", 1)
+    monkeypatch.setattr(logworkers, "WARM_MIN_BYTES", 1)
+    monkeypatch.setattr(logworkers, "parts_wanted", lambda: 2)
 
 
 @pytest.mark.parametrize(
