@@ -23,6 +23,7 @@ from commands.policy import Policy
 from commands.registry import Registry, build_registry
 from commands.services import Services
 from core.config import Settings
+from runbooks import logworkers
 
 if TYPE_CHECKING:
     from bot.embedded import EmbeddedServers
@@ -57,6 +58,7 @@ class Runtime:
         await self.services.http.aclose()
         await self.services.coordination.close()
         await self.services.store.close()
+        await asyncio.to_thread(logworkers.close)
 
 
 def with_embedded_default(settings: Settings) -> tuple[Settings, EmbeddedServers | None]:
@@ -131,6 +133,8 @@ async def open_runtime(settings: Settings) -> Runtime:
     pipeline = Pipeline(services, build_registry())
     warn_about_roleless_approvers(services.policy)
     startup = await prepare_store(services, pipeline.registry)
+    if settings.logs.api is not None:  # `security` and `logs` find their worker ready (runbooks.logworkers)
+        logworkers.warm_up()
     return Runtime(settings=settings, services=services, pipeline=pipeline, startup=startup)
 
 
