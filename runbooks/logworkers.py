@@ -234,9 +234,15 @@ def lease() -> Iterator[Lease]:
         _POOL.give_back(workers)
 
 
-def warm_up() -> None:
-    """Start the workers now (at a process's start), so the first scan finds them ready."""
-    _POOL.give_back(_POOL.start())
+def warm_up(wait: bool = False) -> None:
+    """Start the workers now (at a process's start), so the first scan finds them ready;
+    `wait`: until their imports are done."""
+    workers = _POOL.start()
+    try:
+        for worker in workers if wait else []:
+            worker.wait_ready(None)
+    finally:
+        _POOL.give_back(workers)
 
 
 def close() -> None:
