@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from runbooks import logscan, logworkers
-from runbooks.logcolumns import ChunkLines, access_parts, group, leftover, masked_words, requests
+from runbooks.logcolumns import ChunkLines, access_parts, group, leftover, requests
 from runbooks.logscan import (
     DEFAULT_TOLERANCE_S,
     ScanStats,
@@ -164,9 +164,7 @@ def _api_chunk(chunk: bytes, tally: _RequestTally) -> tuple[int, int]:
     for part in access_parts(lines):
         found = requests(lines, part)
         handled.append(found.index)
-        method = masked_words(found.method, found.method_length)
-        path = masked_words(found.path, found.path_length)
-        rows, counts = group([found.method_length * 64 + found.path_length, *method.T, *path.T])
+        rows, counts = group([found.endpoint_length, *found.endpoint_words().T])
         for endpoint, n in zip(found.endpoints(rows), counts.tolist(), strict=True):
             tally.endpoints[endpoint] += n
         tally.add_columns(found.status, found.ms)
