@@ -7,13 +7,14 @@ the work needs (not the bot: a `multiprocessing` spawn would import the parent's
 seconds and a hundred MB for `gardenbot`) and gets no environment beyond where to find Python
 modules (no secret reaches it).
 
-Starting one costs about 0.3 s (Python and numpy), so it is started once, at the first scan or when
-the process starts (`warm_up`), and kept: each part is a request on its stdin and a result on its
-stdout (length-prefixed pickles), and the worker writes one byte when its imports are done. A ready
-worker takes half of any window over `WARM_MIN_BYTES`; one still starting is waited for only for a
-window over `COLD_MIN_BYTES`. A worker that died is replaced at the next scan (its part read here
-meanwhile); it exits when its stdin closes (`close`, at exit, or when this process dies). Workers
-belong to the process that started them: a forked child starts its own.
+Starting one costs about 0.3 s (Python and numpy), so it is started once and kept: when the
+process starts (`warm_up`), or after its first scan (during it only for a window over
+`COLD_MIN_BYTES`: its imports would slow a smaller scan down). Each part is a request on its stdin
+and a result on its stdout (length-prefixed pickles); the worker writes one byte when its imports
+are done. A ready worker takes half of any window over `WARM_MIN_BYTES`; one still starting is
+waited for only for a window over `COLD_MIN_BYTES`. A worker that died is replaced after the next
+scan (its part read here meanwhile); it exits when its stdin closes (`close`, at exit, or when
+this process dies). Workers belong to the process that started them: a forked child starts its own.
 """
 
 from __future__ import annotations
@@ -101,11 +102,18 @@ class Worker:
             raise EOFError(f"log worker failed: {value}")
         return value
 
+    def stop(self) -> None:
+        """Kill it (it failed a request) and reap it."""
+        self.process.kill()
+        self.process.wait()
+
     def close(self) -> None:
-        """Close its stdin (it exits); kill it if it does not."""
+        """Close its stdin (it exits); kill it if it does not, or if it may still be starting."""
         try:
             if self.process.stdin is not None:
                 self.process.stdin.close()
+            if not self.ready:  # nothing to finish: do not wait for its imports
+                self.process.kill()
             self.process.wait(CLOSE_WAIT_S)
         except (OSError, subprocess.TimeoutExpired):
             self.process.kill()
@@ -128,6 +136,7 @@ class Lease:
     def parts(self, window_bytes: int) -> int:
         """How many parts to cut a window of this size into (1: read it all here)."""
         if window_bytes >= COLD_MIN_BYTES:
+            self.workers += _POOL.take(spawn=True)  # worth starting one now, if there is none yet
             self.using = [w for w in self.workers if w.wait_ready(None)]
         elif window_bytes >= WARM_MIN_BYTES:
             self.using = [w for w in self.workers if w.wait_ready(0)]
@@ -144,7 +153,8 @@ class Lease:
             try:
                 worker.send(work, span)
             except OSError:
-                break  # a dead worker: this part and the rest are read here
+                worker.stop()  # a dead worker: this part and the rest are read here
+                break
             sent.append(worker)
         results = [work(spans[0], False)]
         for index, span in enumerate(spans[1:]):
@@ -154,7 +164,7 @@ class Lease:
                 try:
                     value = sent[index].receive()
                 except (OSError, EOFError, pickle.UnpicklingError):
-                    sent[index].process.kill()  # replaced at the next scan
+                    sent[index].stop()  # replaced after this scan
                     done = False
             results.append(value if done else work(span, True))
         return results
@@ -169,31 +179,43 @@ class _Pool:
         self._lent = 0
         self._owner = os.getpid()
 
-    def start(self) -> list[Worker]:
-        """Start the missing workers (without waiting for them) and hand the idle ones out."""
+    def take(self, spawn: bool) -> list[Worker]:
+        """Hand the idle workers out (dead ones dropped), `spawn`ing the missing ones first
+        (without waiting for them)."""
         with self._lock:
-            if self._owner != os.getpid():  # a forked child: its parent's workers are not its own
-                self.forget()
+            self._own()
             for worker in [w for w in self._idle if not w.alive()]:
                 self._idle.remove(worker)
                 worker.close()
-            while len(self._idle) + self._lent < parts_wanted() - 1:
-                try:
-                    self._idle.append(Worker())
-                except OSError:
-                    break  # no process to be had: parts are read here
+            if spawn:
+                self._spawn()
             taken, self._idle = self._idle, []
             self._lent += len(taken)
             return taken
 
-    def give_back(self, workers: list[Worker]) -> None:
+    def give_back(self, workers: list[Worker], spawn: bool = True) -> None:
+        """Take the workers back, and start the missing ones for the next scan."""
         with self._lock:
-            self._lent -= len(workers)
+            self._own()
+            self._lent = max(0, self._lent - len(workers))
             for worker in workers:
-                if worker.alive() and self._owner == os.getpid():
+                if worker.alive():
                     self._idle.append(worker)
                 else:
                     worker.close()
+            if spawn:
+                self._spawn()
+
+    def _own(self) -> None:
+        if self._owner != os.getpid():  # a forked child: its parent's workers are not its own
+            self.forget()
+
+    def _spawn(self) -> None:
+        while len(self._idle) + self._lent < parts_wanted() - 1:
+            try:
+                self._idle.append(Worker())
+            except OSError:
+                break  # no process to be had: parts are read here
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -226,18 +248,19 @@ os.register_at_fork(after_in_child=_POOL.forget)
 
 @contextmanager
 def lease() -> Iterator[Lease]:
-    """The idle workers for one scan (started if there are none yet), given back after it."""
-    workers = _POOL.start()
+    """The idle workers for one scan, given back after it. None yet: one is started for a window
+    over `COLD_MIN_BYTES`, else after the scan (its imports would slow this scan down)."""
+    held = Lease(_POOL.take(spawn=False))
     try:
-        yield Lease(workers)
+        yield held
     finally:
-        _POOL.give_back(workers)
+        _POOL.give_back(held.workers)
 
 
 def warm_up(wait: bool = False) -> None:
     """Start the workers now (at a process's start), so the first scan finds them ready;
     `wait`: until their imports are done."""
-    workers = _POOL.start()
+    workers = _POOL.take(spawn=True)
     try:
         for worker in workers if wait else []:
             worker.wait_ready(None)
@@ -259,6 +282,7 @@ def scan_parts(work: Callable[[Span, bool], Result], spans: list[Span]) -> list[
     """`work(span, after)` for each span, in order: the first here, the others in workers, waited
     for if they are still starting."""
     with lease() as held:
+        held.workers += _POOL.take(spawn=True)
         held.using = [w for w in held.workers if w.wait_ready(None)]
         return held.scan(work, spans)
 

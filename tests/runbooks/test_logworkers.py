@@ -63,6 +63,31 @@ def test_one_worker_is_started_and_kept_for_later_scans(fresh_workers: None) -> 
     assert logworkers.worker_pids() == [first[1][0]]
 
 
+def test_a_small_first_scan_is_read_here_and_leaves_a_worker_for_the_next(
+    fresh_workers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logworkers, "COLD_MIN_BYTES", 1000)  # a worker is waited for over 1000 bytes
+    with logworkers.lease() as first:
+        alone = first.parts(100)
+        helpers = list(first.workers)
+    (pid,) = logworkers.worker_pids()  # started after the first scan
+    logworkers.warm_up(wait=True)
+    with logworkers.lease() as second:
+        parts = second.parts(100)
+        here, there = second.scan(where_read, [(0, 10), (10, 20)])
+
+    assert (alone, helpers) == (1, [])
+    assert parts == 2 and there[0] == pid and here[0] == os.getpid()
+
+
+def test_a_large_first_scan_starts_the_worker_and_waits_for_it(fresh_workers: None) -> None:
+    with logworkers.lease() as first:
+        parts = first.parts(10)
+        _, there = first.scan(where_read, [(0, 10), (10, 20)])
+
+    assert parts == 2 and there[0] != os.getpid() and logworkers.worker_pids() == [there[0]]
+
+
 def test_a_killed_worker_is_replaced_at_the_next_scan(fresh_workers: None) -> None:
     (_, (killed, *_)) = logworkers.scan_parts(where_read, [(0, 10), (10, 20)])
     os.kill(killed, signal.SIGKILL)
