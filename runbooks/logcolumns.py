@@ -287,3 +287,51 @@ def iso_lines(lines: ChunkLines) -> tuple[int, Ints]:
         shaped += int(ok.sum())
         todo = todo[(length == 0) & (head[:, 0] != SPACE)]
     return shaped, todo
+
+
+LEVELS = (b"DEBUG", b"INFO", b"WARNING", b"ERROR", b"CRITICAL")
+_TIME_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+TIME_RUN = 40  # how far the rest of a time (`\S*`: fractions, a zone) is looked for its end
+_LEVEL_WORDS = [
+    (int.from_bytes((level + b" ")[:8].ljust(8, b"\0"), "little"), min(len(level) + 1, 8)) for level in LEVELS
+]
+
+
+@dataclass
+class LevelLines:
+    """Lines of the error-log shape `YYYY-MM-DD[T ]HH:MM:SS\\S* <LEVEL> <message>`."""
+
+    index: Ints  # line numbers in the chunk
+    level: Ints  # index in LEVELS
+    message: Ints  # offset of the message's first byte (the message runs to the line's end)
+
+
+def level_lines(lines: ChunkLines) -> LevelLines:
+    """The lines in the strict error-log shape; the others are left to be judged one by one."""
+    head = lines.window(lines.starts, 19)
+    ok = ((head[:, _TIME_DIGITS] - 48) < 10).all(axis=1)
+    ok &= (head[:, 4] == ord("-")) & (head[:, 7] == ord("-")) & (head[:, 13] == ord(":"))
+    ok &= ((head[:, 10] == ord("T")) | (head[:, 10] == SPACE)) & (head[:, 16] == ord(":"))
+    index = np.flatnonzero(ok)
+    rest_at = lines.starts[index] + 19
+    rest = lines.window(rest_at, TIME_RUN)
+    white = (rest == SPACE) | ((rest >= 9) & (rest <= 13))  # `\s` in a bytes pattern
+    run = white.argmax(axis=1)
+    ok = rest[np.arange(len(run)), run] == SPACE  # the time ends at a space (within the window)
+    level_at = rest_at + run + 1
+    words = lines.window(level_at, 16).view("<u8")
+    level = np.full(len(index), -1, np.int64)
+    for code, (word, size) in enumerate(_LEVEL_WORDS):
+        mask = np.uint64((1 << (8 * size)) - 1)
+        same = (words[:, 0] & mask) == np.uint64(word)
+        if len(LEVELS[code]) + 1 > 8:  # "CRITICAL " spills into the second word
+            same &= (words[:, 1] & np.uint64(0xFF)) == np.uint64(SPACE)
+        level[same] = code
+    ok &= level >= 0
+    chosen = np.flatnonzero(ok)
+    lengths = np.array([len(level) + 1 for level in LEVELS], np.int64)
+    return LevelLines(
+        index=index[chosen],
+        level=level[chosen],
+        message=level_at[chosen] + lengths[level[chosen]],
+    )
