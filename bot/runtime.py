@@ -112,7 +112,10 @@ def require_audit_key(settings: Settings) -> bytes:
     return settings.audit_key.get_secret_value().encode()
 
 
-async def open_runtime(settings: Settings) -> Runtime:
+async def open_runtime(settings: Settings, *, log_worker: bool = True) -> Runtime:
+    """The wired pipeline; `log_worker`: start the worker `security` and `logs` read with
+    (runbooks.logworkers) now, if an API log is configured (not for a one-shot command that
+    reads no log)."""
     if settings.database_url is None or settings.redis_url is None:
         raise StoreUnavailable("store.not_configured")
     key = require_audit_key(settings)
@@ -133,7 +136,7 @@ async def open_runtime(settings: Settings) -> Runtime:
     pipeline = Pipeline(services, build_registry())
     warn_about_roleless_approvers(services.policy)
     startup = await prepare_store(services, pipeline.registry)
-    if settings.logs.api is not None:  # `security` and `logs` find their worker ready (runbooks.logworkers)
+    if log_worker and settings.logs.api is not None:  # ready by the first `security` or `logs`
         logworkers.warm_up()
     return Runtime(settings=settings, services=services, pipeline=pipeline, startup=startup)
 
