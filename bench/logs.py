@@ -13,8 +13,9 @@ peak RSS (VmHWM) is its own:
 Prints a markdown table; throughput is the window's bytes (as the runbook reports them) / time.
 --against runs another revision's files (`git worktree add /tmp/before <rev>`) in turn with this
 tree's, run for run, so both see the same load.
-A window over runbooks.logscan.PARALLEL_MIN_BYTES is read in two processes; peak RSS is the larger
-of the two.
+The log worker (runbooks.logworkers) is started and ready before the timed scan, as `serve` and
+the console start it when they open; the "cold" rows start it with the scan instead (a window under
+COLD_MIN_BYTES is then read in one process). Peak RSS is the larger of this process and its worker.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from runbooks import logworkers
 from runbooks.log_report import summarize_logs
 from runbooks.security import scan_security
 from tests.support.applogs import write_api_log, write_auth_log
@@ -39,19 +41,27 @@ from tests.support.applogs import write_api_log, write_auth_log
 DAY = 86_400
 END = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
 API_LINE_BYTES = 76  # about, for sizing the traffic
+WARM = hasattr(logworkers, "warm_up")  # a revision with a warm worker (run as the child of --against)
 
 
-def vm_hwm_kib() -> int:
-    """Peak RSS of this process, or of its worker process if that was larger (each is under 100 MB)."""
-    own = 0
-    for line in Path("/proc/self/status").read_text().splitlines():
+def vm_hwm_kib(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            own = int(line.split()[1])
-    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+            return int(line.split()[1])
+    return 0
 
 
-def child(report: str, api: Path, auth: Path, hours: int) -> None:
-    """Run one report in this (fresh) process and print what it cost as JSON."""
+def peak_rss_kib() -> int:
+    """Peak RSS of this process, or of a worker process (running or ended) if that was larger."""
+    workers = [vm_hwm_kib(pid) for pid in logworkers.worker_pids()] if WARM else []
+    return max([vm_hwm_kib(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, *workers])
+
+
+def child(report: str, api: Path, auth: Path, hours: int, cold: bool = False) -> None:
+    """Run one report in this (fresh) process and print what it cost as JSON. Unless `cold`, the
+    log worker is started and ready first, as `serve` and the console start it when they open."""
+    if WARM and not cold:
+        logworkers.warm_up(wait=True)
     started = time.perf_counter()
     if report == "security":
         result = scan_security(auth_log=auth, api_log=api, hours=hours, now=END)
@@ -71,17 +81,20 @@ def child(report: str, api: Path, auth: Path, hours: int) -> None:
                 "read": read,
                 "lines": lines,
                 "found": found,
-                "rss_kib": vm_hwm_kib(),
+                "rss_kib": peak_rss_kib(),
             }
         )
     )
 
 
-def run_child(report: str, api: Path, auth: Path, hours: int, checkout: Path | None) -> dict[str, float]:
+def run_child(
+    report: str, api: Path, auth: Path, hours: int, checkout: Path | None, cold: bool = False
+) -> dict[str, float]:
     """One report in a fresh process: of this tree, or of `checkout` (another revision's files)."""
     env = dict(os.environ, PYTHONPATH=str(checkout)) if checkout else None
     out = subprocess.run(
-        [sys.executable, "-m", "bench.logs", "--child", report, str(api), str(auth), str(hours)],
+        [sys.executable, "-m", "bench.logs", "--child", report, str(api), str(auth), str(hours)]
+        + (["--cold"] if cold else []),
         capture_output=True,
         text=True,
         check=True,
@@ -99,12 +112,12 @@ def summary(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def measure(
-    report: str, api: Path, auth: Path, hours: int, rounds: int, against: Path | None
+    report: str, api: Path, auth: Path, hours: int, rounds: int, against: Path | None, cold: bool = False
 ) -> tuple[dict[str, float], dict[str, float] | None]:
     """This tree's runs, and `against`'s taken in turn with them (the same load for both)."""
     runs, before = [], []
     for _ in range(rounds):
-        runs.append(run_child(report, api, auth, hours, None))
+        runs.append(run_child(report, api, auth, hours, None, cold))
         if against:
             before.append(run_child(report, api, auth, hours, against))
     return summary(runs), summary(before) if before else None
@@ -159,10 +172,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--child", nargs=4, metavar=("REPORT", "API", "AUTH", "HOURS"))
     parser.add_argument("--against", type=Path, help="another revision's files, run in turn with these")
+    parser.add_argument("--cold", action="store_true", help="(child) without starting the worker first")
     args = parser.parse_args()
     if args.child:
         report, api, auth, hours = args.child
-        child(report, Path(api), Path(auth), int(hours))
+        child(report, Path(api), Path(auth), int(hours), args.cold)
         return
     root = args.dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -197,7 +211,13 @@ def main() -> None:
             whole, whole_then = measure(
                 report, paths["api-long"], paths["auth-long"], 24 * args.days, 1, args.against
             )
+            cold, cold_then = measure(
+                report, paths["api-day"], paths["auth-day"], 24, args.rounds, args.against, cold=True
+            )
             print(row(f"{report} 24 h, 1-day log", day, floors[report], day_then))
+            print(
+                row(f"{report} 24 h, 1-day log, cold (worker not started)", cold, floors[report], cold_then)
+            )
             print(row(f"{report} 24 h, {args.days}-day log", long, floors[report], long_then))
             print(row(f"{report} {24 * args.days} h, {args.days}-day log", whole, floors[report], whole_then))
             print(

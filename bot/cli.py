@@ -144,8 +144,10 @@ def _names_anyone(settings: Settings) -> bool:
     return bool(r.admin or r.operator or r.viewer or settings.approvers)
 
 
-async def _with_runtime(settings: Settings, body: Callable[[Runtime], Awaitable[int]]) -> int:
-    runtime = await open_runtime(settings)
+async def _with_runtime(
+    settings: Settings, body: Callable[[Runtime], Awaitable[int]], log_worker: bool = False
+) -> int:
+    runtime = await open_runtime(settings, log_worker=log_worker)
     t = Translator(settings.locale)
     for job in runtime.startup.interrupted:
         print(t("job.interrupted_at_start", job_id=job.id, command=job.command), file=sys.stderr)
@@ -179,7 +181,13 @@ def _console_action(args: Any, settings: Settings, demo: bool) -> int:
             print_reply(reply, sys.stdout)  # colours on a terminal, the plain text on a pipe
         return reply.exit_code
 
-    return asyncio.run(_with_runtime(settings, body))
+    # The shell, and a command that reads the app's logs, start the log worker while they open.
+    words = str(getattr(args, "text", "")).split()
+    log_worker = args.action == "shell" or (bool(words) and words[0] in LOG_COMMANDS)
+    return asyncio.run(_with_runtime(settings, body, log_worker))
+
+
+LOG_COMMANDS = ("security", "logs")
 
 
 def _console_identity(

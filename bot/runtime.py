@@ -23,6 +23,7 @@ from commands.policy import Policy
 from commands.registry import Registry, build_registry
 from commands.services import Services
 from core.config import Settings
+from runbooks import logworkers
 
 if TYPE_CHECKING:
     from bot.embedded import EmbeddedServers
@@ -57,6 +58,7 @@ class Runtime:
         await self.services.http.aclose()
         await self.services.coordination.close()
         await self.services.store.close()
+        await asyncio.to_thread(logworkers.close)
 
 
 def with_embedded_default(settings: Settings) -> tuple[Settings, EmbeddedServers | None]:
@@ -110,7 +112,10 @@ def require_audit_key(settings: Settings) -> bytes:
     return settings.audit_key.get_secret_value().encode()
 
 
-async def open_runtime(settings: Settings) -> Runtime:
+async def open_runtime(settings: Settings, *, log_worker: bool = True) -> Runtime:
+    """The wired pipeline; `log_worker`: start the worker `security` and `logs` read with
+    (runbooks.logworkers) now, if an API log is configured (not for a one-shot command that
+    reads no log)."""
     if settings.database_url is None or settings.redis_url is None:
         raise StoreUnavailable("store.not_configured")
     key = require_audit_key(settings)
@@ -131,6 +136,8 @@ async def open_runtime(settings: Settings) -> Runtime:
     pipeline = Pipeline(services, build_registry())
     warn_about_roleless_approvers(services.policy)
     startup = await prepare_store(services, pipeline.registry)
+    if log_worker and settings.logs.api is not None:  # ready by the first `security` or `logs`
+        logworkers.warm_up()
     return Runtime(settings=settings, services=services, pipeline=pipeline, startup=startup)
 
 

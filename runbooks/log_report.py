@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from runbooks import logscan
-from runbooks.logcolumns import ChunkLines, access_parts, group, leftover, masked_words, requests
+from runbooks import logscan, logworkers
+from runbooks.logcolumns import LEVELS, ChunkLines, access_parts, group, leftover, level_lines, requests
 from runbooks.logscan import (
     DEFAULT_TOLERANCE_S,
     ScanStats,
@@ -29,16 +29,14 @@ from runbooks.logscan import (
     window_chunks,
     window_spans,
 )
-from runbooks.logworkers import parts_wanted, scan_parts
 
 ERROR_RATE_TARGET = 0.001  # the manual's KPI: error rate < 0.1 %
 TOP = 10
 MESSAGE_MAX = 200
 MESSAGES_KEPT = 5000  # distinct error messages held at once; the rarest go first
 MS_HISTOGRAM = 1 << 16  # response times under this many milliseconds are counted in an array
-ERROR_LINE = re.compile(
-    rb"\n\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S* (DEBUG|INFO|WARNING|ERROR|CRITICAL) ([^\n]*)"
-)
+# At a line's start, for the lines the numpy path leaves (runbooks.logcolumns.level_lines reads the same).
+ERROR_LINE = re.compile(rb"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S* (DEBUG|INFO|WARNING|ERROR|CRITICAL) ([^\n]*)")
 # At a line's start, for the lines the numpy path leaves (runbooks.logcolumns reads the same shape);
 # no end-of-line anchor: what follows the milliseconds is ignored.
 API_LINE = re.compile(rb"\S+ - - \d+(?:\.\d*)? \"([A-Z]+ [^ ?\"\n]*)[^\"\n]*\" (\d{3}) (\d+)")
@@ -84,19 +82,58 @@ class _ErrorTally:
     levels: Counter[str]
     messages: Counter[tuple[str, str]]
 
-    def add(self, level: str, message: str) -> None:
-        self.levels[level] += 1
+    def add(self, level: str, message: str, count: int = 1) -> None:
+        self.levels[level] += count
         if level in ("ERROR", "CRITICAL"):
-            self.messages[(level, NUMBER.sub("#", message.strip())[:MESSAGE_MAX])] += 1
-            if len(self.messages) > 2 * MESSAGES_KEPT:  # flat memory whatever the log holds
-                self.messages = Counter(dict(self.messages.most_common(MESSAGES_KEPT)))
+            self._count(level, NUMBER.sub("#", message.strip())[:MESSAGE_MAX], count)
+
+    def add_errors(self, found: list[tuple[bytes, bytes]]) -> None:
+        """ERROR and CRITICAL lines, in line order, as (level, message): decoded and their numbers
+        replaced all at once, then counted once per distinct message."""
+        if not found:
+            return
+        text = b"\n".join(message for _, message in found).decode("utf-8", "replace")
+        normal = NUMBER.sub("#", text).split("\n")  # a message holds no newline
+        for (level, message), n in Counter(zip((lv for lv, _ in found), normal, strict=True)).items():
+            self.levels[level.decode()] += n
+            self._count(level.decode(), message.strip()[:MESSAGE_MAX], n)
+
+    def _count(self, level: str, message: str, count: int) -> None:
+        self.messages[(level, message)] += count
+        if len(self.messages) > 2 * MESSAGES_KEPT:  # flat memory whatever the log holds
+            self.messages = Counter(dict(self.messages.most_common(MESSAGES_KEPT)))
+
+
+_ERROR, _CRITICAL = LEVELS.index(b"ERROR"), LEVELS.index(b"CRITICAL")
 
 
 def _error_chunk(chunk: bytes, tally: _ErrorTally) -> int:
-    found = ERROR_LINE.findall(b"\n" + chunk)
-    for level, message in found:
-        tally.add(level.decode(), message.decode("utf-8", "replace"))
-    shaped = len(found)
+    """Tally the chunk's levels and error messages; returns the lines in a known shape.
+
+    Lines in the usual shape are read as numpy columns (levels counted at once, only ERROR and
+    CRITICAL lines' messages read, each distinct one once), the others one by one, in line order."""
+    lines = ChunkLines(chunk)
+    fast = level_lines(lines)
+    counts = np.bincount(fast.level, minlength=len(LEVELS)).tolist()
+    serious = np.flatnonzero((fast.level == _ERROR) | (fast.level == _CRITICAL))
+    index = fast.index[serious]
+    spans = zip(fast.message[serious].tolist(), lines.ends[index].tolist(), strict=True)
+    levels = [LEVELS[code] for code in fast.level[serious].tolist()]
+    found = list(zip(index.tolist(), levels, [chunk[a:b] for a, b in spans], strict=True))
+    slow = 0
+    for at in leftover(lines, [fast.index]).tolist():
+        match = ERROR_LINE.match(lines.line(at))
+        if match:
+            slow += 1
+            counts[LEVELS.index(match[1])] += 1
+            if match[1] in (b"ERROR", b"CRITICAL"):
+                found.append((at, match[1], match[2]))
+    found.sort()  # in line order: the first of equally frequent messages comes first
+    for code, n in enumerate(counts):
+        if n and code not in (_ERROR, _CRITICAL):
+            tally.levels[LEVELS[code].decode()] += n
+    tally.add_errors([(level, message) for _, level, message in found])
+    shaped = len(fast.index) + slow
     for line in json_lines(chunk):
         fields = json_fields(line)
         if fields and isinstance(fields.get("level"), str) and "time" in fields:
@@ -165,9 +202,7 @@ def _api_chunk(chunk: bytes, tally: _RequestTally) -> tuple[int, int]:
     for part in access_parts(lines):
         found = requests(lines, part)
         handled.append(found.index)
-        method = masked_words(found.method, found.method_length)
-        path = masked_words(found.path, found.path_length)
-        rows, counts = group([found.method_length * 64 + found.path_length, *method.T, *path.T])
+        rows, counts = group([found.endpoint_length, *found.endpoint_words().T])
         for endpoint, n in zip(found.endpoints(rows), counts.tolist(), strict=True):
             tally.endpoints[endpoint] += n
         tally.add_columns(found.status, found.ms)
@@ -230,12 +265,14 @@ def scan_access_log(
     """The access log's window, a large one in two processes (runbooks.logworkers)."""
     stats = ScanStats(str(path))
     reader = time_reader("api", zone)
-    spans = window_spans(
-        path, start=start, line_time=reader, stats=stats, tolerance=tolerance, parts=parts_wanted()
-    )
     work = partial(_access_part, path, start, end, zone, tolerance, logscan.CHUNK_SIZE)
     tally = _RequestTally(Counter(), Counter(), Counter())
-    for part, part_stats in scan_parts(work, spans):
+    with logworkers.lease() as workers:
+        spans = window_spans(
+            path, start=start, line_time=reader, stats=stats, tolerance=tolerance, parts=workers.parts
+        )
+        parts = workers.scan(work, spans)
+    for part, part_stats in parts:
         tally.endpoints.update(part.endpoints)
         tally.statuses.update(part.statuses)
         tally.latencies.update(part.latencies)

@@ -26,8 +26,8 @@ FIVE_BYTES = (1 << 40) - 1
 SPACE_QUOTE = int.from_bytes(b' "', "little")
 ADDRESS_WIDTHS = (16, 48)  # an IPv4 address fits the first window, IPv6 the second
 DIGITS = 16  # an epoch or a number of milliseconds of 16 digits or more goes the slow way
-METHOD_WIDTH = 8  # a longer method or path goes the slow way
-PATH_WIDTH = 40
+METHOD_WIDTH = 8  # a longer method goes the slow way
+ENDPOINT_WIDTH = 48  # so does an endpoint (method, space, path) as long or longer
 CLOSING_WIDTH = 24  # the request's closing quote is looked for this far after the path, then further
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _ODD_SPACES = (b"\t", b"\x0b", b"\x0c", b"\r")  # whitespace to `\S` besides the space
@@ -147,7 +147,7 @@ def _word_masks(width: int) -> Words:
     return np.ascontiguousarray(keep).view("<u8")
 
 
-_WORD_MASKS = {width: _word_masks(width) for width in (8, 16, 40, 48)}
+_WORD_MASKS = {width: _word_masks(width) for width in (8, 16, 24, 32, 40, 48)}
 
 
 def masked_words(window: Bytes2D, length: Ints) -> Words:
@@ -194,21 +194,24 @@ def _same_within(ordered: Words, new: Bools) -> bool:
 class Requests:
     """The request fields of access lines in the strict shape: `"<METHOD> <path>…" <status> <ms>`.
 
-    The endpoint is the method, a space and the path up to '?', ' ' or '"'."""
+    The endpoint is the method, a space and the path up to '?', ' ' or '"': the bytes right after
+    the opening quote, so it is read (and grouped) as one window."""
 
     index: Ints  # line numbers in the chunk
-    method: Bytes2D  # a window starting at the method
-    method_length: Ints
-    path: Bytes2D  # a window starting at the path
-    path_length: Ints
+    endpoint: Bytes2D  # a window starting at the method
+    endpoint_length: Ints
     status: Ints
     ms: Ints
 
     def endpoints(self, rows: Ints) -> list[bytes]:
         """The endpoints of these rows, as bytes."""
-        methods = cut_rows(self.method[rows], self.method_length[rows])
-        paths = cut_rows(self.path[rows], self.path_length[rows])
-        return [method + b" " + path for method, path in zip(methods, paths, strict=True)]
+        return cut_rows(self.endpoint[rows], self.endpoint_length[rows])
+
+    def endpoint_words(self) -> Words:
+        """Each endpoint as 64-bit words, zero after its end, as many words as the longest needs."""
+        longest = int(self.endpoint_length.max()) if len(self.endpoint_length) else 0
+        words = -(-longest // 8) or 1
+        return masked_words(self.endpoint[:, : words * 8], self.endpoint_length)
 
 
 def cut_rows(window: Bytes2D, length: Ints) -> list[bytes]:
@@ -231,15 +234,16 @@ def _closing_quotes(lines: ChunkLines, after: Ints) -> Ints:
 
 def requests(lines: ChunkLines, part: AccessPart) -> Requests:
     """The lines of `part` whose request, status and milliseconds are in the strict shape."""
-    method = lines.window(part.quote + 1, METHOD_WIDTH)
-    method_end = ((method - 65) >= 26).argmax(axis=1)  # the first byte not in A-Z
-    path_start = part.quote + 2 + method_end
-    ok = (method_end > 0) & (lines.buf[np.minimum(path_start - 1, lines.size)] == SPACE)
-    path = lines.window(path_start, PATH_WIDTH)
-    stop = ((path | 2) == 34) | (path == QMARK) | (path == NEWLINE)  # `[^ ?"]*` ends at ' ', '"', '?'
-    path_length = stop.argmax(axis=1)  # 0 when the path runs past the window (or is empty)
-    ok &= (path_length > 0) | stop[:, 0]
-    closing = _closing_quotes(lines, path_start + path_length)
+    endpoint = lines.window(part.quote + 1, ENDPOINT_WIDTH)
+    rows = np.arange(len(endpoint))
+    method_end = ((endpoint[:, :METHOD_WIDTH] - 65) >= 26).argmax(axis=1)  # the first byte not in A-Z
+    ok = (method_end > 0) & (endpoint[rows, method_end] == SPACE)
+    # `[^ ?"]*` ends at ' ', '"', '?' (or the line's end); before the method's space are only A-Z
+    stop = ((endpoint | 2) == 34) | (endpoint == QMARK) | (endpoint == NEWLINE)
+    stop[rows, method_end] = False
+    length = stop.argmax(axis=1)  # 0 when the path runs past the window
+    ok &= length > 0
+    closing = _closing_quotes(lines, part.quote + 1 + length)
     ok &= closing < lines.ends[part.index]
     tail = lines.window(closing, 6 + DIGITS)
     digits = (tail - 48) < 10
@@ -250,10 +254,8 @@ def requests(lines: ChunkLines, part: AccessPart) -> Requests:
     tail = tail[chosen]
     return Requests(
         index=part.index[chosen],
-        method=method[chosen],
-        method_length=method_end[chosen],
-        path=path[chosen],
-        path_length=path_length[chosen],
+        endpoint=endpoint[chosen],
+        endpoint_length=length[chosen],
         status=number(tail[:, 2:5], np.full(len(tail), 3)),
         ms=number(tail[:, 6:], ms_length[chosen]),
     )
@@ -285,3 +287,51 @@ def iso_lines(lines: ChunkLines) -> tuple[int, Ints]:
         shaped += int(ok.sum())
         todo = todo[(length == 0) & (head[:, 0] != SPACE)]
     return shaped, todo
+
+
+LEVELS = (b"DEBUG", b"INFO", b"WARNING", b"ERROR", b"CRITICAL")
+_TIME_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+TIME_RUN = 40  # how far the rest of a time (`\S*`: fractions, a zone) is looked for its end
+_LEVEL_WORDS = [
+    (int.from_bytes((level + b" ")[:8].ljust(8, b"\0"), "little"), min(len(level) + 1, 8)) for level in LEVELS
+]
+
+
+@dataclass
+class LevelLines:
+    """Lines of the error-log shape `YYYY-MM-DD[T ]HH:MM:SS\\S* <LEVEL> <message>`."""
+
+    index: Ints  # line numbers in the chunk
+    level: Ints  # index in LEVELS
+    message: Ints  # offset of the message's first byte (the message runs to the line's end)
+
+
+def level_lines(lines: ChunkLines) -> LevelLines:
+    """The lines in the strict error-log shape; the others are left to be judged one by one."""
+    head = lines.window(lines.starts, 19)
+    ok = ((head[:, _TIME_DIGITS] - 48) < 10).all(axis=1)
+    ok &= (head[:, 4] == ord("-")) & (head[:, 7] == ord("-")) & (head[:, 13] == ord(":"))
+    ok &= ((head[:, 10] == ord("T")) | (head[:, 10] == SPACE)) & (head[:, 16] == ord(":"))
+    index = np.flatnonzero(ok)
+    rest_at = lines.starts[index] + 19
+    rest = lines.window(rest_at, TIME_RUN)
+    white = (rest == SPACE) | ((rest >= 9) & (rest <= 13))  # `\s` in a bytes pattern
+    run = white.argmax(axis=1)
+    ok = rest[np.arange(len(run)), run] == SPACE  # the time ends at a space (within the window)
+    level_at = rest_at + run + 1
+    words = lines.window(level_at, 16).view("<u8")
+    level = np.full(len(index), -1, np.int64)
+    for code, (word, size) in enumerate(_LEVEL_WORDS):
+        mask = np.uint64((1 << (8 * size)) - 1)
+        same = (words[:, 0] & mask) == np.uint64(word)
+        if len(LEVELS[code]) + 1 > 8:  # "CRITICAL " spills into the second word
+            same &= (words[:, 1] & np.uint64(0xFF)) == np.uint64(SPACE)
+        level[same] = code
+    ok &= level >= 0
+    chosen = np.flatnonzero(ok)
+    lengths = np.array([len(level) + 1 for level in LEVELS], np.int64)
+    return LevelLines(
+        index=index[chosen],
+        level=level[chosen],
+        message=level_at[chosen] + lengths[level[chosen]],
+    )

@@ -33,7 +33,6 @@ PEEK_SIZE = 4096  # a probe reads this much at a time until it has a whole timed
 PEEK_LINES = 50  # lines looked at for a time before a spot counts as untimed
 BISECT_STOP = 512  # bytes: within a chunk, the edges are found to this precision
 DEFAULT_TOLERANCE_S = 60.0
-PARALLEL_MIN_BYTES = 64 * 1024 * 1024  # a smaller window is read by one process (a worker costs ~0.3 s)
 HOURS_MAX = 24 * 31
 LineTime = Callable[[bytes], float | None]
 NEWLINE = 10
@@ -315,20 +314,25 @@ def json_lines(chunk: bytes) -> list[bytes]:
 
 
 def window_spans(
-    path: Path, *, start: float, line_time: LineTime, stats: ScanStats, tolerance: float, parts: int
+    path: Path,
+    *,
+    start: float,
+    line_time: LineTime,
+    stats: ScanStats,
+    tolerance: float,
+    parts: Callable[[int], int],
 ) -> list[tuple[int, int]]:
-    """The window's bytes (found as `window_chunks` finds them) cut into up to `parts` spans at line
-    starts, for as many workers; one span when the window is smaller than `PARALLEL_MIN_BYTES`."""
+    """The window's bytes (found as `window_chunks` finds them) cut at line starts into up to
+    `parts(window bytes)` spans, for as many processes (runbooks.logworkers.Lease.parts)."""
     with open_log(path) as f:
         f.seek(0, 2)
         stats.size = f.tell()
         offset = find_window_start(f, stats.size, start - tolerance, line_time, stats)
         stats.window_offset = offset
-        if stats.size - offset < PARALLEL_MIN_BYTES:
-            parts = 1
+        count = parts(stats.size - offset)
         cuts = [offset]
-        for part in range(1, parts):
-            f.seek(offset + (stats.size - offset) * part // parts)
+        for part in range(1, count):
+            f.seek(offset + (stats.size - offset) * part // count)
             skipped = f.readline()  # to the next line start
             stats.bytes_read += len(skipped)
             if cuts[-1] < f.tell() < stats.size:

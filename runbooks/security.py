@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from runbooks import logscan
+from runbooks import logscan, logworkers
 from runbooks.logcolumns import (
     ChunkLines,
     Ints,
@@ -44,7 +44,6 @@ from runbooks.logscan import (
     window_chunks,
     window_spans,
 )
-from runbooks.logworkers import parts_wanted, scan_parts
 
 FAILED = b"authentication failed"
 AUTH_LINE = re.compile(rb"\S+ \d{4}-\d\d-\d\dT")  # at a line's start
@@ -307,17 +306,19 @@ def scan_api_log(
     """Request bursts in the API log's window, a large one in two processes (runbooks.logworkers)."""
     limits = (thresholds.requests_per_minute, math.ceil(tolerance / 60) + 1)
     stats = ScanStats(str(path))
-    spans = window_spans(
-        path,
-        start=start,
-        line_time=time_reader("api", zone),
-        stats=stats,
-        tolerance=tolerance,
-        parts=parts_wanted(),
-    )
     work = partial(_api_part, path, start, end, limits, zone, tolerance, logscan.CHUNK_SIZE)
     minutes = _MinuteCounts(*limits)
-    for part, part_stats in scan_parts(work, spans):
+    with logworkers.lease() as workers:
+        spans = window_spans(
+            path,
+            start=start,
+            line_time=time_reader("api", zone),
+            stats=stats,
+            tolerance=tolerance,
+            parts=workers.parts,
+        )
+        parts = workers.scan(work, spans)
+    for part, part_stats in parts:
         minutes.merge(part)
         stats.add(part_stats)
     minutes.close()

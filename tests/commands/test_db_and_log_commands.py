@@ -13,9 +13,10 @@ import pytest
 from bot.runtime import Runtime
 from commands.registry import build_registry
 from core.reply import Reply, Table
+from runbooks import logworkers
 from runbooks.sample_garden import create_sample_garden
 from tests.support.applogs import api_line, auth_line, error_line
-from tests.support.runtime import BotWorld, request
+from tests.support.runtime import AUDIT_KEY, BotWorld, request
 from tests.support.serve import PrivatePostgresUnavailable, private_postgres
 from tests.support.servers import throwaway_database
 
@@ -181,6 +182,22 @@ async def test_logs_reports_errors_endpoints_and_the_5xx_rate(
     assert "1 errors, 1 critical, 100 requests, 5xx rate 1.000%" in reply.summary
     assert reply.status == "failed"  # 1 % is over the 0.1 % target
     assert "GET /api/estimates/{id} | 99" in tables_text(reply)
+
+
+async def test_a_runtime_with_logs_starts_their_worker_without_secrets_and_stops_it_when_closed(
+    bot_world: BotWorld, garden: str, app_logs: dict[str, Path]
+) -> None:
+    logworkers.close()
+    async with bot_world.runtime() as runtime:
+        (pid,) = logworkers.worker_pids()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        reply = await runtime.pipeline.handle(request("U0OPS", "logs 1"))
+        kept = logworkers.worker_pids()
+
+    assert "100 requests" in reply.summary and kept == [pid]
+    assert {entry.split(b"=")[0] for entry in environ.split(b"\0") if entry} == {b"PATH", b"PYTHONPATH"}
+    assert AUDIT_KEY.encode() not in environ and b"postgresql://" not in environ
+    assert logworkers.worker_pids() == [] and not Path(f"/proc/{pid}").exists()  # stopped and reaped
 
 
 async def test_security_without_configured_logs_says_which_keys_to_set(rt: Runtime) -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from runbooks import log_report, logscan, security
-from runbooks.log_report import _fold_endpoints, scan_access_log
-from runbooks.logscan import json_fields, json_time, parse_time
+from runbooks import log_report, logscan, logworkers
+from runbooks.log_report import _ErrorTally, _fold_endpoints, scan_access_log, scan_error_log
+from runbooks.logscan import json_fields, json_lines, json_time, parse_time
 from runbooks.logworkers import scan_parts
 from runbooks.security import RequestBurst, SecurityThresholds, scan_api_log, scan_auth_log
 
@@ -120,9 +120,9 @@ def reference_requests(path: Path) -> tuple[Counter[bytes], Counter[bytes], Coun
 
 def in_two_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Cut even a small window in two, the second part read in a worker process."""
-    monkeypatch.setattr(logscan, "PARALLEL_MIN_BYTES", 1)
-    monkeypatch.setattr(security, "parts_wanted", lambda: 2)
-    monkeypatch.setattr(log_report, "parts_wanted", lambda: 2)
+    monkeypatch.setattr(logworkers, "COLD_MIN_BYTES", 1)
+    monkeypatch.setattr(logworkers, "WARM_MIN_BYTES", 1)
+    monkeypatch.setattr(logworkers, "parts_wanted", lambda: 2)
 
 
 @pytest.mark.parametrize(
@@ -262,3 +262,90 @@ def test_the_second_part_is_read_in_a_worker_process_that_gets_no_secrets(
     assert here[:3] == (os.getpid(), (0, 10), False)
     assert there[0] != os.getpid() and there[1:3] == ((10, 20), True)
     assert set(there[3]) <= {"PATH", "PYTHONPATH", "LC_CTYPE"}
+
+
+OLD_ERROR_LINE = re.compile(
+    rb"\n\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S* (DEBUG|INFO|WARNING|ERROR|CRITICAL) ([^\n]*)"
+)
+MESSAGES = [
+    "estimate 42 not found",
+    "PDF renderer timed out after 30 s",
+    "見積 ７ の計算に失敗 テスト太郎",  # full-width digits are numbers too
+    "pool exhausted\r",
+    "  padded 12  ",
+    "",
+    "x" * 300,
+]
+
+
+def error_log_line(rng: random.Random, moment: float) -> bytes:
+    kind = rng.randrange(30)
+    stamp = datetime.fromtimestamp(moment, UTC)
+    if kind == 0:
+        odd = rng.choice(
+            [
+                b"Traceback (most recent call last):",
+                b'  File "app.py", line 3, in <module>',
+                b"",
+                b"@ ERRORS are not a level",
+                b"@ error lower case",
+                b"@\tERROR after a tab",
+                b"@ CRITICAL",
+                b"@ CRITICAL ",
+                b"@.123456+09:00-and-a-very-long-zone-name-indeed ERROR long time 7",
+                b"@ ERROR \xff\xfe broken utf-8 9",
+                "ログ切替 テスト太郎".encode(),
+            ]
+        )
+        return odd.replace(b"@", stamp.strftime("%Y-%m-%dT%H:%M:%S").encode())
+    if kind == 1:
+        fields = {"time": moment, "level": rng.choice(["error", "critical", "info"]), "message": "json 5"}
+        return json.dumps(fields, ensure_ascii=False).encode()
+    text = rng.choice(
+        [
+            stamp.isoformat(),
+            stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            stamp.strftime("%Y-%m-%d %H:%M:%S,") + "123",
+        ]
+    )
+    level = rng.choice(["DEBUG", "INFO", "INFO", "WARNING", "ERROR", "ERROR", "CRITICAL"])
+    message = rng.choice(MESSAGES).replace("42", str(rng.randrange(100)))
+    return f"{text} {level} {message}".encode()
+
+
+def old_error_chunk(chunk: bytes, tally: _ErrorTally) -> int:
+    """The error log's chunk read as before the numpy path: one pattern over every line."""
+    found = OLD_ERROR_LINE.findall(b"\n" + chunk)
+    for level, message in found:
+        tally.add(level.decode(), message.decode("utf-8", "replace"))
+    shaped = len(found)
+    for line in json_lines(chunk):
+        fields = json_fields(line)
+        if fields and isinstance(fields.get("level"), str) and "time" in fields:
+            shaped += 1
+            tally.add(str(fields["level"]).upper(), str(fields.get("message", "")))
+    return shaped
+
+
+@pytest.mark.parametrize("chunk_size", [4096, 2 * 1024 * 1024])
+def test_error_levels_and_messages_match_reading_each_line_with_the_old_pattern(
+    tmp_path: Path, chunk_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logscan, "CHUNK_SIZE", chunk_size)
+    rng = random.Random(7)
+    raw = [error_log_line(rng, T0 + i * 0.5) for i in range(20_000)]
+    path = tmp_path / "error.log"
+    path.write_bytes(b"\n".join(raw) + b"\n")
+    with monkeypatch.context() as old:
+        old.setattr(log_report, "_error_chunk", old_error_chunk)
+        expected, expected_stats = scan_error_log(
+            path, start=T0 - 60, end=T0 + 86400, zone=UTC, tolerance=60.0
+        )
+
+    tally, stats = scan_error_log(path, start=T0 - 60, end=T0 + 86400, zone=UTC, tolerance=60.0)
+
+    assert tally.levels == expected.levels and tally.levels["CRITICAL"] > 1000
+    assert list(tally.messages.items()) == list(expected.messages.items())  # the same order of ties
+    assert ("ERROR", "見積 # の計算に失敗 テスト太郎") in tally.messages
+    assert (stats.lines, stats.parsed) == (expected_stats.lines, expected_stats.parsed)
+    assert stats.lines == 20_000 and stats.skipped > 100
