@@ -362,7 +362,9 @@ async def test_each_scheduled_fire_runs_once_across_two_serving_replicas(pair: R
     for name in MINUTE_SCHEDULES:
         assert per_schedule[name]["runs"] == per_schedule[name]["fires"], runs  # one row per fire
     requests = {r["command"]: int(r["requests"]) for r in audited}
-    assert requests.get("probe") == per_schedule["probe"]["runs"], (audited, runs)
-    assert requests.get("approvals sweep") == per_schedule["approval_sweep"]["runs"], (audited, runs)
+    # A probe or sweep that changed nothing is not audited (a quiet audit log): never more than the
+    # runs, and the probe's own rows show each fire probed once.
+    assert requests.get("probe", 0) <= per_schedule["probe"]["runs"], (audited, runs)
+    assert requests.get("approvals sweep", 0) <= per_schedule["approval_sweep"]["runs"], (audited, runs)
     assert requests.get("incident escalate") == per_schedule["escalation"]["runs"], (audited, runs)
     assert probes == per_schedule["probe"]["runs"]  # one path probed, once per fire
