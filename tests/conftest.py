@@ -2,11 +2,11 @@
 
 `bot_world` is one test's bot (YAML with the test roles, private state dir, throwaway bot database,
 unique Redis prefix); `bot_runtime` is that bot opened in-process; `slack` is that bot's Slack app
-in-process, its Web API the `standin` (tests/support/slack_scenario.py). `private_pg` is a
-PostgreSQL of a test's own, that it may freeze or stop;
-`bot_server` is `gardenbot serve` started once for the session. The target is a throwaway
-PostgreSQL database, Redis database 13 (emptied by `cache flush`, so only test keys live there) and
-a local HTTP stand-in answering GET /health.
+in-process, its Web API the `standin` (tests/support/slack_scenario.py). `inbox` is a local SMTP
+server that keeps every mail it is given. `private_pg` is a PostgreSQL of a test's own, that it may
+freeze or stop; `bot_server` is `gardenbot serve` started once for the session. The target is a
+throwaway PostgreSQL database, Redis database 13 (emptied by `cache flush`, so only test keys live
+there) and a local HTTP stand-in answering GET /health.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from tests.support.serve import (
 from tests.support.servers import throwaway_database
 from tests.support.slack_api import SlackApiStandIn
 from tests.support.slack_scenario import SlackScenario, slack_scenario
+from tests.support.smtp import Inbox, smtp_inbox
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +97,13 @@ async def module_slack(
         api.set_usergroup("S0ONCALL", ["U0ONCALL"])
         async with slack_scenario(world, api) as scenario:
             yield scenario
+
+
+@pytest.fixture
+def inbox() -> Iterator[Inbox]:
+    """A real SMTP server on a free port that keeps every mail it is given (tests/support/smtp.py)."""
+    with smtp_inbox() as box:
+        yield box
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from tests.support.runtime import BotWorld, closed_port, request
 from tests.support.serve import SIGNING_SECRET
 from tests.support.signing import block_action_body, new_trigger_id, signed_headers, slash_body
 from tests.support.slack_api import SlackApiStandIn, SlackCall
-from tests.support.smtp import Inbox, smtp_inbox
+from tests.support.smtp import Inbox
 
 T0 = datetime(2025, 4, 1, 0, 0, tzinfo=UTC)
 LEVELS: dict[str, Any] = {
@@ -48,12 +48,6 @@ class Clock:
 def standin() -> Iterator[SlackApiStandIn]:
     with SlackApiStandIn() as api:
         yield api
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    with smtp_inbox() as box:
-        yield box
 
 
 @asynccontextmanager

@@ -34,7 +34,7 @@ from tests.support.serve import SIGNING_SECRET
 from tests.support.servers import throwaway_database
 from tests.support.signing import block_action_body, new_trigger_id, signed_headers, slash_body
 from tests.support.slack_api import SlackApiStandIn, SlackCall
-from tests.support.smtp import Inbox, smtp_inbox
+from tests.support.smtp import Inbox
 
 CHANNEL = "C0OPS"
 REQUESTER, APPROVER = "U0ADMIN2", "U0LEAD"
@@ -45,12 +45,6 @@ PASSWORD = re.compile(r"`([A-Za-z0-9_-]{20})`")  # secrets.token_urlsafe(15), sh
 def standin() -> Iterator[SlackApiStandIn]:
     with SlackApiStandIn() as api:
         yield api
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    with smtp_inbox() as box:
-        yield box
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from commands.base import Actor, Request
 from core.reply import Reply
 from tests.support.runtime import BotWorld, closed_port, request, table_of, target_redis
 from tests.support.slack_api import SlackApiStandIn, SlackCall
-from tests.support.smtp import Inbox, smtp_inbox
+from tests.support.smtp import Inbox
 
 T0 = datetime(2025, 4, 1, 0, 0, tzinfo=UTC)  # 09:00 in Asia/Tokyo
 LEVELS: dict[str, Any] = {
@@ -46,12 +46,6 @@ class Clock:
 def standin() -> Iterator[SlackApiStandIn]:
     with SlackApiStandIn() as api:
         yield api
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    with smtp_inbox() as box:
-        yield box
 
 
 @asynccontextmanager

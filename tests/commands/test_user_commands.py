@@ -18,7 +18,7 @@ from core.reply import Fields, Reply, Table
 from runbooks.sample_garden import create_sample_garden
 from tests.support.runtime import BotWorld, request
 from tests.support.servers import throwaway_database
-from tests.support.smtp import Inbox, smtp_inbox
+from tests.support.smtp import Inbox
 
 REQUESTER, APPROVER = "U0ADMIN2", "U0LEAD"
 KNOWN = "test@garden-dx.example"  # a user of the sample garden
@@ -37,12 +37,6 @@ async def garden(bot_world: BotWorld, garden_url: str) -> AsyncIterator[str]:
         await create_sample_garden(conn)
     bot_world.target_database_url = garden_url
     yield garden_url
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    with smtp_inbox() as box:
-        yield box
 
 
 @pytest.fixture
