@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -39,12 +39,6 @@ from tests.support.smtp import Inbox
 CHANNEL = "C0OPS"
 REQUESTER, APPROVER = "U0ADMIN2", "U0LEAD"
 PASSWORD = re.compile(r"`([A-Za-z0-9_-]{20})`")  # secrets.token_urlsafe(15), shown as code
-
-
-@pytest.fixture
-def standin() -> Iterator[SlackApiStandIn]:
-    with SlackApiStandIn() as api:
-        yield api
 
 
 @pytest.fixture
