@@ -7,13 +7,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from bot.escalation import TICK_S, escalate_forever, escalation_once
+from tests.support.clock import Clock
 from tests.support.runtime import BotWorld, closed_port, request
 from tests.support.signing import block_action_body, new_trigger_id, slash_body
 from tests.support.slack_api import SlackApiStandIn, SlackCall
@@ -29,21 +29,13 @@ LEVELS: dict[str, Any] = {
 }
 
 
-@dataclass
-class Clock:
-    now: datetime = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @asynccontextmanager
 async def slack_bot(
     world: BotWorld, standin: SlackApiStandIn, smtp_url: str
 ) -> AsyncIterator[tuple[SlackScenario, Clock]]:
     """The bot in-process (tests/support/slack_scenario.py) with escalation, mail and the test's clock."""
     world.configure(escalation=LEVELS, mail={"url": smtp_url, "from": "gardenbot@example.com"})
-    clock = Clock()
+    clock = Clock(T0)
     async with slack_scenario(world, standin) as slack:
         slack.runtime.services.clock = clock
         yield slack, clock

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from bot.runtime import Runtime
 from commands.base import Actor, Request
 from core.reply import Reply
+from tests.support.clock import Clock
 from tests.support.runtime import BotWorld, closed_port, request, table_of, target_redis
 from tests.support.slack_api import SlackApiStandIn, SlackCall
 from tests.support.smtp import Inbox
@@ -31,17 +31,6 @@ LEVELS: dict[str, Any] = {
 }
 
 
-@dataclass
-class Clock:
-    now: datetime = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @asynccontextmanager
 async def incident_bot(
     world: BotWorld, standin: SlackApiStandIn, smtp_url: str, **incidents: Any
@@ -52,7 +41,7 @@ async def incident_bot(
         mail={"url": smtp_url, "from": "gardenbot@example.com"},
     )
     world.extra_env.update({"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": standin.url})
-    clock = Clock()
+    clock = Clock(T0)
     async with world.runtime() as runtime:
         runtime.services.clock = clock
         yield runtime, clock
