@@ -2,11 +2,12 @@
 
 `bot_world` is one test's bot (YAML with the test roles, private state dir, throwaway bot database,
 unique Redis prefix); `bot_runtime` is that bot opened in-process; `slack` is that bot's Slack app
-in-process, its Web API the `standin` (tests/support/slack_scenario.py). `inbox` is a local SMTP
-server that keeps every mail it is given. `private_pg` is a PostgreSQL of a test's own, that it may
-freeze or stop; `bot_server` is `gardenbot serve` started once for the session. The target is a
-throwaway PostgreSQL database, Redis database 13 (emptied by `cache flush`, so only test keys live
-there) and a local HTTP stand-in answering GET /health.
+in-process, its Web API the `standin` (tests/support/slack_scenario.py). `store` is a migrated bot
+store alone, for tests below the bot. `inbox` is a local SMTP server that keeps every mail it is
+given. `private_pg` is a PostgreSQL of a test's own, that it may freeze or stop; `bot_server` is
+`gardenbot serve` started once for the session. The target is a throwaway PostgreSQL database,
+Redis database 13 (emptied by `cache flush`, so only test keys live there) and a local HTTP stand-in
+answering GET /health.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bot.runtime import Runtime
+from store.db import Store
 from tests.support.chinook import chinook_template
 from tests.support.runtime import TARGET_KEYS, BotWorld, bot_world_in, health_api, target_cache_holding
 from tests.support.serve import (
@@ -61,6 +63,24 @@ def bot_world(tmp_path: Path, health_api_url: str, target_database_url: str) -> 
 async def bot_runtime(bot_world: BotWorld) -> AsyncIterator[Runtime]:
     async with bot_world.runtime() as runtime:
         yield runtime
+
+
+@pytest.fixture
+def store_url() -> Iterator[str]:
+    with throwaway_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """A migrated bot store of the test's own, on a throwaway database."""
+    store = Store(store_url, max_size=5)
+    await store.open()
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 @pytest.fixture(scope="module")
