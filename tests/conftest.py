@@ -2,12 +2,12 @@
 
 `bot_world` is one test's bot (YAML with the test roles, private state dir, throwaway bot database,
 unique Redis prefix); `bot_runtime` is that bot opened in-process; `slack` is that bot's Slack app
-in-process, its Web API the `standin` (tests/support/slack_scenario.py). `store` is a migrated bot
-store alone, for tests below the bot. `inbox` is a local SMTP server that keeps every mail it is
-given. `private_pg` is a PostgreSQL of a test's own, that it may freeze or stop; `bot_server` is
-`gardenbot serve` started once for the session. The target is a throwaway PostgreSQL database,
-Redis database 13 (emptied by `cache flush`, so only test keys live there) and a local HTTP stand-in
-answering GET /health.
+in-process, its Web API the `standin` (tests/support/slack_scenario.py); `garden` makes a fresh
+sample garden_dx that bot's target. `store` is a migrated bot store alone, for tests below the bot.
+`inbox` is a local SMTP server that keeps every mail it is given. `private_pg` is a PostgreSQL of a
+test's own, that it may freeze or stop; `bot_server` is `gardenbot serve` started once for the
+session. The target is a throwaway PostgreSQL database, Redis database 13 (emptied by `cache
+flush`, so only test keys live there) and a local HTTP stand-in answering GET /health.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bot.runtime import Runtime
+from runbooks.sample_garden import create_sample_garden
 from store.db import Store
 from tests.support.chinook import chinook_template
 from tests.support.runtime import TARGET_KEYS, BotWorld, bot_world_in, health_api, target_cache_holding
@@ -63,6 +65,16 @@ def bot_world(tmp_path: Path, health_api_url: str, target_database_url: str) -> 
 async def bot_runtime(bot_world: BotWorld) -> AsyncIterator[Runtime]:
     async with bot_world.runtime() as runtime:
         yield runtime
+
+
+@pytest.fixture
+async def garden(bot_world: BotWorld) -> AsyncIterator[str]:
+    """The sample garden_dx loaded in a throwaway database and made `bot_world`'s target; its URL."""
+    with throwaway_database("gbt_garden") as url:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await create_sample_garden(conn)
+        bot_world.target_database_url = url
+        yield url
 
 
 @pytest.fixture

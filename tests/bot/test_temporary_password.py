@@ -12,15 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
 
 import bcrypt
 import psycopg
 import pytest
 
-from runbooks.sample_garden import create_sample_garden
 from tests.support.runtime import BotWorld
-from tests.support.servers import throwaway_database
 from tests.support.signing import block_action_body, new_trigger_id, slash_body
 from tests.support.slack_api import SlackApiStandIn, SlackCall
 from tests.support.slack_scenario import SlackScenario, slack_scenario
@@ -29,15 +26,6 @@ from tests.support.smtp import Inbox
 CHANNEL = "C0OPS"
 REQUESTER, APPROVER = "U0ADMIN2", "U0LEAD"
 PASSWORD = re.compile(r"`([A-Za-z0-9_-]{20})`")  # secrets.token_urlsafe(15), shown as code
-
-
-@pytest.fixture
-async def garden(bot_world: BotWorld) -> AsyncIterator[str]:
-    with throwaway_database("gbt_garden") as url:
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await create_sample_garden(conn)
-        bot_world.target_database_url = url
-        yield url
 
 
 async def deliver(slack: SlackScenario, body: bytes) -> None:
