@@ -31,7 +31,7 @@ from tests.support.serve import (
     serving,
 )
 from tests.support.servers import throwaway_database
-from tests.support.slack_api import SlackApiStandIn
+from tests.support.slack_api import SlackApiStandIn, workspace_standin
 from tests.support.slack_scenario import SlackScenario, slack_scenario
 from tests.support.smtp import Inbox, smtp_inbox
 
@@ -105,8 +105,7 @@ def chinook() -> Iterator[str]:
 @pytest.fixture
 def standin() -> Iterator[SlackApiStandIn]:
     """The Slack Web API stand-in; S0ONCALL is a user group holding U0ONCALL."""
-    with SlackApiStandIn() as api:
-        api.set_usergroup("S0ONCALL", ["U0ONCALL"])
+    with workspace_standin() as api:
         yield api
 
 
@@ -123,10 +122,9 @@ async def module_slack(
     """One in-process Slack bot shared by a module's tests: each test speaks in a channel of its own."""
     folder = tmp_path_factory.mktemp("slack")
     with (
-        SlackApiStandIn() as api,
+        workspace_standin() as api,
         bot_world_in(folder, api_url=health_api_url, target_database_url=target_database_url) as world,
     ):
-        api.set_usergroup("S0ONCALL", ["U0ONCALL"])
         async with slack_scenario(world, api) as scenario:
             yield scenario
 
