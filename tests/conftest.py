@@ -2,11 +2,12 @@
 
 `bot_world` is one test's bot (YAML with the test roles, private state dir, throwaway bot database,
 unique Redis prefix); `bot_runtime` is that bot opened in-process; `slack` is that bot's Slack app
-in-process, its Web API the `standin` (tests/support/slack_scenario.py). `private_pg` is a
-PostgreSQL of a test's own, that it may freeze or stop;
-`bot_server` is `gardenbot serve` started once for the session. The target is a throwaway
-PostgreSQL database, Redis database 13 (emptied by `cache flush`, so only test keys live there) and
-a local HTTP stand-in answering GET /health.
+in-process, its Web API the `standin` (tests/support/slack_scenario.py); `garden` makes a fresh
+sample garden_dx that bot's target. `store` is a migrated bot store alone, for tests below the bot.
+`inbox` is a local SMTP server that keeps every mail it is given. `private_pg` is a PostgreSQL of a
+test's own, that it may freeze or stop; `bot_server` is `gardenbot serve` started once for the
+session. The target is a throwaway PostgreSQL database, Redis database 13 (emptied by `cache
+flush`, so only test keys live there) and a local HTTP stand-in answering GET /health.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bot.runtime import Runtime
+from runbooks.sample_garden import create_sample_garden
+from store.db import Store
 from tests.support.chinook import chinook_template
 from tests.support.runtime import TARGET_KEYS, BotWorld, bot_world_in, health_api, target_cache_holding
 from tests.support.serve import (
@@ -27,8 +31,9 @@ from tests.support.serve import (
     serving,
 )
 from tests.support.servers import throwaway_database
-from tests.support.slack_api import SlackApiStandIn
+from tests.support.slack_api import SlackApiStandIn, workspace_standin
 from tests.support.slack_scenario import SlackScenario, slack_scenario
+from tests.support.smtp import Inbox, smtp_inbox
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +67,34 @@ async def bot_runtime(bot_world: BotWorld) -> AsyncIterator[Runtime]:
         yield runtime
 
 
+@pytest.fixture
+async def garden(bot_world: BotWorld) -> AsyncIterator[str]:
+    """The sample garden_dx loaded in a throwaway database and made `bot_world`'s target; its URL."""
+    with throwaway_database("gbt_garden") as url:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await create_sample_garden(conn)
+        bot_world.target_database_url = url
+        yield url
+
+
+@pytest.fixture
+def store_url() -> Iterator[str]:
+    with throwaway_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """A migrated bot store of the test's own, on a throwaway database."""
+    store = Store(store_url, max_size=5)
+    await store.open()
+    await store.migrate()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 @pytest.fixture(scope="module")
 def chinook() -> Iterator[str]:
     """A template database holding the Chinook sample, cloned by backup and restore tests."""
@@ -72,8 +105,7 @@ def chinook() -> Iterator[str]:
 @pytest.fixture
 def standin() -> Iterator[SlackApiStandIn]:
     """The Slack Web API stand-in; S0ONCALL is a user group holding U0ONCALL."""
-    with SlackApiStandIn() as api:
-        api.set_usergroup("S0ONCALL", ["U0ONCALL"])
+    with workspace_standin() as api:
         yield api
 
 
@@ -90,12 +122,18 @@ async def module_slack(
     """One in-process Slack bot shared by a module's tests: each test speaks in a channel of its own."""
     folder = tmp_path_factory.mktemp("slack")
     with (
-        SlackApiStandIn() as api,
+        workspace_standin() as api,
         bot_world_in(folder, api_url=health_api_url, target_database_url=target_database_url) as world,
     ):
-        api.set_usergroup("S0ONCALL", ["U0ONCALL"])
         async with slack_scenario(world, api) as scenario:
             yield scenario
+
+
+@pytest.fixture
+def inbox() -> Iterator[Inbox]:
+    """A real SMTP server on a free port that keeps every mail it is given (tests/support/smtp.py)."""
+    with smtp_inbox() as box:
+        yield box
 
 
 @pytest.fixture(scope="session")

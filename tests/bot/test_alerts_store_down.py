@@ -32,8 +32,7 @@ from tests.support.serve import PrivatePostgres
 from tests.support.slack_api import SlackApiStandIn, SlackCall
 from tests.support.slack_driver import call_text
 
-standin = test_alerts_webhook.standin  # the fixtures: the Web API stand-in, the world of `serve`
-world = test_alerts_webhook.world
+world = test_alerts_webhook.world  # the fixture: the world of `serve` (tests/conftest.py has `standin`)
 STORED_AGAIN_S = 30.0  # the store's own restart, then the desk's next reconcile round
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,12 +52,6 @@ async def wait_until(check: Callable[[], T], *, timeout: float = 15.0, what: str
             return value
         await asyncio.sleep(0.05)
     raise AssertionError(f"{what} not met within {timeout} s")
-
-
-@pytest.fixture
-def standin() -> Iterator[SlackApiStandIn]:
-    with SlackApiStandIn() as api:
-        yield api
 
 
 @pytest.fixture

@@ -13,13 +13,13 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.bot.test_alerts_webhook import AUTH, PATH, payload, running, standin, wait_until, world
+from tests.bot.test_alerts_webhook import AUTH, PATH, payload, running, wait_until, world
 from tests.support.runtime import BotWorld
 from tests.support.servers import throwaway_database
 from tests.support.signing import new_trigger_id, signed_headers, slash_body
 from tests.support.slack_api import SlackApiStandIn
 
-__all__ = ["standin", "world"]  # fixtures, used by name
+__all__ = ["world"]  # a fixture, used by name (`standin` is in tests/conftest.py)
 LAST_GOOD = "gardenbot_last_good_backup_timestamp_seconds[]"
 
 

@@ -37,12 +37,6 @@ from tests.support.slack_api import SlackApiStandIn
 REPORTS, OPS = "C0REPORTS", "C0OPS"
 
 
-@pytest.fixture
-def standin() -> Iterator[SlackApiStandIn]:
-    with SlackApiStandIn() as api:
-        yield api
-
-
 def with_slack(world: BotWorld, standin: SlackApiStandIn) -> None:
     world.extra_env.update({"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": standin.url})
 

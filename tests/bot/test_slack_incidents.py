@@ -5,27 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from slack_bolt.async_app import AsyncApp
-from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot.background import AckGate, BackgroundWork
 from bot.escalation import TICK_S, escalate_forever, escalation_once
-from bot.metrics import Metrics
-from bot.runtime import Runtime
-from bot.server import learn_identity
-from bot.slack_app import BotIdentity, build_slack_app, build_web_client
+from tests.support.clock import Clock
 from tests.support.runtime import BotWorld, closed_port, request
-from tests.support.serve import SIGNING_SECRET
-from tests.support.signing import block_action_body, new_trigger_id, signed_headers, slash_body
+from tests.support.signing import block_action_body, new_trigger_id, slash_body
 from tests.support.slack_api import SlackApiStandIn, SlackCall
-from tests.support.smtp import Inbox, smtp_inbox
+from tests.support.slack_scenario import SlackScenario, slack_scenario
+from tests.support.smtp import Inbox
 
 T0 = datetime(2025, 4, 1, 0, 0, tzinfo=UTC)
 LEVELS: dict[str, Any] = {
@@ -36,51 +29,20 @@ LEVELS: dict[str, Any] = {
 }
 
 
-@dataclass
-class Clock:
-    now: datetime = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-def standin() -> Iterator[SlackApiStandIn]:
-    with SlackApiStandIn() as api:
-        yield api
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    with smtp_inbox() as box:
-        yield box
-
-
 @asynccontextmanager
 async def slack_bot(
     world: BotWorld, standin: SlackApiStandIn, smtp_url: str
-) -> AsyncIterator[tuple[AsyncApp, BackgroundWork, Runtime, Clock]]:
+) -> AsyncIterator[tuple[SlackScenario, Clock]]:
+    """The bot in-process (tests/support/slack_scenario.py) with escalation, mail and the test's clock."""
     world.configure(escalation=LEVELS, mail={"url": smtp_url, "from": "gardenbot@example.com"})
-    world.extra_env.update({"SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_BOT_TOKEN": "xoxb-test"})
-    world.extra_env["SLACK_API_URL"] = standin.url
-    clock = Clock()
-    async with world.runtime() as runtime:
-        runtime.services.clock = clock
-        client = build_web_client(runtime)
-        identity = BotIdentity()
-        work = BackgroundWork(AckGate())
-        app = build_slack_app(runtime, client=client, work=work, metrics=Metrics(), identity=identity)
-        await learn_identity(client, identity)
-        try:
-            yield app, work, runtime, clock
-        finally:
-            await work.close()
+    clock = Clock(T0)
+    async with slack_scenario(world, standin) as slack:
+        slack.runtime.services.clock = clock
+        yield slack, clock
 
 
-async def deliver(app: AsyncApp, work: BackgroundWork, body: bytes) -> int:
-    response = await app.async_dispatch(AsyncBoltRequest(body=body.decode(), headers=signed_headers(body)))
-    await work.drain()
-    return response.status
+async def deliver(slack: SlackScenario, body: bytes) -> int:
+    return (await slack.send(body)).status
 
 
 def click(standin: SlackApiStandIn, action_id: str, value: str, user: str, ts: str) -> bytes:
@@ -102,7 +64,7 @@ def action_ids(call: SlackCall) -> list[str]:
 async def test_a_declared_incident_is_acknowledged_then_resolved_by_its_notice_buttons(
     bot_world: BotWorld, standin: SlackApiStandIn, inbox: Inbox
 ) -> None:
-    async with slack_bot(bot_world, standin, inbox.url) as (app, work, _, clock):
+    async with slack_bot(bot_world, standin, inbox.url) as (slack, clock):
         body = slash_body(
             "incident declare P2 Quotes PDF fails",
             user="U0OPS",
@@ -110,18 +72,15 @@ async def test_a_declared_incident_is_acknowledged_then_resolved_by_its_notice_b
             trigger_id=new_trigger_id(),
             response_url=standin.response_url("cmd"),
         )
-        assert await deliver(app, work, body) == 200
+        assert await deliver(slack, body) == 200
         [notice] = [c for c in standin.calls_to("chat.postMessage") if c.params["channel"] == "C0INC"]
         [(incident_id, message_ref)] = bot_world.query("SELECT id, message_ref FROM incidents")
         ts = message_ref["ts"]
         clock.now += timedelta(minutes=3)
-        assert await deliver(app, work, click(standin, "incident_ack", str(incident_id), "U0LEAD", ts)) == 200
+        assert await deliver(slack, click(standin, "incident_ack", str(incident_id), "U0LEAD", ts)) == 200
         acked = bot_world.query("SELECT status, acked_by FROM incidents")
         clock.now += timedelta(minutes=7)
-        assert (
-            await deliver(app, work, click(standin, "incident_resolve", str(incident_id), "U0LEAD", ts))
-            == 200
-        )
+        assert await deliver(slack, click(standin, "incident_resolve", str(incident_id), "U0LEAD", ts)) == 200
 
     assert action_ids(notice) == ["incident_ack", "incident_resolve"]
     assert acked == [("acknowledged", "U0LEAD")]
@@ -135,12 +94,12 @@ async def test_a_declared_incident_is_acknowledged_then_resolved_by_its_notice_b
 async def test_a_second_acknowledge_click_is_told_only_to_the_clicker(
     bot_world: BotWorld, standin: SlackApiStandIn, inbox: Inbox
 ) -> None:
-    async with slack_bot(bot_world, standin, inbox.url) as (app, work, runtime, _):
-        declared = await runtime.pipeline.handle(request("U0OPS", "incident declare P3 Slow export"))
+    async with slack_bot(bot_world, standin, inbox.url) as (slack, _):
+        declared = await slack.runtime.pipeline.handle(request("U0OPS", "incident declare P3 Slow export"))
         incident_id = str(declared.ids["incident_id"])
-        await deliver(app, work, click(standin, "incident_ack", incident_id, "U0LEAD", "1.000001"))
+        await deliver(slack, click(standin, "incident_ack", incident_id, "U0LEAD", "1.000001"))
         standin.reset()
-        await deliver(app, work, click(standin, "incident_ack", incident_id, "U0OPS", "1.000001"))
+        await deliver(slack, click(standin, "incident_ack", incident_id, "U0OPS", "1.000001"))
 
     assert standin.calls_to("chat.update") == []
     [told] = standin.calls_to("chat.postEphemeral")
@@ -153,15 +112,15 @@ async def test_a_second_acknowledge_click_is_told_only_to_the_clicker(
 async def test_an_unacknowledged_p1_pages_level_4_once_in_the_incidents_channel_and_by_mail(
     bot_world: BotWorld, standin: SlackApiStandIn, inbox: Inbox
 ) -> None:
-    async with slack_bot(bot_world, standin, inbox.url) as (_, _, runtime, clock):
-        await runtime.pipeline.handle(request("U0OPS", "incident declare P1 Everything is down"))
+    async with slack_bot(bot_world, standin, inbox.url) as (slack, clock):
+        await slack.runtime.pipeline.handle(request("U0OPS", "incident declare P1 Everything is down"))
         standin.reset()
         inbox.received.clear()
-        early = await escalation_once(runtime.services, T0 + timedelta(minutes=14))
+        early = await escalation_once(slack.runtime.services, T0 + timedelta(minutes=14))
         posted_early = len(standin.calls_to("chat.postMessage"))
         clock.now = T0 + timedelta(minutes=16)
-        await escalation_once(runtime.services, clock.now)
-        await escalation_once(runtime.services, clock.now)  # the same tick again: no second page
+        await escalation_once(slack.runtime.services, clock.now)
+        await escalation_once(slack.runtime.services, clock.now)  # the same tick again: no second page
 
     assert posted_early == 0 and 0 < early <= TICK_S
     [page] = standin.calls_to("chat.postMessage")
@@ -177,12 +136,12 @@ async def test_an_unacknowledged_p1_pages_level_4_once_in_the_incidents_channel_
 async def test_a_page_that_reaches_neither_slack_nor_mail_is_recorded_and_made_again_later(
     bot_world: BotWorld, standin: SlackApiStandIn
 ) -> None:
-    async with slack_bot(bot_world, standin, f"smtp://127.0.0.1:{closed_port()}") as (_, _, runtime, _):
-        await runtime.pipeline.handle(request("U0OPS", "incident declare P1 Everything is down"))
+    async with slack_bot(bot_world, standin, f"smtp://127.0.0.1:{closed_port()}") as (slack, _):
+        await slack.runtime.pipeline.handle(request("U0OPS", "incident declare P1 Everything is down"))
         standin.fail(1, "chat.postMessage", error="channel_not_found")
-        await escalation_once(runtime.services, T0 + timedelta(minutes=16))
+        await escalation_once(slack.runtime.services, T0 + timedelta(minutes=16))
         failed = bot_world.query("SELECT kind FROM incident_timeline WHERE kind = 'page_failed'")
-        await escalation_once(runtime.services, T0 + timedelta(minutes=19))  # past the page's lease
+        await escalation_once(slack.runtime.services, T0 + timedelta(minutes=19))  # past the page's lease
 
     assert failed == [("page_failed",)]
     assert bot_world.query("SELECT paged_at IS NOT NULL, attempts FROM incident_pages WHERE level = 4") == [
@@ -200,11 +159,13 @@ async def test_the_serve_loop_ticks_with_the_injected_clock_and_sleeps_at_most_a
         if len(slept) == 2:
             raise asyncio.CancelledError
 
-    async with slack_bot(bot_world, standin, inbox.url) as (_, _, runtime, _):
-        await runtime.pipeline.handle(request("U0OPS", "incident declare P1 Everything is down"))
+    async with slack_bot(bot_world, standin, inbox.url) as (slack, _):
+        await slack.runtime.pipeline.handle(request("U0OPS", "incident declare P1 Everything is down"))
         standin.reset()
         with pytest.raises(asyncio.CancelledError):
-            await escalate_forever(runtime.services, clock=lambda: T0 + timedelta(minutes=16), sleep=sleep)
+            await escalate_forever(
+                slack.runtime.services, clock=lambda: T0 + timedelta(minutes=16), sleep=sleep
+            )
 
     assert len(slept) == 2 and all(0 <= s <= TICK_S for s in slept)
     assert len(standin.calls_to("chat.postMessage")) == 1  # level 4, once over two ticks

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from tests.support.runtime import BotWorld, request, target_redis
-from tests.support.signing import block_action_body, new_trigger_id, signed_headers, slash_body
+from tests.support.signing import block_action_body, new_trigger_id, slash_body
 from tests.support.slack_api import TEAM_ID, SlackApiStandIn, SlackCall
 from tests.support.slack_scenario import SlackScenario, slack_scenario
 
@@ -21,7 +21,7 @@ REFUSAL = "a request from another team or enterprise is refused"
 
 async def deliver(slack: SlackScenario, body: bytes) -> int:
     """Dispatch a signed request as Slack sends it; return the ack's status once its work is done."""
-    return (await slack.deliver(body, signed_headers(body))).status
+    return (await slack.send(body)).status
 
 
 def slash(

@@ -9,105 +9,39 @@ and approvals tables, every log record at DEBUG, and the welcome mail that aiosm
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import bcrypt
 import psycopg
 import pytest
-from slack_bolt.async_app import AsyncApp
-from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot.background import AckGate, BackgroundWork
-from bot.metrics import Metrics
-from bot.runtime import Runtime
-from bot.server import learn_identity
-from bot.slack_app import BotIdentity, build_slack_app, build_web_client
-from runbooks.sample_garden import create_sample_garden
 from tests.support.runtime import BotWorld
-from tests.support.serve import SIGNING_SECRET
-from tests.support.servers import throwaway_database
-from tests.support.signing import block_action_body, new_trigger_id, signed_headers, slash_body
+from tests.support.signing import block_action_body, new_trigger_id, slash_body
 from tests.support.slack_api import SlackApiStandIn, SlackCall
-from tests.support.smtp import Inbox, smtp_inbox
+from tests.support.slack_scenario import SlackScenario, slack_scenario
+from tests.support.smtp import Inbox
 
 CHANNEL = "C0OPS"
 REQUESTER, APPROVER = "U0ADMIN2", "U0LEAD"
 PASSWORD = re.compile(r"`([A-Za-z0-9_-]{20})`")  # secrets.token_urlsafe(15), shown as code
 
 
-@pytest.fixture
-def standin() -> Iterator[SlackApiStandIn]:
-    with SlackApiStandIn() as api:
-        yield api
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    with smtp_inbox() as box:
-        yield box
-
-
-@pytest.fixture
-async def garden(bot_world: BotWorld) -> AsyncIterator[str]:
-    with throwaway_database("gbt_garden") as url:
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await create_sample_garden(conn)
-        bot_world.target_database_url = url
-        yield url
-
-
-@asynccontextmanager
-async def slack_bot(
-    world: BotWorld, standin: SlackApiStandIn
-) -> AsyncIterator[tuple[AsyncApp, BackgroundWork, Runtime]]:
-    world.extra_env.update(
-        {"SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": standin.url}
-    )
-    async with world.runtime() as runtime:
-        client = build_web_client(runtime)
-        identity = BotIdentity()
-        work = BackgroundWork(AckGate())
-        app = build_slack_app(runtime, client=client, work=work, metrics=Metrics(), identity=identity)
-        await learn_identity(client, identity)
-        try:
-            yield app, work, runtime
-        finally:
-            await work.close()
-
-
-async def deliver(app: AsyncApp, work: BackgroundWork, body: bytes) -> None:
-    response = await app.async_dispatch(AsyncBoltRequest(body=body.decode(), headers=signed_headers(body)))
-    assert response.status == 200
-    await work.drain()
-
-
-async def eventually(found: Callable[[], list[Any]], what: str, timeout: float = 20.0) -> list[Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if result := found():
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+async def deliver(slack: SlackScenario, body: bytes) -> None:
+    assert (await slack.send(body)).status == 200
 
 
 def ephemerals_with_password(standin: SlackApiStandIn) -> list[SlackCall]:
     return [c for c in standin.calls_to("chat.postEphemeral") if PASSWORD.search(json.dumps(c.params))]
 
 
-async def ask_and_approve(
-    app: AsyncApp, work: BackgroundWork, standin: SlackApiStandIn, world: BotWorld, text: str, n: int
-) -> None:
+async def ask_and_approve(slack: SlackScenario, world: BotWorld, text: str, n: int) -> None:
     """The requester types the command; another person clicks Approve on the message it posted."""
+    standin = slack.standin
     url = standin.response_url("cmd")
     await deliver(
-        app,
-        work,
+        slack,
         slash_body(text, user=REQUESTER, channel=CHANNEL, trigger_id=new_trigger_id(), response_url=url),
     )
     [(approval_id, ref)] = world.query(
@@ -121,16 +55,16 @@ async def ask_and_approve(
         message_ts=str(ref["ts"]),
         response_url=standin.response_url("click"),
     )
-    await deliver(app, work, click)
-    [private] = await eventually(
-        lambda: ephemerals_with_password(standin)[n - 1 :], f"the password of {text!r}"
+    await deliver(slack, click)
+    [private] = await slack.wait_for(
+        lambda: ephemerals_with_password(standin)[n - 1 :], timeout=20.0, what=f"the password of {text!r}"
     )
 
     def updated_after() -> list[SlackCall]:  # the watcher's last word: the approval message, in place
         later = standin.calls[standin.calls.index(private) :]
         return [c for c in later if c.method == "chat.update" and c.params.get("ts") == str(ref["ts"])]
 
-    await eventually(updated_after, "the approval message's last update")
+    await slack.wait_for(updated_after, timeout=20.0, what="the approval message's last update")
 
 
 def rows(world: BotWorld, table: str) -> list[str]:
@@ -154,11 +88,9 @@ async def test_the_temporary_password_reaches_only_the_requester_and_leaks_nowhe
 ) -> None:
     caplog.set_level(logging.DEBUG)
     bot_world.configure(mail={"url": inbox.url, "from": "gardenbot@example.com"})
-    async with slack_bot(bot_world, standin) as (app, work, _runtime):
-        await ask_and_approve(app, work, standin, bot_world, "user reset-password test@garden-dx.example", 1)
-        await ask_and_approve(
-            app, work, standin, bot_world, "user create hanako@example.jp テスト花子 employee", 2
-        )
+    async with slack_scenario(bot_world, standin) as slack:
+        await ask_and_approve(slack, bot_world, "user reset-password test@garden-dx.example", 1)
+        await ask_and_approve(slack, bot_world, "user create hanako@example.jp テスト花子 employee", 2)
 
     private = ephemerals_with_password(standin)
     assert [c.params["user"] for c in private] == [REQUESTER, REQUESTER]  # not the approver who clicked

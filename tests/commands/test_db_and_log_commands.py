@@ -14,22 +14,12 @@ from bot.runtime import Runtime
 from commands.registry import build_registry
 from core.reply import Reply, Table
 from runbooks import logworkers
-from runbooks.sample_garden import create_sample_garden
 from tests.support.applogs import api_line, auth_line, error_line
 from tests.support.runtime import AUDIT_KEY, BotWorld, request
 from tests.support.serve import PrivatePostgresUnavailable, private_postgres
 from tests.support.servers import throwaway_database
 
 REQUESTER, APPROVER = "U0ADMIN2", "U0LEAD"
-
-
-@pytest.fixture
-async def garden(bot_world: BotWorld) -> AsyncIterator[str]:
-    with throwaway_database("gbt_garden") as url:
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await create_sample_garden(conn)
-        bot_world.target_database_url = url
-        yield url
 
 
 @pytest.fixture

@@ -359,28 +359,22 @@ async def test_incident_evidence_for_no_such_incident_or_asked_by_a_viewer_start
     assert bot_world.query("SELECT id FROM jobs") == []
 
 
-@pytest.fixture
-def slack() -> Iterator[SlackApiStandIn]:
-    with SlackApiStandIn() as api:
-        yield api
-
-
 def with_slack(world: BotWorld, api: SlackApiStandIn) -> None:
     world.extra_env.update({"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": api.url})
 
 
 async def test_a_p1_takes_evidence_in_a_job_of_its_own_after_its_notice_went_out(
-    bot_world: BotWorld, shared: SampleHosts, slack: SlackApiStandIn
+    bot_world: BotWorld, shared: SampleHosts, standin: SlackApiStandIn
 ) -> None:
     configure(bot_world, shared)
-    with_slack(bot_world, slack)
+    with_slack(bot_world, standin)
     async with bot_world.runtime() as rt:
         declared = await rt.pipeline.handle(ask(OPERATOR, "incident declare P1 'Quotes API down'"))
         [(job_id, requested_by)] = bot_world.query(
             "SELECT id, requested_by FROM jobs WHERE command = 'incident evidence'"
         )
         still_running = job_id in rt.pipeline.runner.running()
-        posted_before_evidence = [c.params["channel"] for c in slack.calls_to("chat.postMessage")]
+        posted_before_evidence = [c.params["channel"] for c in standin.calls_to("chat.postMessage")]
         evidence = await rt.pipeline.runner.wait(job_id)
         timeline = await incident_store.timeline(rt.services.store, int(declared.ids["incident_id"]))
 
@@ -408,15 +402,15 @@ async def test_a_p2_or_a_p1_without_hosts_configured_takes_no_evidence(
 
 
 async def test_evidence_without_an_incident_is_posted_to_the_ops_channel_too(
-    bot_world: BotWorld, shared: SampleHosts, slack: SlackApiStandIn
+    bot_world: BotWorld, shared: SampleHosts, standin: SlackApiStandIn
 ) -> None:
     configure(bot_world, shared)
-    with_slack(bot_world, slack)
+    with_slack(bot_world, standin)
     async with bot_world.runtime() as rt:
         reply = await finish(rt, await rt.pipeline.handle(ask(OPERATOR, "evidence", channel="C0DEV")))
 
     assert reply.status == "succeeded", reply
-    [post] = slack.calls_to("chat.postMessage")
+    [post] = standin.calls_to("chat.postMessage")
     assert post.params["channel"] == "C0OPS"
     shown = json.dumps(post.json_param("blocks")) + str(post.params.get("text", ""))
     assert "garden-backend RUNNING" in shown and "localhost" in shown

@@ -7,9 +7,8 @@ local SMTP server (or a port nobody listens on), and the incidents' clock is the
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,9 +17,10 @@ import pytest
 from bot.runtime import Runtime
 from commands.base import Actor, Request
 from core.reply import Reply
+from tests.support.clock import Clock
 from tests.support.runtime import BotWorld, closed_port, request, table_of, target_redis
 from tests.support.slack_api import SlackApiStandIn, SlackCall
-from tests.support.smtp import Inbox, smtp_inbox
+from tests.support.smtp import Inbox
 
 T0 = datetime(2025, 4, 1, 0, 0, tzinfo=UTC)  # 09:00 in Asia/Tokyo
 LEVELS: dict[str, Any] = {
@@ -29,29 +29,6 @@ LEVELS: dict[str, Any] = {
     "level3": [{"name": "Dev lead", "slack": "U0LEAD", "email": "lead@example.com"}, "S0ONCALL"],
     "level4": [{"name": "Architect", "slack": "U0ARCH", "email": "arch@example.com"}],
 }
-
-
-@dataclass
-class Clock:
-    now: datetime = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def standin() -> Iterator[SlackApiStandIn]:
-    with SlackApiStandIn() as api:
-        yield api
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    with smtp_inbox() as box:
-        yield box
 
 
 @asynccontextmanager
@@ -64,7 +41,7 @@ async def incident_bot(
         mail={"url": smtp_url, "from": "gardenbot@example.com"},
     )
     world.extra_env.update({"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": standin.url})
-    clock = Clock()
+    clock = Clock(T0)
     async with world.runtime() as runtime:
         runtime.services.clock = clock
         yield runtime, clock

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -36,18 +36,6 @@ WEEK_AGO = NOW - timedelta(days=7)
 
 def settings_for(tmp_path: Path, **env: str) -> Settings:
     return load_settings(env={"GARDENBOT_STATE_DIR": str(tmp_path), **env}, config_path=tmp_path / "none.yml")
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    with throwaway_database() as url:
-        store = Store(url, max_size=5)
-        await store.open()
-        await store.migrate()
-        try:
-            yield store
-        finally:
-            await store.close()
 
 
 @pytest.fixture

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
-import pytest
 
 from commands.report_sources import gather_report
 from commands.security_days import security_over
@@ -23,7 +21,6 @@ from runbooks.report import SecurityFacts
 from runbooks.security import SecurityThresholds, scan_security
 from store.db import Store
 from tests.support.applogs import api_line, auth_line
-from tests.support.servers import throwaway_database
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 NOW = datetime(2030, 1, 8, 9, 0, tzinfo=TOKYO)  # Tuesday 09:00: the week from Jan 1 09:00
@@ -102,18 +99,6 @@ def write_logs(folder: Path, start: datetime = LOG_START, end: datetime = NOW) -
 def settings_with_logs(tmp_path: Path, auth: Path, api: Path) -> Settings:
     settings = load_settings(env={"GARDENBOT_STATE_DIR": str(tmp_path)}, config_path=tmp_path / "none.yml")
     return settings.model_copy(update={"logs": settings.logs.model_copy(update={"auth": auth, "api": api})})
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[Store]:
-    with throwaway_database() as url:
-        store = Store(url, max_size=5)
-        await store.open()
-        await store.migrate()
-        try:
-            yield store
-        finally:
-            await store.close()
 
 
 def reference(auth: Path, api: Path) -> SecurityFacts:

@@ -4,7 +4,7 @@ sample garden_dx (throwaway database) and a real SMTP server (aiosmtpd)."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import bcrypt
@@ -15,34 +15,12 @@ from bot.console import Console, ConsoleAccess
 from bot.runtime import Runtime
 from commands.policy import Policy
 from core.reply import Fields, Reply, Table
-from runbooks.sample_garden import create_sample_garden
 from tests.support.runtime import BotWorld, request
-from tests.support.servers import throwaway_database
-from tests.support.smtp import Inbox, smtp_inbox
+from tests.support.smtp import Inbox
 
 REQUESTER, APPROVER = "U0ADMIN2", "U0LEAD"
 KNOWN = "test@garden-dx.example"  # a user of the sample garden
 PASSWORD_FIELD = "temporary password"
-
-
-@pytest.fixture
-def garden_url() -> Iterator[str]:
-    with throwaway_database("gbt_garden") as url:
-        yield url
-
-
-@pytest.fixture
-async def garden(bot_world: BotWorld, garden_url: str) -> AsyncIterator[str]:
-    async with await psycopg.AsyncConnection.connect(garden_url, autocommit=True) as conn:
-        await create_sample_garden(conn)
-    bot_world.target_database_url = garden_url
-    yield garden_url
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    with smtp_inbox() as box:
-        yield box
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ one that is down), Slack failing while the mail goes, and the postmortem draft i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +23,7 @@ from runbooks.incidents import (
 )
 from runbooks.postmortem import SECTIONS, postmortem_filename, postmortem_markdown
 from tests.support.serve import free_port
-from tests.support.smtp import Inbox, smtp_inbox
+from tests.support.smtp import Inbox
 
 T0 = datetime(2025, 4, 1, 0, 0, tzinfo=UTC)  # 09:00 in Asia/Tokyo
 LEVELS: dict[str, Any] = {
@@ -56,12 +55,6 @@ def incident(severity: str = "P1", **changes: Any) -> Incident:
         "declared_at": T0,
     }
     return Incident(**(fields | changes))
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    with smtp_inbox() as box:
-        yield box
 
 
 def test_the_notice_has_deadline_paged_levels_and_both_buttons() -> None:

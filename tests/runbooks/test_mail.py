@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from core.errors import RunbookFailed, UsageError
 from runbooks.mail import parse_smtp_url, send_mail
 from tests.support.serve import free_port
-from tests.support.smtp import Inbox, smtp_inbox
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    with smtp_inbox() as box:
-        yield box
+from tests.support.smtp import Inbox
 
 
 async def test_a_utf8_message_reaches_the_smtp_server(inbox: Inbox) -> None:

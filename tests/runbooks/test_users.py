@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from runbooks.users import (
 )
 from tests.support.serve import free_port
 from tests.support.servers import throwaway_database
-from tests.support.smtp import Inbox, smtp_inbox
+from tests.support.smtp import Inbox
 
 Conn = psycopg.AsyncConnection[Any]
 FAST = 4  # bcrypt rounds in tests that do not check the cost itself
@@ -36,12 +36,6 @@ async def garden() -> AsyncIterator[Conn]:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             await create_sample_garden(conn)
             yield conn
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    with smtp_inbox() as box:
-        yield box
 
 
 async def users_snapshot(conn: Conn) -> list[tuple[Any, ...]]:

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
 from core.errors import StoreUnavailable
 from store.db import Store
-from tests.support.serve import PrivatePostgres, PrivatePostgresUnavailable, private_postgres
-
-
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    """A PostgreSQL of this test's own: the shared one on 5432 must never be stopped."""
-    try:
-        with private_postgres() as pg:
-            yield pg
-    except PrivatePostgresUnavailable as exc:
-        pytest.skip(f"cannot run a private PostgreSQL here: {exc}")
+from tests.support.serve import PrivatePostgres
 
 
 async def select_one(store: Store) -> int:

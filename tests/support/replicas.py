@@ -24,7 +24,7 @@ from tests.support.faults import GatedPgDump, gated_pg_dump
 from tests.support.runtime import AUDIT_KEY, run_gardenbot
 from tests.support.serve import BotServer, launch_server, stop_server, wait_healthy
 from tests.support.servers import REDIS_URL, redis_prefix, throwaway_database
-from tests.support.slack_api import SlackApiStandIn
+from tests.support.slack_api import SlackApiStandIn, workspace_standin
 
 KILL_WAIT_S = 30.0
 
@@ -110,12 +110,11 @@ def replicas(
     settings: dict[str, Any] = {**(config or {}), "backup": {**dict((config or {}).get("backup", {}))}}
     settings["backup"]["dir"] = str(backup_dir)
     with (
-        SlackApiStandIn() as standin,
+        workspace_standin() as standin,
         throwaway_database("gbt_replicas") as store,
         throwaway_database("gbt_target") as target,
         redis_prefix() as prefix,
     ):
-        standin.set_usergroup("S0ONCALL", ["U0ONCALL"])
         gate = gated_pg_dump(workdir / "pg-bin")
         gate.open()
         replica_set = ReplicaSet(

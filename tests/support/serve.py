@@ -36,7 +36,7 @@ from tests.support.runtime import (
 )
 from tests.support.servers import REDIS_URL, free_port, redis_prefix, throwaway_database
 from tests.support.signing import SIGNING_SECRET
-from tests.support.slack_api import SlackApiStandIn
+from tests.support.slack_api import SlackApiStandIn, workspace_standin
 from tests.support.slack_driver import Acked, SlackDriver
 
 AddressFrom = Literal["flags", "env", "yaml", "port-only"]
@@ -243,13 +243,11 @@ def serving(
     `database_url` replaces the throwaway bot store (an unreachable or private one).
     """
     with (
-        SlackApiStandIn() as standin,
+        workspace_standin() as standin,
         throwaway_database("gbt_serve") as own_store,
         throwaway_database("gbt_target") as target,
         redis_prefix() as prefix,
-    ):
-        standin.set_usergroup("S0ONCALL", ["U0ONCALL"])
-        with start_server(
+        start_server(
             workdir,
             standin=standin,
             database_url=database_url or own_store,
@@ -259,8 +257,9 @@ def serving(
             config=config,
             host=host,
             address_from=address_from,
-        ) as server:
-            yield server
+        ) as server,
+    ):
+        yield server
 
 
 def target_redis() -> redis.Redis:

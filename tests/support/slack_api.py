@@ -16,7 +16,8 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -337,6 +338,15 @@ class SlackApiStandIn:
             "text": params.get("text", ""),
             "blocks": json.loads(blocks) if isinstance(blocks, str) else blocks or [],
         }
+
+
+@contextmanager
+def workspace_standin() -> Iterator[SlackApiStandIn]:
+    """The stand-in as the test bots' workspace has it: S0ONCALL, a group the test roles name
+    (tests/support/runtime.py), is a user group holding U0ONCALL."""
+    with SlackApiStandIn() as api:
+        api.set_usergroup("S0ONCALL", ["U0ONCALL"])
+        yield api
 
 
 class _Server(ThreadingHTTPServer):

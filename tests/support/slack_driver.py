@@ -55,6 +55,10 @@ class SlackDriver:
         return ""
 
     # --- talking to it ---------------------------------------------------------------------
+    async def send(self, body: bytes, *, timeout: float = 10.0) -> Acked:
+        """Send `body` signed as Slack signs it; returns the ack."""
+        return await self.deliver(body, signed_headers(body), timeout=timeout)
+
     async def slash(
         self,
         text: str,
@@ -86,7 +90,7 @@ class SlackDriver:
             message_ts=message_ts,
             response_url=self.standin.response_url(f"act-{channel}"),
         )
-        return await self.deliver(body, signed_headers(body))
+        return await self.send(body)
 
     # --- what it did -----------------------------------------------------------------------
     def calls(self, method: str | None = None, *, channel: str | None = None) -> list[SlackCall]:
