@@ -244,9 +244,10 @@ class Pipeline:
 
     async def _follow_up(self, request: Request, t: Translator, name: str, args: Args) -> int:
         """A command another one starts for the same asker (a P1's evidence): the asker's role must
-        allow it; it runs as a job of its own, audited as such, and nobody waits for it here."""
+        allow it; it runs as a job of its own, audited as such, and nobody waits for it here. Never
+        a risky command: that needs its own approval."""
         command = self.registry.get(name)
-        if command is None or not command.background:
+        if command is None or not command.background or command.risky:
             raise UsageError("usage.unknown_command", word=name[:40])
         self.services.access.require_run(request.actor, command)
         job = await self.runner.start(command, self._context(request, t), args)

@@ -9,7 +9,10 @@ import sys
 import pytest
 
 from bot.runtime import Runtime
+from commands.backup import BackupIdArgs
 from commands.base import Actor, Role
+from core.errors import UsageError
+from core.i18n import Translator
 from tests.support.runtime import BotWorld, request, table_of
 
 
@@ -126,3 +129,17 @@ async def test_a_job_left_running_by_a_gone_process_is_interrupted_at_start(
     assert statuses == {orphan: "interrupted", alive_elsewhere: "running", alive_here: "running"}
     [(finished,)] = bot_world.query("SELECT finished_at IS NOT NULL FROM jobs WHERE id = %s", (orphan,))
     assert finished
+
+
+async def test_a_command_cannot_start_a_risky_one_as_its_follow_up(
+    bot_runtime: Runtime, bot_world: BotWorld
+) -> None:
+    pipeline = bot_runtime.pipeline
+    ctx = pipeline._context(request("U0ADMIN", "incident declare P1 x"), Translator("en"))
+    assert ctx.follow_up is not None
+    restore = pipeline.registry.get("restore")
+    assert restore is not None and restore.risky and restore.background
+
+    with pytest.raises(UsageError):
+        await ctx.follow_up("restore", BackupIdArgs(backup_id="1"))
+    assert bot_world.query("SELECT count(*) FROM jobs") == [(0,)]
