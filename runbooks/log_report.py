@@ -24,9 +24,8 @@ from runbooks.logscan import (
     check_hours,
     json_fields,
     json_lines,
-    open_log,
+    log_chunks,
     time_reader,
-    window_chunks,
     window_spans,
 )
 
@@ -147,12 +146,8 @@ def scan_error_log(
 ) -> tuple[_ErrorTally, ScanStats]:
     tally = _ErrorTally(Counter(), Counter())
     stats = ScanStats(str(path))
-    with open_log(path) as f:
-        reader = time_reader("error", zone)
-        for chunk in window_chunks(
-            f, start=start, end=end, line_time=reader, stats=stats, tolerance=tolerance
-        ):
-            stats.skipped += chunk.count(b"\n") - _error_chunk(chunk, tally)
+    for chunk in log_chunks(path, "error", zone=zone, start=start, end=end, stats=stats, tolerance=tolerance):
+        stats.skipped += chunk.count(b"\n") - _error_chunk(chunk, tally)
     return tally, stats
 
 
@@ -239,22 +234,23 @@ def _access_part(
     """One part of the window (a worker's, or this process's)."""
     tally = _RequestTally(Counter(), Counter(), Counter())
     stats = ScanStats(str(path))
-    with open_log(path) as f:
-        for chunk in window_chunks(
-            f,
-            start=start,
-            end=end,
-            line_time=time_reader("api", zone),
-            stats=stats,
-            tolerance=tolerance,
-            chunk_size=chunk_size,
-            span=span,
-            after=after,
-        ):
-            lines, shaped = _api_chunk(chunk, tally)
-            stats.skipped += lines - shaped
-            if len(tally.endpoints) > 4 * MESSAGES_KEPT:  # ids in paths: fold them as we go
-                tally.endpoints = _fold_endpoints(tally.endpoints)
+    chunks = log_chunks(
+        path,
+        "api",
+        zone=zone,
+        start=start,
+        end=end,
+        stats=stats,
+        tolerance=tolerance,
+        chunk_size=chunk_size,
+        span=span,
+        after=after,
+    )
+    for chunk in chunks:
+        lines, shaped = _api_chunk(chunk, tally)
+        stats.skipped += lines - shaped
+        if len(tally.endpoints) > 4 * MESSAGES_KEPT:  # ids in paths: fold them as we go
+            tally.endpoints = _fold_endpoints(tally.endpoints)
     tally.settle()
     return tally, stats
 

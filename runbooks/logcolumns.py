@@ -97,6 +97,22 @@ class AccessPart:
     quote: Ints  # offset of the quote that opens the request
 
 
+def leading_address(lines: ChunkLines, todo: Ints, width: int) -> tuple[Bytes2D, Ints, Ints, Bools]:
+    """One width's pass over the lines `todo`: their first `width` bytes, the address's length (up
+    to the first space; 0 when there is none within the width), where it ends, and whether it is a
+    plain address (a space within the line, no other white space before it)."""
+    every = len(todo) == len(lines)  # the first pass: no gathering of offsets
+    starts, ends = (lines.starts, lines.ends) if every else (lines.starts[todo], lines.ends[todo])
+    head = lines.window(starts, width)
+    length = (head == SPACE).argmax(axis=1)  # 0 when there is none
+    address_end = starts + length
+    ok = (length > 0) & (address_end < ends)
+    if lines.odd_spaces:
+        odd = (head == 9) | ((head >= 11) & (head <= 13))
+        ok &= ~(odd & (np.arange(width) < length[:, None])).any(axis=1)
+    return head, length, address_end, ok
+
+
 def access_parts(lines: ChunkLines) -> list[AccessPart]:
     """The lines in the strict access shape, by address width; other lines are in none."""
     parts: list[AccessPart] = []
@@ -104,15 +120,7 @@ def access_parts(lines: ChunkLines) -> list[AccessPart]:
     for width in ADDRESS_WIDTHS:
         if not len(todo):
             break
-        every = len(todo) == len(lines)  # the first pass: no gathering of offsets
-        starts, ends = (lines.starts, lines.ends) if every else (lines.starts[todo], lines.ends[todo])
-        head = lines.window(starts, width)
-        length = (head == SPACE).argmax(axis=1)  # 0 when there is none
-        address_end = starts + length
-        ok = (length > 0) & (address_end < ends)
-        if lines.odd_spaces:
-            odd = (head == 9) | ((head >= 11) & (head <= 13))
-            ok &= ~(odd & (np.arange(width) < length[:, None])).any(axis=1)
+        head, length, address_end, ok = leading_address(lines, todo, width)
         dashes = lines.window(address_end, 8).view("<u8")[:, 0] & np.uint64(FIVE_BYTES)
         ok &= dashes == np.uint64(DASHES)
         epoch = lines.window(address_end + 5, DIGITS)
@@ -272,15 +280,7 @@ def iso_lines(lines: ChunkLines) -> tuple[int, Ints]:
     for width in ADDRESS_WIDTHS:
         if not len(todo):
             break
-        every = len(todo) == len(lines)  # the first pass: no gathering of offsets
-        starts, ends = (lines.starts, lines.ends) if every else (lines.starts[todo], lines.ends[todo])
-        head = lines.window(starts, width)
-        length = (head == SPACE).argmax(axis=1)  # 0 when there is none
-        address_end = starts + length
-        ok = (length > 0) & (address_end < ends)
-        if lines.odd_spaces:
-            odd = (head == 9) | ((head >= 11) & (head <= 13))
-            ok &= ~(odd & (np.arange(width) < length[:, None])).any(axis=1)
+        head, length, address_end, ok = leading_address(lines, todo, width)
         date = lines.window(address_end + 1, 16)
         ok &= ((date[:, _ISO_DIGITS] - 48) < 10).all(axis=1)
         ok &= (date[:, 4] == ord("-")) & (date[:, 7] == ord("-")) & (date[:, 10] == ord("T"))

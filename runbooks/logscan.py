@@ -306,6 +306,35 @@ def open_log(path: Path) -> BinaryIO:
         ) from None
 
 
+def log_chunks(
+    path: Path,
+    kind: Kind,
+    *,
+    zone: tzinfo,
+    start: float,
+    end: float,
+    stats: ScanStats,
+    tolerance: float = DEFAULT_TOLERANCE_S,
+    chunk_size: int | None = None,
+    span: tuple[int, int] | None = None,
+    after: bool = False,
+) -> Iterator[bytes]:
+    """`window_chunks` of the log at `path`, each line timed as its `kind` says; the file is open
+    while they are read."""
+    with open_log(path) as f:
+        yield from window_chunks(
+            f,
+            start=start,
+            end=end,
+            line_time=time_reader(kind, zone),
+            stats=stats,
+            tolerance=tolerance,
+            chunk_size=chunk_size,
+            span=span,
+            after=after,
+        )
+
+
 def json_lines(chunk: bytes) -> list[bytes]:
     """The JSON-object lines of a chunk (cheap to rule out: most chunks have none)."""
     if not chunk.startswith(b"{") and b"\n{" not in chunk:

@@ -38,10 +38,9 @@ from runbooks.logscan import (
     json_fields,
     json_lines,
     json_time,
-    open_log,
+    log_chunks,
     parse_time,
     time_reader,
-    window_chunks,
     window_spans,
 )
 
@@ -142,14 +141,10 @@ def scan_auth_log(
 ) -> tuple[_FailureWindows, ScanStats]:
     windows = _FailureWindows(thresholds.failed_login_window.total_seconds())
     stats = ScanStats(str(path))
-    with open_log(path) as f:
-        reader = time_reader("auth", zone)
-        for chunk in window_chunks(
-            f, start=start, end=end, line_time=reader, stats=stats, tolerance=tolerance
-        ):
-            failures, lines, shaped = _auth_failures(chunk, zone)
-            stats.skipped += lines - shaped
-            windows.add(failures)
+    for chunk in log_chunks(path, "auth", zone=zone, start=start, end=end, stats=stats, tolerance=tolerance):
+        failures, lines, shaped = _auth_failures(chunk, zone)
+        stats.skipped += lines - shaped
+        windows.add(failures)
     return windows, stats
 
 
@@ -283,20 +278,21 @@ def _api_part(
     """One part of the window (a worker's, or this process's); its last minutes are left open."""
     minutes = _MinuteCounts(*limits, after=after)
     stats = ScanStats(str(path))
-    with open_log(path) as f:
-        for chunk in window_chunks(
-            f,
-            start=start,
-            end=end,
-            line_time=time_reader("api", zone),
-            stats=stats,
-            tolerance=tolerance,
-            chunk_size=chunk_size,
-            span=span,
-            after=after,
-        ):
-            lines, shaped = _api_chunk(chunk, minutes, zone)
-            stats.skipped += lines - shaped
+    chunks = log_chunks(
+        path,
+        "api",
+        zone=zone,
+        start=start,
+        end=end,
+        stats=stats,
+        tolerance=tolerance,
+        chunk_size=chunk_size,
+        span=span,
+        after=after,
+    )
+    for chunk in chunks:
+        lines, shaped = _api_chunk(chunk, minutes, zone)
+        stats.skipped += lines - shaped
     return minutes, stats
 
 
