@@ -15,6 +15,7 @@ Shapes (SPEC, "The app's logs"), and JSON lines with the same facts for each:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -99,21 +100,27 @@ def json_time(fields: dict[str, Any], zone: tzinfo) -> float | None:
     return parse_time(value, zone) if isinstance(value, str) and value else None
 
 
+# A line's own time, read only from a line in its log's shape: a junk line whose word in the time's
+# place happens to be a number is untimed, not a line from 1970 that would mislead the search.
+LINE_TIMES: dict[Kind, re.Pattern[bytes]] = {
+    "auth": re.compile(rb"\S+ (\d{4}-\d\d-\d\dT\S*)"),
+    "api": re.compile(rb"\S+ - - (\d+(?:\.\d*)?) \""),
+    "error": re.compile(rb"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*)(?: |$)"),
+}
+
+
 def time_reader(kind: Kind, zone: tzinfo = UTC) -> LineTime:
-    """The function that reads a line's own time for this kind of log."""
+    """The function that reads a line's own time for this kind of log (None: the line has none)."""
+    shape = LINE_TIMES[kind]
 
     def read(line: bytes) -> float | None:
         if line.startswith(b"{"):
             fields = json_fields(line)
             return json_time(fields, zone) if fields else None
-        words = line.split(b" ", 4)
-        if kind == "auth":
-            return parse_time(words[1], zone) if len(words) > 2 else None
-        if kind == "api":
-            return parse_time(words[3], zone) if len(words) > 4 else None
-        if len(words) > 2 and words[1][:1].isdigit():  # Python logging's "2026-11-28 10:00:00,123"
-            return parse_time(words[0] + b" " + words[1].replace(b",", b"."), zone)
-        return parse_time(words[0], zone) if len(words) > 1 else None
+        found = shape.match(line)
+        if found is None:
+            return None
+        return parse_time(found[1].replace(b",", b".") if kind == "error" else found[1], zone)
 
     return read
 

@@ -33,6 +33,7 @@ from runbooks.logcolumns import (
 )
 from runbooks.logscan import (
     DEFAULT_TOLERANCE_S,
+    LINE_TIMES,
     ScanStats,
     check_hours,
     json_fields,
@@ -119,11 +120,12 @@ def _auth_failures(chunk: bytes, zone: tzinfo) -> tuple[list[tuple[float, str]],
     at = chunk.find(FAILED)
     while at >= 0:  # failures are few: find them, then read only their lines
         begin = chunk.rfind(b"\n", 0, at) + 1
-        words = chunk[begin:at].split(b" ", 2)
         text_line = chunk[begin : begin + 1] != b"{"  # JSON lines are read below
-        moment = parse_time(words[1], zone) if text_line and len(words) > 2 else None
+        shaped_time = LINE_TIMES["auth"].match(chunk, begin, at) if text_line else None
+        moment = parse_time(shaped_time[1], zone) if shaped_time else None
         if moment is not None:
-            failures.append((moment, words[0].decode("ascii", "replace")))
+            address = chunk[begin : chunk.find(b" ", begin)]
+            failures.append((moment, address.decode("ascii", "replace")))
         at = chunk.find(FAILED, chunk.find(b"\n", at))  # chunks end with a newline
     for line in json_lines(chunk):
         fields = json_fields(line)

@@ -325,6 +325,7 @@ async def test_archiving_is_ok_then_stale_then_failing(
 async def test_a_pg_monitor_login_reads_everything_and_can_change_nothing(
     cluster: tuple[PrivatePostgres, int], primary: Conn
 ) -> None:
+    await primary.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")  # alone, no test before did
     await primary.execute("DROP ROLE IF EXISTS gbt_monitor")
     await primary.execute("CREATE ROLE gbt_monitor LOGIN IN ROLE pg_monitor")
     await primary.execute("CREATE TABLE IF NOT EXISTS owned (id int PRIMARY KEY)")

@@ -131,6 +131,34 @@ def test_junk_lines_and_a_last_line_without_newline_are_kept_in_the_window(tmp_p
     assert stats.lines == 90 + 1 + 1
 
 
+@pytest.mark.parametrize("kind", ["api", "auth"])
+def test_junk_lines_with_a_number_where_the_time_goes_do_not_mislead_the_search(
+    tmp_path: Path, kind: logscan.Kind
+) -> None:
+    # Every third line is junk whose word in the time's place is a number (1970 if read as a time):
+    # the binary search lands on them and, reading them as old, would start the window too late.
+    path = tmp_path / f"{kind}.log"
+    junk = 'scanner probe at 12345 "GET / HTTP/1.1" 200 1\n' if kind == "api" else "x 12345 y z\n"
+    good = []
+    body = []
+    for i in range(2 * DAY // 10):
+        line = (
+            api_line("203.0.113.7", T0 + i * 10, "GET /api/estimates", 200, 12)
+            if kind == "api"
+            else (auth_line("203.0.113.7", T0 + i * 10, "login ok"))
+        )
+        body += [line, junk] if i % 2 else [line]
+        good.append((T0 + i * 10, line.rstrip("\n").encode()))
+    path.write_text("".join(body))
+    start, end = T0 + DAY, T0 + 2 * DAY
+
+    lines, stats = read_window(path, kind, start, end)
+
+    in_window = [line for moment, line in good if start <= moment <= end]
+    assert [line for line in lines if line != junk[:-1].encode()] == in_window
+    assert stats.window_offset > path.stat().st_size * 0.4  # still found by the search, not read whole
+
+
 @pytest.mark.parametrize(
     ("start", "end", "count"),
     [(T0 - 2 * DAY, T0 - DAY, 0), (T0 + 2 * DAY, T0 + 3 * DAY, 0), (T0 - DAY, T0 + DAY, 1000)],
