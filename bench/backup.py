@@ -9,7 +9,9 @@ restore_into_new_database + row count check, and the peak RSS of this process wh
 on a small database and on the big one (it should stay flat). Then the whole restore, as the
 `restore` command runs it after the approval: checksum, the safety dump of the live database
 alongside a parallel pg_restore, row counts, swap; against a raw single-job `pg_restore -d` of the
-same file into a fresh database (`--restore-only` measures only this). Prints a markdown table.
+same file into a fresh database (`--restore-only` measures only this), with the whole machine's
+busy CPU seconds during each (the bot's CPU / cores is the least time any schedule of its work can
+take). Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -97,6 +99,20 @@ async def timed(work: Awaitable[T]) -> tuple[float, T]:
     started = time.perf_counter()
     result = await work
     return time.perf_counter() - started, result
+
+
+def machine_busy_s() -> float:
+    """CPU seconds this machine has spent busy (every process: ours, PostgreSQL's, the kernel's)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+async def busy(work: Awaitable[T]) -> tuple[float, float, T]:
+    """(seconds, busy CPU seconds of the whole machine, result) of the awaitable."""
+    cpu = machine_busy_s()
+    seconds, result = await timed(work)
+    return seconds, machine_busy_s() - cpu, result
 
 
 async def database_exists(admin: str, name: str) -> bool:
@@ -197,18 +213,19 @@ async def measure(admin: str, name: str, tools: PgTools, folder: Path, rounds: i
     }
 
 
-async def raw_restore(admin: str, name: str, path: Path, tools: PgTools) -> float:
-    """Seconds of a single-job `pg_restore -d` into a fresh database (dropped afterwards)."""
+async def raw_restore(admin: str, name: str, path: Path, tools: PgTools) -> tuple[float, float]:
+    """Seconds and busy CPU seconds of a single-job `pg_restore -d` into a fresh database (dropped
+    afterwards)."""
     target = f"{name}_raw_{secrets.token_hex(3)}"
     async with await psycopg.AsyncConnection.connect(admin, autocommit=True) as conn:
         await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
     try:
-        seconds, _ = await timed(
+        seconds, cpu, _ = await busy(
             run([str(tools.pg_restore), "--exit-on-error", "-d", target, str(path)], child_env(admin))
         )
     finally:
         await drop_database(admin, target)
-    return seconds
+    return seconds, cpu
 
 
 async def bot_whole_restore(
@@ -221,8 +238,9 @@ async def bot_whole_restore(
     *,
     before: bool = False,
     safety_compression: int = SAFETY_COMPRESSION,
-) -> float:
-    """Seconds of the bot's whole restore over a copy of `name` (made and dropped outside the time).
+) -> tuple[float, float]:
+    """Seconds and busy CPU seconds of the bot's whole restore over a copy of `name` (made and
+    dropped outside the time).
 
     before=True: as it ran before, the safety dump (pg_dump's default compression) first, then a
     single-job restore.
@@ -260,12 +278,12 @@ async def bot_whole_restore(
 
     try:
         with open_backup(backup.path) as opened:
-            seconds, outcome = await timed(whole(opened))
+            seconds, cpu, outcome = await busy(whole(opened))
         await drop_database(admin, outcome.kept_as)
     finally:
         await drop_database(admin, live)
         safety.unlink(missing_ok=True)
-    return seconds
+    return seconds, cpu
 
 
 async def measure_whole_restore(
@@ -276,9 +294,9 @@ async def measure_whole_restore(
         dsn=dsn_for_database(admin, name), backup_dir=folder, tools=tools, file_name="whole.dump"
     )
     jobs = await parallel_jobs(admin)
-    raw: list[float] = []
-    bot: list[float] = []
-    old: list[float] = []
+    raw: list[tuple[float, float]] = []
+    bot: list[tuple[float, float]] = []
+    old: list[tuple[float, float]] = []
     try:
         for n in range(rounds):
             raw.append(await raw_restore(admin, name, backup.path, tools))
@@ -290,17 +308,20 @@ async def measure_whole_restore(
             if before:
                 old.append(await bot_whole_restore(admin, name, backup, tools, folder, jobs, before=True))
             print(
-                f"whole restore round {n + 1}: raw -j1 {raw[-1]:.1f}s bot {bot[-1]:.1f}s"
-                + (f" bot before (one after the other) {old[-1]:.1f}s" if old else ""),
+                f"whole restore round {n + 1}: raw -j1 {raw[-1][0]:.1f}s ({raw[-1][1]:.1f} CPU-s)"
+                f" bot {bot[-1][0]:.1f}s ({bot[-1][1]:.1f} CPU-s)"
+                + (f" bot before (one after the other) {old[-1][0]:.1f}s" if old else ""),
                 flush=True,
             )
     finally:
         backup.path.unlink(missing_ok=True)
     return {
-        "whole_raw": statistics.median(raw),
-        "whole_bot": statistics.median(bot),
+        "whole_raw": statistics.median(s for s, _ in raw),
+        "whole_bot": statistics.median(s for s, _ in bot),
+        "whole_raw_cpu": statistics.median(c for _, c in raw),
+        "whole_bot_cpu": statistics.median(c for _, c in bot),
         "whole_jobs": jobs,
-        "whole_before": statistics.median(old) if old else 0.0,
+        "whole_before": statistics.median(s for s, _ in old) if old else 0.0,
         "dump_bytes": backup.size_bytes,
     }
 
@@ -369,6 +390,14 @@ async def main() -> None:
         f" --jobs={w['whole_jobs']:.0f}, checksum, row counts, swap) |"
         f" {w['whole_raw']:.2f} s | {w['whole_bot']:.2f} s |"
         f" {w['whole_bot'] / w['whole_raw']:.2f}x | <= 1.0x |"
+    )
+    cores = len(os.sched_getaffinity(0))
+    floor = w["whole_bot_cpu"] / cores
+    print(
+        f"| busy CPU of the whole machine (median): raw {w['whole_raw_cpu']:.2f} CPU-s, bot"
+        f" {w['whole_bot_cpu']:.2f} CPU-s; the bot's work on {cores} cores takes at least"
+        f" {floor:.2f} s however it is scheduled | {w['whole_raw']:.2f} s | >= {floor:.2f} s |"
+        f" >= {floor / w['whole_raw']:.2f}x | |"
     )
     if w["whole_before"]:
         print(
