@@ -24,7 +24,7 @@ from core.errors import ConfigError, GardenBotError, StoreUnavailable
 from core.i18n import Translator
 from core.timespan import parse_since
 from scheduler.table import find
-from store.audit import parse_head
+from store.audit import UNKEYED_REFUSED, parse_head
 from store.schedule_runs import latest_runs
 
 log = logging.getLogger("gardenbot")
@@ -255,6 +255,18 @@ async def _verify(runtime: Runtime, head: str | None) -> int:
             print(t("audit.verify_head_missing", head=head))
         else:
             print(t("audit.verify_bad", id=result.first_bad_id, reason=result.reason))
+        if result.reason == UNKEYED_REFUSED and runtime.settings.audit_unkeyed_until is None:
+            start = await runtime.services.audit.unkeyed_start()
+            if start is not None:
+                print(
+                    t(
+                        "audit.verify_unkeyed_hint",
+                        count=start.count,
+                        first=start.first_at.isoformat(timespec="seconds"),
+                        last=start.last_at.isoformat(timespec="seconds"),
+                        head=str(start.last),
+                    )
+                )
         return EXIT_FAILED
     print(t("audit.verify_ok", checked=result.checked))
     if result.head is not None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from bot.embedded import EmbeddedServers
 from core.errors import ConfigError, StoreUnavailable
 from core.secrets import mask_dsn
-from store.audit import AuditLog, AuditRecord
+from store.audit import AuditLog, AuditRecord, parse_pinned_head
 from store.coordination import Coordination
 from store.db import Store
 from store.jobs import Job, interrupt_orphans
@@ -122,7 +122,13 @@ async def open_runtime(settings: Settings, *, log_worker: bool = True) -> Runtim
     store = Store(settings.database_url.get_secret_value())
     await store.open()
     coordination = Coordination(settings.redis_url.get_secret_value(), prefix=settings.redis_prefix)
-    audit = AuditLog(store, settings.spool_path, key=key)
+    unkeyed_until = settings.audit_unkeyed_until
+    audit = AuditLog(
+        store,
+        settings.spool_path,
+        key=key,
+        unkeyed_until=parse_pinned_head(unkeyed_until) if unkeyed_until is not None else None,
+    )
     services = Services(
         settings=settings,
         store=store,

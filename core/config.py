@@ -452,6 +452,7 @@ SCHEDULE_NAMES = (
     "file_backup",
 )
 SCHEDULE_OFF = "off"  # a schedule's cron line that turns it off
+PINNED_HEAD = re.compile(r"[0-9]+:[0-9a-fA-F]{64}")
 PROBE_PATH = re.compile(r"^/[\x21-\x7e]*$")  # a path under the API, no spaces or scheme
 
 
@@ -463,6 +464,9 @@ class Settings(BaseSettings):
     slack: Slack = Slack()
     alert_token: SecretStr | None = None
     audit_key: SecretStr | None = None  # keys the audit chain; never stored in the bot's database
+    # ID:HASH of the last record an earlier release wrote before the chain was keyed (as `audit verify`
+    # prints it); unset, a record chained without the key fails `audit verify`
+    audit_unkeyed_until: str | None = None
     database_url: SecretStr | None = None
     redis_url: SecretStr | None = None
     redis_prefix: str = Field(default="gardenbot:", pattern=r"^[A-Za-z0-9:_\-]{1,64}$")
@@ -499,6 +503,13 @@ class Settings(BaseSettings):
         if v is not None and len(v.get_secret_value().encode()) < AUDIT_KEY_MIN_BYTES:
             raise ValueError(f"at least {AUDIT_KEY_MIN_BYTES} characters (e.g. `openssl rand -hex 32`)")
         return v
+
+    @field_validator("audit_unkeyed_until")
+    @classmethod
+    def _pinned_head(cls, v: str | None) -> str | None:
+        if v is not None and not PINNED_HEAD.fullmatch(v.strip()):
+            raise ValueError("ID:HASH of a record, as `gardenbot audit verify` prints a head")
+        return v.strip() if v is not None else None
 
     @field_validator("approvers")
     @classmethod

@@ -146,10 +146,19 @@ class VerifyResult:
     ok: bool
     checked: int  # rows read, the bad one included
     first_bad_id: int | None
-    reason: str  # "intact", "hash mismatch", "chain broken (prev_hash)", "unkeyed record ...", "head ..."
+    reason: str  # "intact", "hash mismatch", "chain broken (prev_hash)", "unkeyed record ...", "head ...",
+    # "no record from before keying is accepted", "the last record from before keying is missing"
     head: Head | None = None  # the newest record read (when intact)
     keyed_from: int | None = None  # id of the first keyed record; rows before it are unkeyed
     unkeyed: int = 0  # rows from before the chain was keyed
+
+
+def parse_pinned_head(text: str) -> Head:
+    """`ID:HASH` (as `audit verify` prints a head) -> Head; ValueError when the id is missing."""
+    ident, digest = parse_head(text)
+    if ident is None:
+        raise ValueError("ID:HASH, the id included")
+    return Head(ident, digest)
 
 
 def parse_head(text: str) -> tuple[int | None, str]:
@@ -167,12 +176,21 @@ class AuditLog:
     """Writes, checks, lists and exports the audit log of the bot's store."""
 
     def __init__(
-        self, store: Store, spool_path: Path, *, key: bytes, retry_after_s: float = RETRY_AFTER_S
+        self,
+        store: Store,
+        spool_path: Path,
+        *,
+        key: bytes,
+        unkeyed_until: Head | None = None,
+        retry_after_s: float = RETRY_AFTER_S,
     ) -> None:
+        """`unkeyed_until`: the last record an earlier release wrote before the chain was keyed
+        (settings.audit_unkeyed_until); unkeyed records are accepted up to it and none without it."""
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"the audit key must be at least {MIN_KEY_BYTES} bytes")
         self.store = store
         self._key = key
+        self._unkeyed_until = unkeyed_until
         self.spool = AuditSpool(spool_path)
         self.retry_after_s = retry_after_s
         self._store_down_until = 0.0
@@ -283,7 +301,7 @@ class AuditLog:
         `head` (`HASH` or `ID:HASH`, as published) must name a record that is still there, unchanged.
         """
         want_id, want_hash = parse_head(head) if head is not None else (None, "")
-        check = _ChainCheck(self._key)
+        check = _ChainCheck(self._key, self._unkeyed_until)
         # aclosing: stopping at a bad row gives the connection back at once
         async with aclosing(self._rows_in_order(since=None)) as rows:
             async for entry in rows:
@@ -296,7 +314,25 @@ class AuditLog:
                     want_hash = ""  # found, intact so far
         if want_hash:
             return check.result(want_id, "head missing")
+        if check.pin_missing():
+            assert self._unkeyed_until is not None
+            return check.result(self._unkeyed_until.id, PIN_MISSING)
         return check.result(None, "intact")
+
+    async def unkeyed_start(self) -> UnkeyedStart | None:
+        """The records at the log's start that are chained without the key, as an earlier release
+        wrote them (what `audit_unkeyed_until` would name), or None if the log does not start so."""
+        check = _ChainCheck(self._key, None)
+        first: AuditEntry | None = None
+        last: AuditEntry | None = None
+        async with aclosing(self._rows_in_order(since=None)) as rows:
+            async for entry in rows:
+                if entry.chain_version != CHAIN_UNKEYED or check.plain_step(entry) is not None:
+                    break
+                first, last = first or entry, entry
+        if first is None or last is None:
+            return None
+        return UnkeyedStart(check.unkeyed, first.at, last.at, Head(last.id, last.hash))
 
     async def export(
         self,
@@ -486,11 +522,29 @@ class AuditLog:
             after = int(str(rows[-1]["id"]))
 
 
-class _ChainCheck:
-    """Walks the chain row by row: unkeyed rows first (if any), then the keyed chain."""
+UNKEYED_REFUSED = "no record from before keying is accepted"
+PIN_MISSING = "the last record from before keying is missing"
 
-    def __init__(self, key: bytes) -> None:
+
+@dataclass(frozen=True)
+class UnkeyedStart:
+    """Records at the start of the log chained without the key (written before it was keyed)."""
+
+    count: int
+    first_at: datetime
+    last_at: datetime
+    last: Head
+
+
+class _ChainCheck:
+    """Walks the chain row by row: the unkeyed rows an earlier release wrote first, up to the one
+    `unkeyed_until` names (none without it: whoever can write the database can chain those), then
+    the keyed chain."""
+
+    def __init__(self, key: bytes, unkeyed_until: Head | None) -> None:
         self.key = key
+        self.unkeyed_until = unkeyed_until
+        self.pin_seen = False
         self.expected_prev = GENESIS_HASH
         self.checked = 0
         self.unkeyed = 0
@@ -499,16 +553,33 @@ class _ChainCheck:
 
     def step(self, entry: AuditEntry) -> str | None:
         """None when the row is sound, else why not."""
+        if entry.chain_version == CHAIN_UNKEYED and self.keyed_from is None:
+            if self.unkeyed_until is None or self.pin_seen:
+                self.checked += 1
+                return UNKEYED_REFUSED
+            bad = self.plain_step(entry)
+            self.pin_seen = bad is None and Head(entry.id, entry.hash) == self.unkeyed_until
+            return bad
         self.checked += 1
-        if entry.chain_version == CHAIN_KEYED:
-            if self.keyed_from is None:
-                self.keyed_from = entry.id
-            digest = chain_hash(entry, entry.prev_hash, self.key)
-        elif entry.chain_version == CHAIN_UNKEYED and self.keyed_from is None:
-            self.unkeyed += 1
-            digest = chain_hash(entry, entry.prev_hash)
-        else:
+        if entry.chain_version != CHAIN_KEYED:
             return "unkeyed record inside the keyed chain"
+        if self.keyed_from is None:
+            if self.pin_missing():
+                return PIN_MISSING
+            self.keyed_from = entry.id
+        return self._link(entry, chain_hash(entry, entry.prev_hash, self.key))
+
+    def plain_step(self, entry: AuditEntry) -> str | None:
+        """An unkeyed row checked as an earlier release chained it (plain SHA-256)."""
+        self.checked += 1
+        self.unkeyed += 1
+        return self._link(entry, chain_hash(entry, entry.prev_hash))
+
+    def pin_missing(self) -> bool:
+        """The configured last unkeyed record was not met at the log's start."""
+        return self.unkeyed_until is not None and not self.pin_seen
+
+    def _link(self, entry: AuditEntry, digest: str) -> str | None:
         if not hmac.compare_digest(digest, entry.hash):
             return "hash mismatch"
         if entry.prev_hash != self.expected_prev:

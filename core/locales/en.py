@@ -174,6 +174,11 @@ MESSAGES: dict[str, str] = {
         "the keyed chain starts at #{id}."
     ),
     "audit.verify_unkeyed_only": "{count} records were written before the chain was keyed; none is keyed yet.",
+    "audit.verify_unkeyed_hint": (
+        "The log starts with {count} records chained without the key ({first} to {last}). If an earlier"
+        " release wrote them before the chain was keyed, and only then, accept them with"
+        ' `audit_unkeyed_until: "{head}"` in the configuration.'
+    ),
     "audit.head_published": "audit head: id {id}, hash {hash}",
     "audit.exported": "{count} records exported.",
     # cache

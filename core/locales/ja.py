@@ -173,6 +173,11 @@ MESSAGES: dict[str, str] = {
         "鍵付きになる前の {count} 件は鍵なしで検証しました。鍵付きのチェーンは #{id} から始まります。"
     ),
     "audit.verify_unkeyed_only": "{count} 件は鍵付きになる前に書かれたもので、鍵付きのレコードはまだありません。",
+    "audit.verify_unkeyed_hint": (
+        "ログの先頭に鍵なしでつながれたレコードが {count} 件あります ({first} から {last})。"
+        "チェーンが鍵付きになる前に以前のリリースが書いたものである場合に限り、"
+        '設定に `audit_unkeyed_until: "{head}"` と書いて受け入れてください。'
+    ),
     "audit.head_published": "監査ログの先頭: id {id}、ハッシュ {hash}",
     "audit.exported": "{count} 件を出力しました。",
     # キャッシュ

@@ -6,10 +6,30 @@ import re
 import stat
 from pathlib import Path
 
+import psycopg
+from psycopg.rows import dict_row
+
 from bot.runtime import demo_audit_key
+from store.audit import CHAIN_UNKEYED, GENESIS_HASH, chain_hash, entry_from_row
 from tests.support.runtime import AUDIT_KEY, BotWorld
 
 HEAD_LINE = re.compile(r"Head: id (\d+), hash ([0-9a-f]{64})")
+UNKEYED_HINT = re.compile(r'audit_unkeyed_until: "(\d+:[0-9a-f]{64})"')
+
+
+def chain_everything_without_the_key(bot_world: BotWorld) -> None:
+    """Every record chained again as a release before keying did (what the database's owner can do)."""
+    with psycopg.connect(bot_world.database_url, autocommit=True, row_factory=dict_row) as conn:
+        rows = conn.execute("SELECT * FROM audit_log ORDER BY id").fetchall()
+        conn.execute("SET session_replication_role = replica")
+        prev = GENESIS_HASH
+        for row in rows:
+            digest = chain_hash(entry_from_row(row), prev)
+            conn.execute(
+                "UPDATE audit_log SET prev_hash = %s, hash = %s, chain_version = %s WHERE id = %s",
+                (prev, digest, CHAIN_UNKEYED, row["id"]),
+            )
+            prev = digest
 
 
 def test_verify_prints_the_head_and_fails_when_the_published_head_was_deleted(bot_world: BotWorld) -> None:
@@ -34,6 +54,28 @@ def test_verify_prints_the_head_and_fails_when_the_published_head_was_deleted(bo
     assert "ALTERED" in anchored.stdout and head_hash in anchored.stdout
     for run in (intact, shorter, anchored):
         assert AUDIT_KEY not in run.stdout + run.stderr
+
+
+def test_records_from_before_keying_fail_verify_until_the_operator_names_the_last_of_them(
+    bot_world: BotWorld,
+) -> None:
+    for _ in range(2):
+        assert bot_world.cli("run", "--user", "U0OPS", "help").returncode == 0
+    chain_everything_without_the_key(bot_world)  # as an upgrade finds a log, or as a forger leaves it
+
+    refused = bot_world.cli("audit", "verify")
+    hint = UNKEYED_HINT.search(refused.stdout)
+    assert refused.returncode == 1 and "ALTERED" in refused.stdout, refused.stdout + refused.stderr
+    assert hint is not None, refused.stdout
+    bot_world.configure(audit_unkeyed_until=hint[1])
+    accepted = bot_world.cli("audit", "verify")
+    assert bot_world.cli("run", "--user", "U0OPS", "help").returncode == 0
+    keyed_after = bot_world.cli("audit", "verify")
+
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert "none is keyed yet" in accepted.stdout
+    assert keyed_after.returncode == 0, keyed_after.stdout + keyed_after.stderr
+    assert "the keyed chain starts at" in keyed_after.stdout
 
 
 def test_a_configured_bot_without_an_audit_key_refuses_to_start(bot_world: BotWorld) -> None:

@@ -159,6 +159,13 @@ def test_the_server_address_console_users_and_workspace_come_from_yaml_and_env(t
         ),
         pytest.param(with_(incidents={"mail_to": ["ops"]}), {}, "incidents.mail_to", id="mail-to"),
         pytest.param(with_(incidents={"page_to": "x"}), {}, "incidents.page_to", id="unknown-incidents-key"),
+        pytest.param(with_(audit_unkeyed_until="f" * 64), {}, "audit_unkeyed_until", id="pin-without-id"),
+        pytest.param(
+            with_(audit_unkeyed_until="12:'; DROP TABLE audit_log;--"),
+            {},
+            "audit_unkeyed_until",
+            id="pin-not-hex",
+        ),
     ],
 )
 def test_a_bad_key_or_value_is_named_in_one_line(

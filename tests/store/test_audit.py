@@ -17,7 +17,17 @@ import psycopg
 import pytest
 
 from store import audit as audit_module
-from store.audit import CHAIN_UNKEYED, AuditEntry, AuditLog, AuditRecord, chain_hash, record_as_json
+from store.audit import (
+    CHAIN_UNKEYED,
+    PIN_MISSING,
+    UNKEYED_REFUSED,
+    AuditEntry,
+    AuditLog,
+    AuditRecord,
+    Head,
+    chain_hash,
+    record_as_json,
+)
 from store.db import Store, migration_files
 
 KEY = b"k" * 32
@@ -481,21 +491,43 @@ async def test_rechaining_every_record_without_the_key_is_caught(audit: AuditLog
     )
 
 
-async def test_rechaining_the_whole_log_as_unkeyed_is_caught_by_the_published_head(
+async def test_rechaining_the_whole_log_as_unkeyed_fails_verify_without_the_published_head(
     audit: AuditLog, store: Store
 ) -> None:
     await write(audit, 4)
-    published = await audit.head()
-    assert published is not None
+    first = (await ids_in_order(store))[0]
 
     await rechain(store, audit, key=None, version=CHAIN_UNKEYED)
-    result = await audit.verify(head=str(published))
+    result = await audit.verify()
 
-    assert (result.ok, result.first_bad_id, result.reason) == (False, published.id, "head differs")
-    assert (await audit.verify()).keyed_from is None  # and verify says no record is keyed
+    assert (result.ok, result.first_bad_id, result.reason) == (False, first, UNKEYED_REFUSED)
 
 
-async def test_records_from_before_keying_verify_and_the_keyed_chain_starts_after_them(
+def pinned(store: Store, tmp_path: Path, last: AuditEntry) -> AuditLog:
+    """The bot as configured with `audit_unkeyed_until` naming `last`."""
+    return AuditLog(store, tmp_path / "pinned.spool", key=KEY, unkeyed_until=Head(last.id, last.hash))
+
+
+async def entry(audit: AuditLog, ident: int) -> AuditEntry:
+    [found] = [e for e in await audit.entries(limit=1000) if e.id == ident]
+    return found
+
+
+async def test_records_from_before_keying_verify_up_to_the_configured_last_one_and_the_keyed_chain_follows(
+    audit: AuditLog, store: Store, tmp_path: Path
+) -> None:
+    await insert_unkeyed(store, [a_record(n) for n in range(2)])
+    ids = await ids_in_order(store)
+    upgraded = pinned(store, tmp_path, await entry(audit, ids[1]))
+    await write(upgraded, 2)
+    ids = await ids_in_order(store)
+
+    result = await upgraded.verify()
+
+    assert (result.ok, result.checked, result.unkeyed, result.keyed_from) == (True, 4, 2, ids[2])
+
+
+async def test_records_from_before_keying_are_refused_until_their_last_one_is_configured(
     audit: AuditLog, store: Store
 ) -> None:
     await insert_unkeyed(store, [a_record(n) for n in range(2)])
@@ -503,8 +535,55 @@ async def test_records_from_before_keying_verify_and_the_keyed_chain_starts_afte
     ids = await ids_in_order(store)
 
     result = await audit.verify()
+    start = await audit.unkeyed_start()
 
-    assert (result.ok, result.checked, result.unkeyed, result.keyed_from) == (True, 4, 2, ids[2])
+    assert (result.ok, result.first_bad_id, result.reason) == (False, ids[0], UNKEYED_REFUSED)
+    assert start is not None and start.count == 2
+    assert start.last == Head(ids[1], (await entry(audit, ids[1])).hash)
+
+
+async def test_an_unkeyed_record_after_the_configured_last_one_is_refused(
+    audit: AuditLog, store: Store, tmp_path: Path
+) -> None:
+    await insert_unkeyed(store, [a_record(n) for n in range(3)])
+    ids = await ids_in_order(store)
+
+    result = await pinned(store, tmp_path, await entry(audit, ids[1])).verify()
+
+    assert (result.ok, result.first_bad_id, result.reason) == (False, ids[2], UNKEYED_REFUSED)
+
+
+@pytest.mark.parametrize("alteration", ["delete the last", "rewrite the first"])
+async def test_altering_the_records_from_before_keying_is_caught_by_their_configured_last_one(
+    audit: AuditLog, store: Store, tmp_path: Path, alteration: str
+) -> None:
+    await insert_unkeyed(store, [a_record(n) for n in range(3)])
+    ids = await ids_in_order(store)
+    upgraded = pinned(store, tmp_path, await entry(audit, ids[2]))
+    await write(upgraded, 2)
+    keyed_ids = (await ids_in_order(store))[3:]
+
+    if alteration == "delete the last":  # and every keyed record with it: a shorter, whole chain
+        await run_as_superuser(
+            store,
+            "SET session_replication_role = replica",
+            f"DELETE FROM audit_log WHERE id >= {ids[2]}",
+            "SET session_replication_role = DEFAULT",
+        )
+        expected_bad = ids[2]
+    else:  # the unkeyed records rewritten and chained again without the key; the keyed ones kept
+        await run_as_superuser(
+            store,
+            "SET session_replication_role = replica",
+            f"DELETE FROM audit_log WHERE id >= {keyed_ids[0]}",
+            f"UPDATE audit_log SET actor = 'mallory' WHERE id = {ids[0]}",
+            "SET session_replication_role = DEFAULT",
+        )
+        await rechain(store, audit, key=None, version=CHAIN_UNKEYED)
+        expected_bad = ids[2]
+    result = await upgraded.verify()
+
+    assert (result.ok, result.first_bad_id, result.reason) == (False, expected_bad, PIN_MISSING)
 
 
 async def test_an_unkeyed_record_after_keyed_ones_is_named(audit: AuditLog, store: Store) -> None:
