@@ -437,3 +437,35 @@ def test_the_chores_count_security_updates_apart_from_other_upgradable_packages(
 
     found = json.loads(out.stdout)
     assert (found["upgradable"], found["security"]) == (3, 2)
+
+
+NAME_IN_ONE_SECOND = "garden-files-web1-20261101T030000Z"
+
+
+def test_an_archive_named_like_an_earlier_one_never_replaces_it(tmp_path: Path) -> None:
+    # Two `backup files` in the same second get the same stamp, so the same name.
+    archive = REPO_ROOT / "runbooks" / "playbooks" / "roles" / "garden" / "files" / "archive.py"
+    source, dest = tmp_path / "app", tmp_path / "files"
+    source.mkdir()
+    (source / "a.txt").write_text("first\n", encoding="utf-8")
+
+    def run() -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, str(archive), "--dest", str(dest), "--name", NAME_IN_ONE_SECOND, str(source)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        result: dict[str, Any] = json.loads(out.stdout)
+        return result
+
+    first = run()
+    (source / "a.txt").write_text("second\n", encoding="utf-8")
+    second = run()
+
+    assert Path(first["path"]).name == "garden-files-web1-20261101T030000Z.tar.gz"
+    assert Path(second["path"]).name == "garden-files-web1-20261101T030000Z-1.tar.gz"
+    assert hashlib.sha256(Path(first["path"]).read_bytes()).hexdigest() == first["sha256"]
+    assert hashlib.sha256(Path(second["path"]).read_bytes()).hexdigest() == second["sha256"]
+    assert not list(dest.glob("*.part"))

@@ -4,7 +4,8 @@
     python3 archive.py --dest /var/backups/garden-dx/files --name garden-files-web1 \
         /opt/garden-dx /etc/garden-dx
 The archive is written once, hashed while it is written (never held in memory), and only a complete
-file gets its final name. Paths that do not exist are listed as missing, not fatal.
+file gets its final name, never another archive's: two runs in the same second give NAME.tar.gz and
+NAME-1.tar.gz. Paths that do not exist are listed as missing, not fatal.
 Prints one JSON document: path, size_bytes, sha256, included, missing.
 """
 
@@ -41,6 +42,25 @@ def skip_excluded(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     return None if EXCLUDED.intersection(Path(info.name).parts) else info
 
 
+def publish(partial: Path, dest: Path, name: str) -> Path:
+    """Give the complete archive its name, the next free one if an archive has it already (a hard
+    link fails rather than replace: an archive in the catalog is never overwritten)."""
+    for n in range(1000):
+        final = dest / (f"{name}.tar.gz" if n == 0 else f"{name}-{n}.tar.gz")
+        try:
+            os.link(partial, final)
+        except FileExistsError:
+            continue
+        partial.unlink()
+        directory = os.open(dest, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return final
+    raise FileExistsError(f"{name}.tar.gz and 999 more names are taken")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, required=True)
@@ -51,8 +71,7 @@ def main() -> int:
         print(json.dumps({"error": f"not an archive name: {args.name!r}"}))
         return 2
     args.dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-    final = args.dest / f"{args.name}.tar.gz"
-    partial = final.with_name(final.name + ".part")
+    partial = args.dest / f"{args.name}.tar.gz.part"
     included = [p for p in args.paths if p.exists()]
     missing = [str(p) for p in args.paths if not p.exists()]
     with partial.open("wb") as raw:
@@ -62,7 +81,7 @@ def main() -> int:
                 tar.add(path, arcname=str(path.resolve()).lstrip("/"), filter=skip_excluded)
         raw.flush()
         os.fsync(raw.fileno())
-    os.replace(partial, final)
+    final = publish(partial, args.dest, args.name)
     print(
         json.dumps(
             {
