@@ -6,7 +6,9 @@ Each release test gets its own sample at v1; the tests that only read or restart
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -469,3 +471,27 @@ def test_an_archive_named_like_an_earlier_one_never_replaces_it(tmp_path: Path) 
     assert hashlib.sha256(Path(first["path"]).read_bytes()).hexdigest() == first["sha256"]
     assert hashlib.sha256(Path(second["path"]).read_bytes()).hexdigest() == second["sha256"]
     assert not list(dest.glob("*.part"))
+
+
+def test_without_hard_links_an_archive_still_never_replaces_an_earlier_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "garden_archive", REPO_ROOT / "runbooks" / "playbooks" / "roles" / "garden" / "files" / "archive.py"
+    )
+    assert spec is not None and spec.loader is not None
+    archive = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(archive)
+
+    def no_link(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")  # vfat, some network mounts
+
+    monkeypatch.setattr(archive.os, "link", no_link)
+    published = []
+    for body in (b"first", b"second"):
+        partial = tmp_path / f"{NAME_IN_ONE_SECOND}.tar.gz.part"
+        partial.write_bytes(body)
+        published.append(archive.publish(partial, tmp_path, NAME_IN_ONE_SECOND))
+
+    assert [p.name for p in published] == [f"{NAME_IN_ONE_SECOND}.tar.gz", f"{NAME_IN_ONE_SECOND}-1.tar.gz"]
+    assert [p.read_bytes() for p in published] == [b"first", b"second"]

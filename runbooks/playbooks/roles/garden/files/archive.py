@@ -12,6 +12,7 @@ Prints one JSON document: path, size_bytes, sha256, included, missing.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import tarfile
 from pathlib import Path
 
 EXCLUDED = {"node_modules", "__pycache__", ".venv", "venv"}
+NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -44,14 +46,23 @@ def skip_excluded(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
 
 def publish(partial: Path, dest: Path, name: str) -> Path:
     """Give the complete archive its name, the next free one if an archive has it already (a hard
-    link fails rather than replace: an archive in the catalog is never overwritten)."""
+    link fails rather than replace: an archive in the catalog is never overwritten). On a file
+    system without hard links, a rename to a name not taken (runs on a host never overlap: the
+    bot's hosts lock)."""
     for n in range(1000):
         final = dest / (f"{name}.tar.gz" if n == 0 else f"{name}-{n}.tar.gz")
         try:
             os.link(partial, final)
         except FileExistsError:
             continue
-        partial.unlink()
+        except OSError as exc:
+            if exc.errno not in NO_HARD_LINKS:
+                raise
+            if final.exists() or final.is_symlink():
+                continue
+            os.replace(partial, final)
+        else:
+            partial.unlink()
         directory = os.open(dest, os.O_RDONLY)
         try:
             os.fsync(directory)
