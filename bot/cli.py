@@ -260,7 +260,8 @@ async def _verify(runtime: Runtime, head: str | None) -> int:
             if start is not None:
                 print(
                     t(
-                        "audit.verify_unkeyed_hint",
+                        "audit.verify_unkeyed_vouched" if start.vouched_by else "audit.verify_unkeyed_hint",
+                        keyed=start.vouched_by,
                         count=start.count,
                         first=start.first_at.isoformat(timespec="seconds"),
                         last=start.last_at.isoformat(timespec="seconds"),

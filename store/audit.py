@@ -54,6 +54,7 @@ RETRY_AFTER_S = 5.0  # after a failure, spool at once for this long rather than 
 MAX_DURATION_MS = 2**31 - 1  # the column is a PostgreSQL integer
 CHAIN_UNKEYED, CHAIN_KEYED = 1, 2  # chain_version: plain SHA-256 (before keying), HMAC-SHA256
 MIN_KEY_BYTES = 32
+FIRST_ID = -(2**63)  # the smallest bigint
 
 COLUMNS = (
     "id, record_id, at, correlation_id, source, actor, approver, channel, command, args,"
@@ -325,14 +326,20 @@ class AuditLog:
         check = _ChainCheck(self._key, None)
         first: AuditEntry | None = None
         last: AuditEntry | None = None
+        vouched_by: int | None = None
+        count = 0
         async with aclosing(self._rows_in_order(since=None)) as rows:
             async for entry in rows:
-                if entry.chain_version != CHAIN_UNKEYED or check.plain_step(entry) is not None:
-                    break
-                first, last = first or entry, entry
+                if entry.chain_version == CHAIN_UNKEYED and check.plain_step(entry) is None:
+                    first, last, count = first or entry, entry, count + 1
+                    continue
+                if last is not None and entry.chain_version == CHAIN_KEYED and entry.prev_hash == last.hash:
+                    keyed = chain_hash(entry, entry.prev_hash, self._key)
+                    vouched_by = entry.id if hmac.compare_digest(keyed, entry.hash) else None
+                break
         if first is None or last is None:
             return None
-        return UnkeyedStart(check.unkeyed, first.at, last.at, Head(last.id, last.hash))
+        return UnkeyedStart(count, first.at, last.at, Head(last.id, last.hash), vouched_by)
 
     async def export(
         self,
@@ -428,8 +435,9 @@ class AuditLog:
             rows, last = _chained(stored, prev, self._key)
             try:
                 async with self.store.connection() as conn:
+                    pinned = self._unkeyed_until.hash if self._unkeyed_until is not None else ""
                     cur = await conn.execute(
-                        _insert_if_head_sql(len(rows)), [*_flat(rows), GENESIS_HASH, prev]
+                        _insert_if_head_sql(len(rows)), [*_flat(rows), GENESIS_HASH, prev, pinned]
                     )
                     answer = await cur.fetchone()
             except psycopg.errors.UniqueViolation as exc:
@@ -444,6 +452,14 @@ class AuditLog:
             if int(answer["inserted"]) == len(rows):
                 self._head = last
                 return len(rows)
+            if answer["head"] == prev and not answer["head_keyed"]:
+                # Keyed records chained onto it would vouch for whatever precedes them.
+                log.error(
+                    "the audit log's newest record is chained without the key and is not the one"
+                    " audit_unkeyed_until names: records stay in the local spool;"
+                    " run `gardenbot audit verify`"
+                )
+                raise StoreUnavailable("store.unavailable")
             self._head = str(answer["head"]) if answer["head"] is not None else GENESIS_HASH
         log.warning("audit appends kept losing the race for the head; spooling")
         raise StoreUnavailable("store.unavailable")
@@ -506,11 +522,11 @@ class AuditLog:
         Each batch is its own bounded use of a connection: a long log takes as long as it takes,
         a store that stops answering fails the read within the store's bound.
         """
-        after = 0
+        after, beyond = FIRST_ID, ">="  # every id the column holds: a row given id 0 or below is read too
         while True:
             async with self.store.connection() as conn:
                 cur = await conn.execute(
-                    f"SELECT {COLUMNS} FROM audit_log WHERE id > %s"
+                    f"SELECT {COLUMNS} FROM audit_log WHERE id {beyond} %s"
                     " AND (%s::timestamptz IS NULL OR at >= %s) ORDER BY id LIMIT %s",
                     (after, since, since, BATCH_SIZE),
                 )
@@ -519,7 +535,7 @@ class AuditLog:
                 yield entry_from_row(row)
             if len(rows) < BATCH_SIZE:
                 return
-            after = int(str(rows[-1]["id"]))
+            after, beyond = int(str(rows[-1]["id"])), ">"
 
 
 UNKEYED_REFUSED = "no record from before keying is accepted"
@@ -534,6 +550,7 @@ class UnkeyedStart:
     first_at: datetime
     last_at: datetime
     last: Head
+    vouched_by: int | None = None  # a keyed record chained right after the last: the key's holder wrote it
 
 
 class _ChainCheck:
@@ -613,14 +630,18 @@ _ROW_PLACEHOLDERS = (
 
 def _insert_if_head_sql(count: int) -> str:
     """Insert `count` chained rows only if the first links to the newest row (GENESIS_HASH for an
-    empty log); answer how many went in and which hash was the newest. The unique index on
-    prev_hash stops two statements that both saw the same head."""
+    empty log) and that row is keyed or is the configured last unkeyed one; answer how many went
+    in, which hash was the newest and whether it was keyed. The unique index on prev_hash stops
+    two statements that both saw the same head."""
     values = ", ".join(f"({_ROW_PLACEHOLDERS})" for _ in range(count))
     return (
-        "WITH head AS (SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1),"
+        "WITH head AS (SELECT hash, chain_version FROM audit_log ORDER BY id DESC LIMIT 1),"
         f" ins AS (INSERT INTO audit_log ({INSERT_COLUMNS}) SELECT * FROM (VALUES {values}) AS v"
-        " WHERE coalesce((SELECT hash FROM head), %s) = %s RETURNING 1)"
-        " SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT hash FROM head) AS head"
+        " WHERE coalesce((SELECT hash FROM head), %s) = %s"
+        f" AND (coalesce((SELECT chain_version FROM head), {CHAIN_KEYED}) = {CHAIN_KEYED}"
+        " OR (SELECT hash FROM head) = %s) RETURNING 1)"
+        " SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT hash FROM head) AS head,"
+        f" coalesce((SELECT chain_version FROM head), {CHAIN_KEYED}) = {CHAIN_KEYED} AS head_keyed"
     )
 
 

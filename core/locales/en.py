@@ -175,9 +175,15 @@ MESSAGES: dict[str, str] = {
     ),
     "audit.verify_unkeyed_only": "{count} records were written before the chain was keyed; none is keyed yet.",
     "audit.verify_unkeyed_hint": (
-        "The log starts with {count} records chained without the key ({first} to {last}). If an earlier"
-        " release wrote them before the chain was keyed, and only then, accept them with"
-        ' `audit_unkeyed_until: "{head}"` in the configuration.'
+        "The log starts with {count} records chained without the key ({first} to {last}), and no keyed"
+        " record follows them. If an earlier release wrote them and this bot has not run with its key"
+        " since (it adds nothing after such records until they are accepted), accept them with"
+        ' `audit_unkeyed_until: "{head}"` in the configuration. If it has, the log was rewritten: do not.'
+    ),
+    "audit.verify_unkeyed_vouched": (
+        "The log starts with {count} records chained without the key ({first} to {last}); keyed record"
+        " #{keyed}, which only the key's holder can write, follows and links to the last of them."
+        ' Accept them with `audit_unkeyed_until: "{head}"` in the configuration.'
     ),
     "audit.head_published": "audit head: id {id}, hash {hash}",
     "audit.exported": "{count} records exported.",

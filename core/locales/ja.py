@@ -174,8 +174,13 @@ MESSAGES: dict[str, str] = {
     ),
     "audit.verify_unkeyed_only": "{count} 件は鍵付きになる前に書かれたもので、鍵付きのレコードはまだありません。",
     "audit.verify_unkeyed_hint": (
+        "ログの先頭に鍵なしでつながれたレコードが {count} 件あり ({first} から {last})、その後に鍵付きのレコードがありません。"
+        "以前のリリースが書いたもので、その後このボットが鍵付きで動いていない場合 (受け入れるまでその後ろには何も追加しません) に限り、"
+        '設定に `audit_unkeyed_until: "{head}"` と書いて受け入れてください。動いていた場合はログが書き換えられています。受け入れないでください。'
+    ),
+    "audit.verify_unkeyed_vouched": (
         "ログの先頭に鍵なしでつながれたレコードが {count} 件あります ({first} から {last})。"
-        "チェーンが鍵付きになる前に以前のリリースが書いたものである場合に限り、"
+        "鍵の持ち主だけが書ける鍵付きのレコード #{keyed} がその最後につながっています。"
         '設定に `audit_unkeyed_until: "{head}"` と書いて受け入れてください。'
     ),
     "audit.head_published": "監査ログの先頭: id {id}、ハッシュ {hash}",

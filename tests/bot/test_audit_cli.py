@@ -63,19 +63,23 @@ def test_records_from_before_keying_fail_verify_until_the_operator_names_the_las
         assert bot_world.cli("run", "--user", "U0OPS", "help").returncode == 0
     chain_everything_without_the_key(bot_world)  # as an upgrade finds a log, or as a forger leaves it
 
+    rows = bot_world.query("SELECT count(*) FROM audit_log")
+    assert bot_world.cli("run", "--user", "U0OPS", "help").returncode == 0  # its record waits in the spool
+
     refused = bot_world.cli("audit", "verify")
     hint = UNKEYED_HINT.search(refused.stdout)
+    assert bot_world.query("SELECT count(*) FROM audit_log") == rows  # nothing chained after them
     assert refused.returncode == 1 and "ALTERED" in refused.stdout, refused.stdout + refused.stderr
-    assert hint is not None, refused.stdout
+    assert hint is not None and "no keyed record follows them" in refused.stdout, refused.stdout
     bot_world.configure(audit_unkeyed_until=hint[1])
     accepted = bot_world.cli("audit", "verify")
     assert bot_world.cli("run", "--user", "U0OPS", "help").returncode == 0
     keyed_after = bot_world.cli("audit", "verify")
 
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
-    assert "none is keyed yet" in accepted.stdout
     assert keyed_after.returncode == 0, keyed_after.stdout + keyed_after.stderr
     assert "the keyed chain starts at" in keyed_after.stdout
+    assert bot_world.query("SELECT count(*) FROM audit_log")[0][0] > rows[0][0]  # the spool drained
 
 
 def test_a_configured_bot_without_an_audit_key_refuses_to_start(bot_world: BotWorld) -> None:

@@ -503,6 +503,39 @@ async def test_rechaining_the_whole_log_as_unkeyed_fails_verify_without_the_publ
     assert (result.ok, result.first_bad_id, result.reason) == (False, first, UNKEYED_REFUSED)
 
 
+@pytest.mark.parametrize("slipped_id", [0, -(2**63)])
+async def test_a_record_slipped_in_below_the_first_id_is_checked_too(
+    audit: AuditLog, store: Store, slipped_id: int
+) -> None:
+    await write(audit, 2)
+    await run_as_superuser(
+        store,
+        "INSERT INTO audit_log (id, record_id, at, correlation_id, source, actor, approver, channel,"
+        " command, args, event, outcome, duration_ms, detail, prev_hash, hash, chain_version)"
+        f" SELECT {slipped_id}, gen_random_uuid(), at, correlation_id, source, 'mallory', approver, channel,"
+        " 'restore', args, event, outcome, duration_ms, detail, repeat('e', 64), repeat('d', 64),"
+        " chain_version FROM audit_log ORDER BY id LIMIT 1",
+    )
+
+    result = await audit.verify()
+
+    assert (result.ok, result.first_bad_id) == (False, slipped_id)
+
+
+async def test_the_bot_adds_no_record_after_a_log_rewritten_without_the_key(
+    audit: AuditLog, store: Store
+) -> None:
+    await write(audit, 4)
+    await rechain(store, audit, key=None, version=CHAIN_UNKEYED)
+    before = await ids_in_order(store)
+
+    await audit.record(a_record(9))  # a keyed record here would vouch for the forged ones
+
+    assert await ids_in_order(store) == before
+    assert audit.spooled() == 1
+    assert (await audit.verify()).reason == UNKEYED_REFUSED
+
+
 def pinned(store: Store, tmp_path: Path, last: AuditEntry) -> AuditLog:
     """The bot as configured with `audit_unkeyed_until` naming `last`."""
     return AuditLog(store, tmp_path / "pinned.spool", key=KEY, unkeyed_until=Head(last.id, last.hash))
@@ -523,22 +556,25 @@ async def test_records_from_before_keying_verify_up_to_the_configured_last_one_a
     ids = await ids_in_order(store)
 
     result = await upgraded.verify()
+    start = await audit.unkeyed_start()
 
     assert (result.ok, result.checked, result.unkeyed, result.keyed_from) == (True, 4, 2, ids[2])
+    assert start is not None and (start.count, start.vouched_by) == (2, ids[2])
 
 
 async def test_records_from_before_keying_are_refused_until_their_last_one_is_configured(
     audit: AuditLog, store: Store
 ) -> None:
     await insert_unkeyed(store, [a_record(n) for n in range(2)])
-    await write(audit, 2)
+    await write(audit, 2)  # the bot chains nothing after them yet: spooled
     ids = await ids_in_order(store)
 
     result = await audit.verify()
     start = await audit.unkeyed_start()
 
+    assert len(ids) == 2 and audit.spooled() == 2
     assert (result.ok, result.first_bad_id, result.reason) == (False, ids[0], UNKEYED_REFUSED)
-    assert start is not None and start.count == 2
+    assert start is not None and (start.count, start.vouched_by) == (2, None)
     assert start.last == Head(ids[1], (await entry(audit, ids[1])).hash)
 
 
