@@ -10,6 +10,7 @@ import errno
 import hashlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -483,7 +484,7 @@ def test_without_hard_links_an_archive_still_never_replaces_an_earlier_one(
     archive = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(archive)
 
-    def no_link(src: object, dst: object) -> None:
+    def no_link(src: object, dst: object, **_: object) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")  # vfat, some network mounts
 
     monkeypatch.setattr(archive.os, "link", no_link)
@@ -495,3 +496,28 @@ def test_without_hard_links_an_archive_still_never_replaces_an_earlier_one(
 
     assert [p.name for p in published] == [f"{NAME_IN_ONE_SECOND}.tar.gz", f"{NAME_IN_ONE_SECOND}-1.tar.gz"]
     assert [p.read_bytes() for p in published] == [b"first", b"second"]
+
+
+def test_a_part_left_by_a_killed_run_never_writes_through_to_the_archive_it_names(tmp_path: Path) -> None:
+    # Killed between linking the part to its final name and unlinking it: the part is a second
+    # name of a published archive, and a new run in the same second would write into it.
+    archive = REPO_ROOT / "runbooks" / "playbooks" / "roles" / "garden" / "files" / "archive.py"
+    source, dest = tmp_path / "app", tmp_path / "files"
+    source.mkdir()
+    dest.mkdir()
+    (source / "a.txt").write_text("new\n", encoding="utf-8")
+    published = dest / f"{NAME_IN_ONE_SECOND}.tar.gz"
+    published.write_bytes(b"an archive in the catalog")
+    os.link(published, dest / f"{NAME_IN_ONE_SECOND}.tar.gz.part")
+
+    out = subprocess.run(
+        [sys.executable, str(archive), "--dest", str(dest), "--name", NAME_IN_ONE_SECOND, str(source)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    assert published.read_bytes() == b"an archive in the catalog"
+    assert Path(json.loads(out.stdout)["path"]).name == f"{NAME_IN_ONE_SECOND}-1.tar.gz"
+    assert not list(dest.glob("*.part"))

@@ -22,7 +22,7 @@ import tarfile
 from pathlib import Path
 
 EXCLUDED = {"node_modules", "__pycache__", ".venv", "venv"}
-NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK}
+NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -45,22 +45,27 @@ def skip_excluded(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
 
 
 def publish(partial: Path, dest: Path, name: str) -> Path:
-    """Give the complete archive its name, the next free one if an archive has it already (a hard
-    link fails rather than replace: an archive in the catalog is never overwritten). On a file
-    system without hard links, a rename to a name not taken (runs on a host never overlap: the
-    bot's hosts lock)."""
+    """Give the complete archive its name, the next free one if an archive has it already: an
+    archive in the catalog is never overwritten. A hard link fails rather than replace; on a file
+    system without hard links the name is first taken with an exclusive create, then renamed over."""
     for n in range(1000):
         final = dest / (f"{name}.tar.gz" if n == 0 else f"{name}-{n}.tar.gz")
         try:
-            os.link(partial, final)
+            os.link(partial, final, follow_symlinks=False)
         except FileExistsError:
             continue
         except OSError as exc:
             if exc.errno not in NO_HARD_LINKS:
                 raise
-            if final.exists() or final.is_symlink():
+            try:
+                os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+            except FileExistsError:
                 continue
-            os.replace(partial, final)
+            try:
+                os.replace(partial, final)  # over the empty file this run just made
+            except BaseException:
+                final.unlink(missing_ok=True)
+                raise
         else:
             partial.unlink()
         directory = os.open(dest, os.O_RDONLY)
@@ -85,14 +90,22 @@ def main() -> int:
     partial = args.dest / f"{args.name}.tar.gz.part"
     included = [p for p in args.paths if p.exists()]
     missing = [str(p) for p in args.paths if not p.exists()]
-    with partial.open("wb") as raw:
-        writer = HashingWriter(raw)
-        with tarfile.open(fileobj=writer, mode="w|gz") as tar:  # type: ignore[call-overload]
-            for path in included:
-                tar.add(path, arcname=str(path.resolve()).lstrip("/"), filter=skip_excluded)
-        raw.flush()
-        os.fsync(raw.fileno())
-    final = publish(partial, args.dest, args.name)
+    # A part left by a run killed after its link is another name of a published archive: unlink it
+    # (the archive keeps its bytes), never write through it; nor through a link planted in its place.
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            writer = HashingWriter(raw)
+            with tarfile.open(fileobj=writer, mode="w|gz") as tar:  # type: ignore[call-overload]
+                for path in included:
+                    tar.add(path, arcname=str(path.resolve()).lstrip("/"), filter=skip_excluded)
+            raw.flush()
+            os.fsync(raw.fileno())
+        final = publish(partial, args.dest, args.name)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a failed run leaves no part behind
+        raise
     print(
         json.dumps(
             {
