@@ -54,7 +54,7 @@ class VersionArgs(Args):
     @field_validator("version")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not VERSION_NAME.match(v):
+        if not VERSION_NAME.fullmatch(v):
             raise ValueError("a tag, branch or commit name (letters, digits, . _ / + -)")
         return v
 

@@ -26,7 +26,7 @@ LONG_QUERY_S = 1.0
 SLOW_STATEMENT_MS = 1000.0
 TOP = 10
 ARCHIVE_MAX_AGE = timedelta(minutes=15)
-INDEX_NAME = re.compile(r"^(?:([A-Za-z_][A-Za-z0-9_$]{0,62})\.)?([A-Za-z_][A-Za-z0-9_$]{0,62})$")
+INDEX_NAME = re.compile(r"(?:([A-Za-z_][A-Za-z0-9_$]{0,62})\.)?([A-Za-z_][A-Za-z0-9_$]{0,62})")  # fullmatch
 
 
 @dataclass(frozen=True)
@@ -288,7 +288,7 @@ def _shown(text: str) -> str:
 
 async def find_index(*, conn: Conn, index: str) -> IndexRef:
     """The one existing user index named `index` (or `schema.index`); refused otherwise."""
-    match = INDEX_NAME.match(index)
+    match = INDEX_NAME.fullmatch(index)
     if match is None:
         raise UsageError("db.invalid_index_name", index=_shown(index))
     schema, name = match.group(1), match.group(2)

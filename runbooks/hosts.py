@@ -21,8 +21,13 @@ from core.errors import UsageError
 from core.secrets import mask_text
 from runbooks.playbook_runner import HostsSetup, PlaybookRun, TaskProgress, run_playbook
 
-VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,127}$")
-SERVICE_NAME = re.compile(r"^[A-Za-z0-9@_][A-Za-z0-9@._-]{0,127}$")
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]{0,127}")  # fullmatch: no trailing newline
+SERVICE_NAME = re.compile(r"[A-Za-z0-9@_][A-Za-z0-9@._-]{0,127}")
+# What a host may report as its archive, and what is ever sent back to a host to prune: an absolute
+# path of plain names ending in an archive the role writes. Nothing Ansible would template (`{{`,
+# `{%`) or a shell would read, no `..`: the path comes from the host and goes into extra vars.
+ARCHIVE_PATH = re.compile(r"(?:/[A-Za-z0-9._-]{1,255})*/garden-files-[A-Za-z0-9._-]{1,200}\.tar\.gz")
+INVENTORY_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
 # Each playbook's limit unless HostsSetup.timeout_s says otherwise.
 TIMEOUTS_S = {"release": 1800.0, "backup_files": 1800.0, "service_restart": 300.0, "prune_files": 300.0}
 DEFAULT_TIMEOUT_S = 300.0
@@ -117,6 +122,17 @@ class FileArchive(_Model):
     sha256: str
     included: tuple[str, ...]
     missing: tuple[str, ...]
+
+    @field_validator("path")
+    @classmethod
+    def _archive_path(cls, value: str) -> str:
+        if not is_archive_path(value):
+            raise ValueError("not a path of an archive the role writes")
+        return value
+
+
+def is_archive_path(path: str) -> bool:
+    return ARCHIVE_PATH.fullmatch(path) is not None and not {".", ".."} & set(path.split("/"))
 
 
 class PrunedFiles(_Model):
@@ -234,7 +250,7 @@ async def _run(
 
 def check_version_name(version: str) -> str:
     """A tag, branch or commit name as a release accepts it; refuses option-like or odd text."""
-    if not VERSION_NAME.match(version):
+    if not VERSION_NAME.fullmatch(version):
         raise UsageError("hosts.bad_version", version=version[:80])
     return version
 
@@ -251,7 +267,7 @@ async def restart_service(
 ) -> HostsReport[HostRestart]:
     """Restart one of garden_services (or `all`), then wait for the health gate."""
     known = list(setup.vars.get("garden_services") or [])
-    if service != "all" and (service not in known or not SERVICE_NAME.match(service)):
+    if service != "all" and (service not in known or not SERVICE_NAME.fullmatch(service)):
         raise UsageError("hosts.unknown_service", service=service[:80], known=", ".join(["all", *known]))
     return await _run(
         "service_restart", HostRestart, setup=setup, progress=progress, extra_vars={"garden_service": service}
@@ -311,8 +327,15 @@ async def backup_files(
 async def prune_files(
     *, setup: HostsSetup, paths: Mapping[str, Sequence[str]], progress: TaskProgress | None = None
 ) -> HostsReport[PrunedFiles]:
-    """Delete these archives (host -> paths) in garden_backup_dir; only archives the role wrote."""
-    asked = {host: list(found) for host, found in paths.items() if found}
+    """Delete these archives (host -> paths) in garden_backup_dir; only archives the role wrote.
+    A path or host name not in the shapes the role writes never reaches the playbook (the host
+    reported the path, and Ansible templates extra vars)."""
+    asked = {
+        host: [path for path in found if is_archive_path(path)]
+        for host, found in paths.items()
+        if INVENTORY_HOST.fullmatch(host)
+    }
+    asked = {host: found for host, found in asked.items() if found}
     return await _run(
         "prune_files", PrunedFiles, setup=setup, progress=progress, extra_vars={"garden_prune_paths": asked}
     )

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from core.errors import UsageError
 from runbooks import hosts
@@ -265,9 +266,30 @@ async def test_prune_files_deletes_only_the_archives_the_role_wrote_in_the_backu
     pruned = report.by_host[HOST]
     assert pruned.removed == (str(archive),) and not archive.exists()
     assert pruned.absent == (str(gone),)
-    assert pruned.refused == (str(outside), str(not_an_archive))
+    assert pruned.refused == (str(outside),)  # notes.txt is not an archive's name: never sent
     assert outside.read_bytes() == not_an_archive.read_bytes() == b"keep me"
     assert report.run.audit()["playbook"] == "prune_files"
+
+
+async def test_an_archive_path_a_host_reports_never_runs_as_a_template_on_the_bot(
+    shared: SampleHosts, tmp_path: Path
+) -> None:
+    # A host that reports this as its archive (root on one app server) would otherwise have the
+    # bot's Ansible run `id` on the bot's own machine when the archive is pruned.
+    marker = tmp_path / "PWNED"
+    hostile = f"{tmp_path}/garden-files-x{{{{ lookup('pipe', 'id > {marker}') }}}}.tar.gz"
+    report = {"path": hostile, "size_bytes": 1, "sha256": "0" * 64, "included": [], "missing": []}
+
+    with pytest.raises(ValidationError):
+        hosts.FileArchive.model_validate(report)
+    pruned = await hosts.prune_files(
+        setup=setup_for(shared), paths={HOST: [hostile], "web1{{ 7*7 }}": [hostile]}
+    )
+
+    assert not marker.exists()
+    assert all(
+        hostile not in (*found.removed, *found.absent, *found.refused) for found in pruned.by_host.values()
+    )
 
 
 async def test_evidence_collects_states_the_error_log_end_and_service_logs_with_secrets_masked(
