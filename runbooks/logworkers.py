@@ -156,17 +156,24 @@ class Lease:
                 worker.stop()  # a dead worker: this part and the rest are read here
                 break
             sent.append(worker)
-        results = [work(spans[0], False)]
-        for index, span in enumerate(spans[1:]):
-            value: Any = None
-            done = index < len(sent)
-            if done:
-                try:
-                    value = sent[index].receive()
-                except (OSError, EOFError, pickle.UnpicklingError):
-                    sent[index].stop()  # replaced after this scan
-                    done = False
-            results.append(value if done else work(span, True))
+        unread = list(sent)
+        try:
+            results = [work(spans[0], False)]
+            for index, span in enumerate(spans[1:]):
+                value: Any = None
+                done = index < len(sent)
+                if done:
+                    unread.remove(sent[index])
+                    try:
+                        value = sent[index].receive()
+                    except (OSError, EOFError, pickle.UnpicklingError):
+                        sent[index].stop()  # replaced after this scan
+                        done = False
+                results.append(value if done else work(span, True))
+        except BaseException:
+            for worker in unread:  # its answer would be the next scan's first: out of step
+                worker.stop()
+            raise
         return results
 
 

@@ -32,6 +32,12 @@ def dies_elsewhere(parent: int, span: tuple[int, int], after: bool) -> tuple[int
     return os.getpid(), span
 
 
+def fails_here(parent: int, span: tuple[int, int], after: bool) -> tuple[int, tuple[int, int]]:
+    if os.getpid() == parent:
+        raise ValueError("a part read here failed")  # e.g. a line the scan could not take
+    return os.getpid(), span
+
+
 @pytest.fixture
 def fresh_workers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No worker left from another test; every window worth two parts."""
@@ -114,12 +120,20 @@ def test_a_worker_dying_in_its_part_leaves_the_part_read_here_then_is_replaced(
     assert replaced[1][0] not in (dead, os.getpid())
 
 
+def test_a_scan_failing_here_leaves_no_answer_for_the_next_scan_to_read(fresh_workers: None) -> None:
+    with pytest.raises(ValueError):
+        logworkers.scan_parts(partial(fails_here, os.getpid()), [(0, 10), (10, 20)])
+    after = logworkers.scan_parts(where_read, [(0, 5), (5, 9)])
+
+    assert [part[1] for part in after] == [(0, 5), (5, 9)]  # not the failed scan's (10, 20)
+
+
 def test_the_worker_gets_no_secret_from_this_process(
     fresh_workers: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SLACK_BOT_TOKEN", SECRET)
     monkeypatch.setenv("GARDENBOT_AUDIT_KEY", SECRET)
-    logworkers.warm_up()
+    logworkers.warm_up(wait=True)  # past its exec: /proc/<pid>/environ is empty while it forks
     (pid,) = logworkers.worker_pids()
 
     started_with = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
