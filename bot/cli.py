@@ -6,12 +6,11 @@ import argparse
 import asyncio
 import logging
 import os
-import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from bot.console import Console, ConsoleAccess, os_login, reply_json
+from bot.console import Console, ConsoleAccess, reply_json
 from bot.console_render import print_reply
 from bot.demo_hosts import running_demo_hosts, with_demo_hosts
 from bot.logs import configure_logging
@@ -63,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     schedule_sub = schedule.add_subparsers(dest="schedule_action", required=True)
     listing = schedule_sub.add_parser("list", help="next run and last result of each schedule")
     listing.add_argument("--user", help=act_as)
-    run_now = schedule_sub.add_parser("run", help="run one schedule now, as the scheduler would")
+    run_now = schedule_sub.add_parser(
+        "run",
+        help="run one schedule now, as the scheduler would; outside the demo only a login that"
+        " console.users maps to an admin may, audited as that admin acting as the scheduler",
+    )
     run_now.add_argument("name", help="a schedule name, e.g. nightly_backup")
     return parser
 
@@ -125,10 +128,15 @@ def _dispatch(args: Any, settings: Settings, demo: bool) -> int:
         args.action, args.text, args.json = "run", "schedule list", False  # as `run "schedule list"`
     if args.action in ("shell", "run"):
         return _console_action(args, settings, demo)
+    origin: ConsoleOrigin | None = None
+    if args.action == "schedule":  # `schedule run`: settle who runs it before anything is opened
+        origin = _schedule_runner(settings, demo)
+        if origin is None:
+            return EXIT_REFUSED
     handlers: dict[str, Callable[[Runtime], Awaitable[int]]] = {
         "migrate": _migrate,
         "audit": lambda rt: _audit(rt, args),
-        "schedule": lambda rt: _schedule_run(rt, args.name),
+        "schedule": lambda rt: _schedule_run(rt, args.name, origin),
     }
     return asyncio.run(_with_runtime(settings, handlers[args.action]))
 
@@ -204,6 +212,16 @@ def _console_identity(
     return user or DEMO_ROLES.admin[0], origin  # no user given in the demo: its admin
 
 
+def _schedule_runner(settings: Settings, demo: bool) -> ConsoleOrigin | None:
+    """Who runs a schedule by hand, or None after saying in one line why this login may not."""
+    access = ConsoleAccess(Policy(settings), settings.console.users, demo)
+    try:
+        return access.run_as_scheduler()
+    except GardenBotError as exc:
+        print(Translator(settings.locale)(exc.message_key, **exc.params), file=sys.stderr)
+        return None
+
+
 async def _migrate(runtime: Runtime) -> int:
     try:
         # Start-up already migrated a reachable store: report what it applied too.
@@ -275,10 +293,15 @@ async def _verify(runtime: Runtime, head: str | None) -> int:
     return EXIT_OK
 
 
-async def _schedule_run(runtime: Runtime, name: str) -> int:
-    """Through the same Submit as `gardenbot serve`, as the scheduler; the OS login goes in the audit."""
+async def _schedule_run(runtime: Runtime, name: str, origin: ConsoleOrigin | None) -> int:
+    """Through the same Submit as `gardenbot serve`, as the scheduler.
+
+    Running a schedule by hand acts as the scheduler, which holds admin by default and whose
+    schedules take backups and page people: outside the demo only a login that `console.users` maps
+    to an admin may (SPEC names no role for it). The audit records the scheduler as the actor with
+    the OS login, the host and that admin as `impersonated_by`.
+    """
     t = Translator(runtime.settings.locale)
-    origin = ConsoleOrigin(os_login=os_login(), host=socket.gethostname())
     scheduler = build_scheduler(runtime, ConsoleAnnouncer(), origin=origin)
     if find(scheduler.table, name) is None:
         names = ", ".join(spec.name for spec in scheduler.table)

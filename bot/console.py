@@ -70,14 +70,32 @@ class ConsoleAccess:
         """(Slack user to act as, origin to record); raise NotAllowed when the login may not."""
         if self.demo:
             return wanted, None
-        mapped = self.users.get(self.login)
-        if mapped is None:
-            raise NotAllowed("console.unmapped_login", login=self.login)
+        mapped = self.mapped_user()
         if wanted is None or wanted == mapped:
             return mapped, ConsoleOrigin(os_login=self.login, host=self.host)
         if self.policy.role_of(Actor(user_id=mapped)) < Role.ADMIN:
             raise NotAllowed("console.impersonation_refused", login=self.login, user=mapped)
         return wanted, ConsoleOrigin(os_login=self.login, host=self.host, impersonated_by=mapped)
+
+    def run_as_scheduler(self) -> ConsoleOrigin:
+        """The origin to record when this console runs a schedule by hand (`gardenbot schedule run`).
+
+        Acting as the scheduler (admin by default) is acting as another user: outside the demo only
+        a login mapped to an admin may, and the record names that admin as `impersonated_by`.
+        """
+        if self.demo:
+            return ConsoleOrigin(os_login=self.login, host=self.host)
+        mapped = self.mapped_user()
+        if self.policy.role_of(Actor(user_id=mapped)) < Role.ADMIN:
+            raise NotAllowed("console.schedule_run_refused", login=self.login, user=mapped)
+        return ConsoleOrigin(os_login=self.login, host=self.host, impersonated_by=mapped)
+
+    def mapped_user(self) -> str:
+        """The Slack user `console.users` maps this login to; NotAllowed when it maps it to nobody."""
+        mapped = self.users.get(self.login)
+        if mapped is None:
+            raise NotAllowed("console.unmapped_login", login=self.login)
+        return mapped
 
 
 @dataclass

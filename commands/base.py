@@ -52,7 +52,7 @@ class ConsoleOrigin:
 
     os_login: str
     host: str
-    impersonated_by: str | None = None  # the admin's Slack ID when acting as someone else
+    impersonated_by: str | None = None  # the admin's Slack ID when acting as someone else (or as `scheduler`)
 
     def audit_detail(self) -> dict[str, str]:
         detail = {"os_login": self.os_login, "host": self.host}

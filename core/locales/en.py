@@ -780,5 +780,6 @@ MESSAGES: dict[str, str] = {
     "console.choice_hint": "(type the number of a choice, or 'as <USER>' to act as someone else)",
     "console.unmapped_login": "The OS login {login} is not in console.users: ask an admin to map it to your Slack user ID.",
     "console.impersonation_refused": "Only an admin may act as another user: the OS login {login} is {user}, who is not an admin.",
+    "console.schedule_run_refused": "Only an admin may run a schedule by hand: the OS login {login} is {user}, who is not an admin.",
     "console.acting_as": "Now acting as {user} (impersonated by {by}, recorded in the audit).",
 }

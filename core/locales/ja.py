@@ -778,5 +778,6 @@ MESSAGES: dict[str, str] = {
     "console.choice_hint": "(選択肢の番号を入力するか、'as <USER>' で別のユーザーとして操作)",
     "console.unmapped_login": "OS ログイン {login} は console.users にありません。管理者に Slack ユーザー ID への対応付けを依頼してください。",
     "console.impersonation_refused": "別のユーザーとして操作できるのは管理者だけです。OS ログイン {login} は {user} で、管理者ではありません。",
+    "console.schedule_run_refused": "定期実行を手動で実行できるのは管理者だけです。OS ログイン {login} は {user} で、管理者ではありません。",
     "console.acting_as": "{user} として操作します({by} による代理操作として監査に記録されます)。",
 }

@@ -182,3 +182,57 @@ async def test_an_admin_who_is_no_approver_cannot_approve_by_acting_as_one(
     assert "not an approver" in decided.summary or "approver" in decided.summary
     assert target_redis().dbsize() == len(target_keys)
     assert bot_world.query("SELECT status FROM approvals") == [("pending",)]
+
+
+def schedule_run_traces(world: BotWorld) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """What a `schedule run` leaves behind: its schedule_runs rows and its audit records."""
+    runs = world.query("SELECT schedule, trigger FROM schedule_runs")
+    audited = world.query("SELECT actor, command FROM audit_log WHERE command = 'approvals sweep'")
+    return runs, audited
+
+
+def test_schedule_run_from_an_unmapped_os_login_is_refused_with_the_run_line_and_runs_nothing(
+    bot_world: BotWorld,
+) -> None:
+    assert bot_world.cli("migrate").returncode == 0  # the tables exist, so "nothing ran" is a count
+    map_login_to(bot_world, {})
+
+    result = bot_world.cli("schedule", "run", "approval_sweep")
+
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"The OS login {OS_LOGIN} is not in console.users: ask an admin to map it to your Slack user ID."
+    ]
+    assert schedule_run_traces(bot_world) == ([], [])
+
+
+def test_schedule_run_from_a_login_mapped_to_a_non_admin_is_refused_and_runs_nothing(
+    bot_world: BotWorld,
+) -> None:
+    assert bot_world.cli("migrate").returncode == 0
+    map_login_to(bot_world, {OS_LOGIN: "U0OPS"})
+
+    result = bot_world.cli("schedule", "run", "approval_sweep")
+
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"Only an admin may run a schedule by hand: the OS login {OS_LOGIN} is U0OPS, who is not an admin."
+    ]
+    assert schedule_run_traces(bot_world) == ([], [])
+
+
+def test_schedule_run_by_a_login_mapped_to_an_admin_is_audited_as_the_scheduler_naming_that_admin(
+    bot_world: BotWorld,
+) -> None:
+    result = bot_world.cli("schedule", "run", "approval_sweep")
+
+    assert result.returncode == 0, result.stderr
+    runs, _ = schedule_run_traces(bot_world)
+    assert runs == [("approval_sweep", "manual")]
+    [(actor, source, console)] = bot_world.query(
+        "SELECT actor, source, detail->'console' FROM audit_log WHERE command = 'approvals sweep'"
+    )
+    assert (actor, source) == ("scheduler", "scheduler")
+    assert console == {"os_login": OS_LOGIN, "host": HOST, "impersonated_by": CONSOLE_ADMIN}
