@@ -6,6 +6,7 @@ Read from the error log and the API access log over the window asked for (runboo
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ ERROR_RATE_TARGET = 0.001  # the manual's KPI: error rate < 0.1 %
 TOP = 10
 MESSAGE_MAX = 200
 MESSAGES_KEPT = 5000  # distinct error messages held at once; the rarest go first
+MS_MAX = 1e15  # as the columnar path: a longer number of milliseconds is not one
 MS_HISTOGRAM = 1 << 16  # response times under this many milliseconds are counted in an array
 # At a line's start, for the lines the numpy path leaves (runbooks.logcolumns.level_lines reads the same).
 ERROR_LINE = re.compile(rb"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S* (DEBUG|INFO|WARNING|ERROR|CRITICAL) ([^\n]*)")
@@ -179,12 +181,25 @@ class _RequestTally:
         method, path, status, ms = (fields.get(k) for k in ("method", "path", "status", "ms"))
         if not (isinstance(method, str) and isinstance(path, str) and isinstance(status, int | str)):
             return False
-        if not isinstance(ms, int | float | str):
+        latency = milliseconds(ms)
+        if latency is None:
             return False
         self.endpoints[f"{method} {path.split('?', 1)[0]}".encode()] += 1
         self.statuses[str(status).encode()] += 1
-        self.latencies[round(float(ms))] += 1
+        self.latencies[latency] += 1
         return True
+
+
+def milliseconds(value: object) -> int | None:
+    """A JSON line's `ms` as whole milliseconds, or None when it is not a number a response time
+    can be ("12ms", NaN, infinity, negative, absurdly large): the line is then skipped, not fatal."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return round(number) if math.isfinite(number) and 0.0 <= number < MS_MAX else None
 
 
 def _api_chunk(chunk: bytes, tally: _RequestTally) -> tuple[int, int]:

@@ -26,6 +26,7 @@ FIVE_BYTES = (1 << 40) - 1
 SPACE_QUOTE = int.from_bytes(b' "', "little")
 ADDRESS_WIDTHS = (16, 48)  # an IPv4 address fits the first window, IPv6 the second
 DIGITS = 16  # an epoch or a number of milliseconds of 16 digits or more goes the slow way
+EPOCH_DIGITS = 11  # a longer epoch (past the year 5138) goes the slow way, which judges it
 METHOD_WIDTH = 8  # a longer method goes the slow way
 ENDPOINT_WIDTH = 48  # so does an endpoint (method, space, path) as long or longer
 CLOSING_WIDTH = 24  # the request's closing quote is looked for this far after the path, then further
@@ -125,7 +126,7 @@ def access_parts(lines: ChunkLines) -> list[AccessPart]:
         ok &= dashes == np.uint64(DASHES)
         epoch = lines.window(address_end + 5, DIGITS)
         run = ((epoch - 48) < 10).argmin(axis=1)  # the first non-digit; 0 when all are digits
-        ok &= (run >= 1) & (lines.pair(address_end + 5 + run) == SPACE_QUOTE)
+        ok &= (run >= 1) & (run <= EPOCH_DIGITS) & (lines.pair(address_end + 5 + run) == SPACE_QUOTE)
         chosen = slice(None) if ok.all() else np.flatnonzero(ok)  # no copies in the usual case
         parts.append(
             AccessPart(

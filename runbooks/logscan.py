@@ -15,6 +15,7 @@ Shapes (SPEC, "The app's logs"), and JSON lines with the same facts for each:
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,12 +32,14 @@ Kind = Literal["auth", "api", "error"]
 CHUNK_SIZE = 2 * 1024 * 1024
 PROBE_SIZE = 64 * 1024  # the search stops when the interval is this small; a probe reads at most this
 PEEK_SIZE = 4096  # a probe reads this much at a time until it has a whole timed line
-PEEK_LINES = 50  # lines looked at for a time before a spot counts as untimed
+PEEK_LINES = 50  # lines looked back from a chunk's end for its last time
+LINE_MAX = 16 * 1024 * 1024  # a longer line is dropped as junk: memory stays flat
 BISECT_STOP = 512  # bytes: within a chunk, the edges are found to this precision
 DEFAULT_TOLERANCE_S = 60.0
 HOURS_MAX = 24 * 31
 LineTime = Callable[[bytes], float | None]
 NEWLINE = 10
+EPOCH_MAX = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last second a datetime holds
 
 
 @dataclass
@@ -67,12 +70,18 @@ def check_hours(hours: int) -> int:
     return hours
 
 
+def plausible_time(moment: float) -> float | None:
+    """`moment` if it is an epoch a log line can carry (finite, 1970 to 9999), else None: a hostile
+    line's 1e999 or 400-digit epoch must not reach a minute count or a datetime."""
+    return moment if math.isfinite(moment) and 0.0 <= moment <= EPOCH_MAX else None
+
+
 def parse_time(text: str | bytes, zone: tzinfo = UTC) -> float | None:
     """ISO 8601 (naive times are in `zone`) or epoch seconds, as epoch seconds; None if neither."""
     raw = text.decode("ascii", "replace") if isinstance(text, bytes) else text
     if raw[:1].isdigit() and "-" not in raw[:5]:
         try:
-            return float(raw)
+            return plausible_time(float(raw))
         except ValueError:
             return None
     try:
@@ -81,7 +90,10 @@ def parse_time(text: str | bytes, zone: tzinfo = UTC) -> float | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
-    return moment.timestamp()
+    try:
+        return plausible_time(moment.timestamp())
+    except (OverflowError, ValueError):  # 0001-01-01 in a zone east of UTC
+        return None
 
 
 def json_fields(line: bytes) -> dict[str, Any] | None:
@@ -96,7 +108,10 @@ def json_fields(line: bytes) -> dict[str, Any] | None:
 def json_time(fields: dict[str, Any], zone: tzinfo) -> float | None:
     value = fields.get("time")
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return plausible_time(float(value))
+        except OverflowError:  # an integer too large for a float
+            return None
     return parse_time(value, zone) if isinstance(value, str) and value else None
 
 
@@ -162,16 +177,17 @@ def find_window_start(f: BinaryIO, size: int, target: float, line_time: LineTime
 
 
 def _time_at(chunk: bytes, at: int, line_time: LineTime) -> float | None:
-    """Time of the first timed line starting at or after line start `at` (looking a few lines on)."""
-    for _ in range(PEEK_LINES):
-        if at >= len(chunk):
-            return None
+    """Time of the first timed line starting at or after line start `at`; after the chunk's last
+    timed line, that line's time (untimed lines go with the line before them). A long run of
+    untimed lines (a traceback, junk) never reads as the window's end: the lines after it count."""
+    start = at
+    while at < len(chunk):
         stop = chunk.find(b"\n", at)
         moment = line_time(chunk[at:stop])
         if moment is not None:
             return moment
         at = stop + 1
-    return None
+    return _last_time(chunk, line_time, end=start, lines=None) if start > 0 else None
 
 
 def _line_start(chunk: bytes, at: int) -> int:
@@ -220,15 +236,20 @@ def _by_own_time(part: bytes, line_time: LineTime, start: float, end: float, kee
     return b"\n".join(kept) + b"\n" if kept else b""
 
 
-def _last_time(chunk: bytes, line_time: LineTime) -> float | None:
-    """Time of the last timed line of a chunk of whole lines (looking a few lines back)."""
-    stop = len(chunk) - 1
-    for _ in range(PEEK_LINES):
+def _last_time(
+    chunk: bytes, line_time: LineTime, *, end: int | None = None, lines: int | None = PEEK_LINES
+) -> float | None:
+    """Time of the last timed line of a chunk of whole lines, or of those before line start `end`
+    (looking `lines` lines back; None: as far as it takes)."""
+    stop = (len(chunk) if end is None else end) - 1
+    looked = 0
+    while lines is None or looked < lines:
         begin = chunk.rfind(b"\n", 0, stop) + 1
         moment = line_time(chunk[begin:stop])
         if moment is not None or begin == 0:
             return moment
         stop = begin - 1
+        looked += 1
     return None
 
 
@@ -256,18 +277,36 @@ def _window_part(
 def _whole_lines(
     f: BinaryIO, offset: int, chunk_size: int, stats: ScanStats, stop: int | None = None
 ) -> Iterator[bytes]:
+    """Blocks of whole lines. A line longer than LINE_MAX is dropped (counted as skipped), so
+    memory stays flat and a line is copied once however many blocks it spans."""
     f.seek(offset)
-    rest = b""
+    rest: list[bytes] = []  # the start of a line that spans blocks
+    held = 0
+    dropping = False  # inside a line over LINE_MAX
     while block := f.read(chunk_size if stop is None else min(chunk_size, stop - f.tell())):
         stats.bytes_read += len(block)
         cut = block.rfind(b"\n")
         if cut < 0:
-            rest += block
+            held += len(block)
+            if held > LINE_MAX and not dropping:
+                rest, dropping = [], True
+            if not dropping:
+                rest.append(block)
             continue
-        yield block if not rest and cut == len(block) - 1 else b"".join((rest, memoryview(block)[: cut + 1]))
-        rest = block[cut + 1 :]
-    if rest:
-        yield rest + b"\n"  # a last line still being written
+        if dropping:
+            stats.skipped += 1
+            first_end = block.find(b"\n") + 1
+            rest, dropping, block, cut = [], False, block[first_end:], cut - first_end
+        if cut >= 0 and not rest and cut == len(block) - 1:
+            yield block  # the usual case: no copy
+        elif cut >= 0:
+            yield b"".join((*rest, memoryview(block)[: cut + 1]))
+        rest = [block[cut + 1 :]] if cut + 1 < len(block) else []
+        held = len(block) - cut - 1
+    if rest and not dropping:
+        yield b"".join(rest) + b"\n"  # a last line still being written
+    elif dropping:
+        stats.skipped += 1
 
 
 def window_chunks(

@@ -93,3 +93,32 @@ def test_a_clean_window_meets_the_error_rate_target_and_an_empty_one_says_nothin
         None,
         None,
     )
+
+
+HOSTILE_REQUESTS = [
+    '{"ip": "198.51.100.6", "time": %s, "method": "GET", "path": "/x", "status": 200, "ms": "12ms"}'
+    % (T - 50),
+    '{"ip": "198.51.100.6", "time": %s, "method": "GET", "path": "/x", "status": 200, "ms": NaN}' % (T - 50),
+    '{"ip": "198.51.100.6", "time": %s, "method": "GET", "path": "/x", "status": 200, "ms": 1e999}'
+    % (T - 50),
+    '{"ip": "198.51.100.6", "time": 1e999, "method": "GET", "path": "/x", "status": 200, "ms": 1}',
+    '{"ip": "198.51.100.6", "time": 1e300, "method": "GET", "path": "/x", "status": 200, "ms": 1}',
+    "198.51.100.6 - - " + "9" * 400 + ' "GET /x" 200 1',
+    '198.51.100.6 - - 999999999999999 "GET /x" 200 1',
+]
+
+
+def test_a_line_with_a_time_or_milliseconds_no_clock_can_read_is_not_fatal(tmp_path: Path) -> None:
+    # Written among good lines, in the middle of the window (chunks there pass whole).
+    good = [api_line("203.0.113.1", T - 100 + i, "GET /health", 200, 5) for i in range(50)]
+    log = tmp_path / "api.log"
+    log.write_text("".join(good[:25] + [line + "\n" for line in HOSTILE_REQUESTS] + good[25:]))
+
+    summary = summarize_logs(error_log=None, api_log=log, now=NOW)
+
+    # The three with no usable milliseconds are skipped; an untimed line inside the window goes
+    # with the line before it, as any untimed line does, so the other four count (at 1 ms).
+    assert summary.requests == 54 and summary.p95_ms == 5
+    assert summary.top_endpoints == (("GET /health", 50), ("GET /x", 4))
+    [stats] = summary.sources
+    assert stats.skipped == 3

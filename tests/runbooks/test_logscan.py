@@ -19,7 +19,7 @@ from runbooks.logscan import (
     time_reader,
     window_chunks,
 )
-from tests.support.applogs import api_line, auth_line
+from tests.support.applogs import api_line, auth_line, error_line
 
 T0 = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 DAY = 86_400
@@ -215,3 +215,39 @@ def test_lines_longer_than_the_bisection_step_are_read_whole(tmp_path: Path) -> 
 
     assert lines == expected_lines(path, "api", T0 + 50, T0 + 150)
     assert len(lines) == 101
+
+
+def test_lines_after_a_long_traceback_at_the_windows_end_are_read(tmp_path: Path) -> None:
+    # 120 untimed lines (one deep traceback) between the last errors: the search inside the chunk
+    # must not take the untimed run for the window's end and drop the lines after it.
+    path = tmp_path / "error.log"
+    before = [error_line(T0 + i, "ERROR", f"before {i}") for i in range(40)]
+    traceback = ["Traceback (most recent call last):\n"] + [
+        f'  File "app.py", line {n}\n' for n in range(119)
+    ]
+    after = [error_line(T0 + 100 + i, "ERROR", f"after {i}") for i in range(40)]
+    path.write_text("".join(before + traceback + after), encoding="utf-8")
+
+    lines, stats = read_window(path, "error", T0 + 10, T0 + 135)
+
+    assert [line for line in lines if b"after" in line] == [line.rstrip("\n").encode() for line in after[:36]]
+    assert lines[0].endswith(b"before 10") and stats.lines == len(lines) == 30 + 120 + 36
+
+
+def test_a_line_longer_than_the_limit_is_dropped_and_lines_spanning_blocks_are_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logscan, "LINE_MAX", 300_000)
+    path = tmp_path / "api.log"
+    long_but_allowed = "x" * 250_000  # spans several 64 KiB blocks
+    too_long = "y" * 1_000_000
+    body = [api_line("203.0.113.1", T0 + i, "GET /a", 200, 1) for i in range(10)]
+    body += [long_but_allowed + "\n", too_long + "\n"]
+    body += [api_line("203.0.113.1", T0 + 10 + i, "GET /a", 200, 1) for i in range(10)]
+    path.write_text("".join(body))
+
+    lines, stats = read_window(path, "api", T0, T0 + 100)
+
+    assert long_but_allowed.encode() in lines
+    assert not any(line.startswith(b"y") for line in lines)
+    assert len(lines) == 21 and stats.skipped == 1

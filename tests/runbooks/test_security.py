@@ -148,3 +148,22 @@ def test_a_minute_split_between_two_chunks_is_counted_whole(
     report = scan_security(auth_log=None, api_log=log, now=NOW)
 
     assert [(b.address, b.requests) for b in report.request_bursts] == [("203.0.113.5", 110)]
+
+
+def test_a_request_line_whose_time_no_clock_can_read_is_skipped_not_fatal(tmp_path: Path) -> None:
+    # 150 hostile requests from one address, each alone enough to crash the minute count or the
+    # burst's datetime if read as a time; among them, 101 good ones in one minute: the one burst.
+    hostile = [
+        '{"ip": "198.51.100.6", "time": 1e999}',
+        '{"ip": "198.51.100.6", "time": 1e300}',
+        '{"ip": "198.51.100.6", "time": 100000000000000000000000000000000000000000000000000}',
+        "198.51.100.6 - - " + "9" * 400 + ' "GET /x" 200 1',
+        '198.51.100.6 - - 999999999999999 "GET /x" 200 1',
+    ] * 30
+    good = [api_line("203.0.113.9", T - 600 + i * 0.1, "GET /api", 200, 3) for i in range(101)]
+    log = tmp_path / "api.log"
+    log.write_text("".join(good[:50]) + "".join(line + "\n" for line in hostile) + "".join(good[50:]))
+
+    result = scan_security(auth_log=None, api_log=log, hours=24, now=NOW)
+
+    assert [(b.address, b.requests) for b in result.request_bursts] == [("203.0.113.9", 101)]
