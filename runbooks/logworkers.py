@@ -57,7 +57,7 @@ class Worker:
     def __init__(self) -> None:
         env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p), "PATH": os.defpath}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "runbooks.logworkers"],
+            [sys.executable, "-P", "-m", "runbooks.logworkers"],  # -P: the cwd is not put first on its path
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

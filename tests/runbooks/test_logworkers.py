@@ -128,6 +128,17 @@ def test_a_scan_failing_here_leaves_no_answer_for_the_next_scan_to_read(fresh_wo
     assert [part[1] for part in after] == [(0, 5), (5, 9)]  # not the failed scan's (10, 20)
 
 
+def test_a_numpy_py_in_the_working_directory_is_not_what_the_worker_imports(
+    fresh_workers: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "numpy.py").write_text("raise SystemExit('a planted numpy ran')\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+
+    _, there = logworkers.scan_parts(where_read, [(0, 10), (10, 20)])
+
+    assert there[0] != os.getpid()  # read in the worker, which imported the real numpy
+
+
 def test_the_worker_gets_no_secret_from_this_process(
     fresh_workers: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
