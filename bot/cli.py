@@ -14,7 +14,7 @@ from bot.console import Console, ConsoleAccess, reply_json
 from bot.console_render import print_reply
 from bot.demo_hosts import running_demo_hosts, with_demo_hosts
 from bot.logs import configure_logging
-from bot.runtime import Runtime, open_runtime, require_audit_key, with_embedded_default
+from bot.runtime import Runtime, interrupted_line, open_runtime, require_audit_key, with_embedded_default
 from bot.scheduling import ConsoleAnnouncer, build_scheduler
 from commands.base import ConsoleOrigin
 from commands.policy import Policy
@@ -158,7 +158,7 @@ async def _with_runtime(
     runtime = await open_runtime(settings, log_worker=log_worker)
     t = Translator(settings.locale)
     for job in runtime.startup.interrupted:
-        print(t("job.interrupted_at_start", job_id=job.id, command=job.command), file=sys.stderr)
+        print(interrupted_line(t, job), file=sys.stderr)
     try:
         return await body(runtime)
     finally:

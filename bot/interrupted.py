@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.runtime import interrupted_line
 from bot.slack_surface import apply_edits
 from core.config import Settings
 from core.i18n import Translator
@@ -27,7 +28,7 @@ async def announce_interrupted(settings: Settings, client: AsyncWebClient, jobs:
     if not jobs:
         return
     t = Translator(settings.locale)
-    lines = {j.id: t("job.interrupted_at_start", job_id=j.id, command=j.command) for j in jobs}
+    lines = {j.id: interrupted_line(t, j) for j in jobs}
     edits = tuple(
         Edit(ref=dict(j.message_ref), reply=_said(lines[j.id]))
         for j in jobs

@@ -28,11 +28,12 @@ from runbooks import logworkers
 if TYPE_CHECKING:
     from bot.embedded import EmbeddedServers
 from core.errors import ConfigError, StoreUnavailable
+from core.i18n import Translator
 from core.secrets import mask_dsn
 from store.audit import AuditLog, AuditRecord, parse_pinned_head
 from store.coordination import Coordination
 from store.db import Store
-from store.jobs import Job, interrupt_orphans
+from store.jobs import Job, get_job, interrupt_orphans, recovery_note
 from store.pending import PendingEnds
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ async def prepare_store(services: Services, registry: Registry) -> StartupReport
             services.settings.spool_path,
         )
     for job in report.interrupted:
-        log.warning("job %s (%s) was interrupted: its process stopped", job.id, job.command)
+        log.warning("job %s (%s) was interrupted: %s", job.id, job.command, job.error)
     return report
 
 
@@ -189,9 +190,18 @@ async def sweep_interrupted(services: Services, registry: Registry) -> list[Job]
         lock_held=partial(lock_held_by_job, services),
     )
     await registry.recover(services, interrupted)
+    # Read again: a command's recovery may have noted on its job what it found and did.
+    interrupted = [await get_job(services.store, job.id) for job in interrupted]
     for job in interrupted:
         await services.audit.record(interrupted_record(job, found_by=services.instance.id))
     return interrupted
+
+
+def interrupted_line(t: Translator, job: Job) -> str:
+    """The job was interrupted, and what its command's recovery found and did about it."""
+    line = t("job.interrupted_at_start", job_id=job.id, command=job.command)
+    note = recovery_note(job)
+    return f"{line} {note}" if note else line
 
 
 def interrupted_record(job: Job, *, found_by: str) -> AuditRecord:
@@ -205,7 +215,12 @@ def interrupted_record(job: Job, *, found_by: str) -> AuditRecord:
         command=job.command,
         event="job_finished",
         outcome="interrupted",
-        detail={"job_id": job.id, "reason": "job.interrupted", "found_by": found_by},
+        detail={
+            "job_id": job.id,
+            "reason": "job.interrupted",
+            "found_by": found_by,
+            **({"recovery": note} if (note := recovery_note(job)) else {}),
+        },
     )
 
 
@@ -226,7 +241,7 @@ async def keep_sweeping(
         try:
             found = await sweep_interrupted(runtime.services, runtime.pipeline.registry)
             for job in found:
-                log.warning("job %s (%s) was interrupted: its process stopped", job.id, job.command)
+                log.warning("job %s (%s) was interrupted: %s", job.id, job.command, job.error)
             if found and on_interrupted is not None:
                 await on_interrupted(found)
         except StoreUnavailable:

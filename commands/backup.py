@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+import psycopg
 from pydantic import Field, field_validator
 
 from commands.base import Args, Context, Role
@@ -20,6 +21,7 @@ from core.errors import Conflict, GardenBotError, NotFound, StoreUnavailable
 from core.formatting import format_age, format_bytes, format_duration, format_time
 from core.i18n import Translator
 from core.reply import Element, Fields, Header, Reply, Table, Text
+from core.secrets import mask_text
 from runbooks.backups import (
     DUMP_SUFFIX,
     BackupFile,
@@ -33,7 +35,7 @@ from runbooks.backups import (
 from runbooks.pg_tools import PgTools, admin_dsn, database_name, find_pg_tools
 from runbooks.progress import ProgressCallback as StepCallback
 from runbooks.progress import Step
-from runbooks.restore import parallel_jobs
+from runbooks.restore import parallel_jobs, sweep_scratch_databases
 from runbooks.verify_backup import verify_backup
 from store import backups as catalog
 from store.jobs import Job
@@ -295,10 +297,37 @@ def _reconcile(
     return problems
 
 
+def error_line(t: Translator, exc: Exception) -> str:
+    """An error in one short line for a reply, secrets masked."""
+    said = t(exc.message_key, **exc.params) if isinstance(exc, GardenBotError) else str(exc).strip()
+    return mask_text(said.splitlines()[0] if said else type(exc).__name__)[:200]
+
+
+async def sweep_leftovers(ctx: Context) -> list[str]:
+    """Drop the scratch and restore copies a killed verify or restore left on the target server
+    (the job holds the backup lock, so none is being made now); the lines that say what went."""
+    t = ctx.t
+    dsn = ctx.services.target_database_url()
+    try:
+        swept = await sweep_scratch_databases(admin_dsn=admin_dsn(dsn), live=database_name(dsn))
+    except (GardenBotError, psycopg.Error) as exc:
+        log.warning("leftover scratch databases not swept", exc_info=True)
+        return [t("backup.sweep_failed", detail=error_line(t, exc))]
+    for name in swept.dropped:
+        log.warning("dropped database %s, left by an interrupted verify or restore", name)
+    lines = []
+    if swept.dropped:
+        lines.append(t("backup.swept", databases=", ".join(swept.dropped)))
+    if swept.in_use:
+        lines.append(t("backup.sweep_in_use", databases=", ".join(swept.in_use)))
+    return lines
+
+
 async def run_verify(ctx: Context, args: VerifyArgs) -> Reply:
     t = ctx.t
     svc = ctx.services
     record = await chosen_backup(svc, args)
+    swept = [Text(line) for line in await sweep_leftovers(ctx)]
     tools = await pg_tools(svc)
     admin = admin_dsn(svc.target_database_url())
     outcome = await verify_backup(
@@ -314,7 +343,10 @@ async def run_verify(ctx: Context, args: VerifyArgs) -> Reply:
     if outcome.passed:
         summary = t("backup.verify_passed", backup_id=record.id, tables=len(outcome.row_counts))
         return Reply(
-            status="succeeded", summary=summary, elements=(Text(summary),), ids={"backup_id": record.id}
+            status="succeeded",
+            summary=summary,
+            elements=(Text(summary), *swept),
+            ids={"backup_id": record.id},
         )
     summary = t("backup.verify_failed", backup_id=record.id, problem=t(f"backup.problem.{outcome.problem}"))
     elements: list[Element] = [Text(summary)]
@@ -325,7 +357,7 @@ async def run_verify(ctx: Context, args: VerifyArgs) -> Reply:
                 rows=tuple((d.table, str(d.expected), str(d.actual)) for d in outcome.differences[:20]),
             )
         )
-    return Reply(status="failed", summary=summary, elements=tuple(elements), ids={"backup_id": record.id})
+    return Reply(status="failed", summary=summary, elements=(*elements, *swept), ids={"backup_id": record.id})
 
 
 async def check_backup_usable(ctx: Context, args: VerifyArgs) -> None:

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import psycopg
 
 from commands.backup import (
     BACKUP_LOCK,
     BackupIdArgs,
+    error_line,
     good_backup,
     pg_tools,
+    sweep_leftovers,
     take_catalogued_backup,
     worded_progress,
 )
 from commands.base import ApprovalText, Context, Role
 from commands.command import Command
+from commands.services import Services
 from core.errors import Conflict, GardenBotError, RunbookFailed
 from core.formatting import format_bytes, format_duration, format_time
+from core.i18n import Translator
 from core.reply import Fields, Reply, Text
 from core.secrets import mask_dsn, mask_text
 from runbooks.backups import open_backup
@@ -29,9 +36,11 @@ from runbooks.restore import (
     check_checksum,
     parallel_jobs,
     prune_old_databases,
+    reopen_after_interrupted_swap,
     restore_backup,
     wait_for_api,
 )
+from store import jobs as job_store
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,7 @@ async def run_restore(ctx: Context, args: BackupIdArgs) -> Reply:
     ):
         raise Conflict("restore.binding_changed", backup_id=record.id)
     expected_sha = str(ctx.binding.get("sha256") or record.sha256)
+    swept = await sweep_leftovers(ctx)  # an abandoned copy would hold a whole database's disk
     streams = StreamProgress(ctx, start=5, span=90)
     safety: list[int] = []
 
@@ -101,6 +111,7 @@ async def run_restore(ctx: Context, args: BackupIdArgs) -> Reply:
         )
     to_swap_ms = _ms_since(started)
     lines, healthy_at = await _after_swap(ctx, live=outcome.live)
+    lines = [*swept, *lines]
     recovery = RecoveryTime(to_swap_ms, None if healthy_at is None else int((healthy_at - started) * 1000))
     return _restored_reply(
         ctx, record.id, outcome, safety_id=safety[0], jobs=jobs, recovery=recovery, lines=lines
@@ -255,6 +266,32 @@ def _short(ctx: Context, exc: Exception) -> str:
     return mask_text(text)[:200]
 
 
+async def recover_restores(services: Services, interrupted: Sequence[job_store.Job]) -> None:
+    """A restore whose process died may have died in the swap, after it set live to refuse new
+    sessions and before its `finally` allowed them again: then live accepts them again, and the
+    job says so. A database that accepts connections is left as it is."""
+    restores = [j for j in interrupted if j.command == "restore"]
+    if not restores:
+        return
+    t = Translator(services.settings.locale)
+    try:
+        dsn = services.target_database_url()
+        live = database_name(dsn)
+        reopened = await reopen_after_interrupted_swap(admin_dsn=admin_dsn(dsn), live=live)
+    except (GardenBotError, psycopg.Error) as exc:
+        log.warning(
+            "interrupted restore: whether the live database accepts connections is unknown", exc_info=True
+        )
+        note = t("restore.recovery_unchecked", detail=error_line(t, exc))
+    else:
+        if not reopened:
+            return
+        log.warning("interrupted restore: %s refused connections; allowed again", ", ".join(reopened))
+        note = t("restore.recovery_reopened", databases=", ".join(reopened))
+    for job in restores:
+        await job_store.note_interrupted(services.store, job.id, note)
+
+
 COMMANDS = (
     Command(
         name="restore",
@@ -267,5 +304,6 @@ COMMANDS = (
         background=True,
         describe=describe_restore,
         lock=BACKUP_LOCK,
+        recover=recover_restores,
     ),
 )

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from core.formatting import format_age, format_bytes
 from core.i18n import Translator
 from core.secrets import mask_text
+from runbooks.pg_tools import admin_dsn, database_name
 
 Level = Literal["ok", "warn", "fail", "info"]
 LEVEL_ORDER: dict[str, int] = {"info": 0, "ok": 0, "warn": 1, "fail": 2}
@@ -159,9 +160,22 @@ async def check_api(
 
 async def check_database(dsn: str, *, timeout: float) -> CheckResult:
     started = time.monotonic()
-    async with await psycopg.AsyncConnection.connect(
-        dsn, connect_timeout=max(1, int(timeout)), autocommit=True
-    ) as conn:
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            dsn, connect_timeout=max(1, int(timeout)), autocommit=True
+        )
+    except psycopg.OperationalError:
+        if await _refuses_connections(dsn, timeout=timeout):
+            name = database_name(dsn)
+            return result(
+                "database",
+                "fail",
+                "health.figure.connections_refused",
+                detail_key="health.detail.allow_connections_false",
+                database=name,
+            )
+        raise
+    async with conn:
         cur = await conn.execute(
             "SELECT current_setting('server_version') AS v,"
             " (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()) AS n"
@@ -170,6 +184,22 @@ async def check_database(dsn: str, *, timeout: float) -> CheckResult:
     ms = int((time.monotonic() - started) * 1000)
     version, connections = (row[0], row[1]) if row else ("?", 0)
     return result("database", "ok", "health.figure.database", version=version, connections=connections, ms=ms)
+
+
+async def _refuses_connections(dsn: str, *, timeout: float) -> bool:
+    """Whether the database is set to refuse every login (ALLOW_CONNECTIONS false), as a restore
+    swap killed while it drained sessions leaves it; asked on the maintenance database."""
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            admin_dsn(dsn), connect_timeout=max(1, int(timeout)), autocommit=True
+        ) as conn:
+            cur = await conn.execute(
+                "SELECT NOT datallowconn FROM pg_database WHERE datname = %s", (database_name(dsn),)
+            )
+            row = await cur.fetchone()
+    except psycopg.Error:
+        return False
+    return row is not None and bool(row[0])
 
 
 async def check_cache(url: str, *, timeout: float) -> CheckResult:

@@ -13,12 +13,13 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import httpx
+import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -301,8 +302,49 @@ async def swap_databases(*, admin_dsn: str, live: str, replacement: str, keep_as
                         raise RunbookFailed("restore.live_database_busy", database=live) from None
         finally:
             # After a swap `live` is the restored database; after a failure it is the original.
-            await _allow_connections(conn, live, True)
-        await _allow_connections(conn, keep_as, True)
+            await asyncio.shield(_allow_connections_surely(conn, admin_dsn, live))
+        await asyncio.shield(_allow_connections_surely(conn, admin_dsn, keep_as))
+
+
+async def _allow_connections_surely(conn: AnyConn, admin: str, name: str) -> None:
+    """ALLOW_CONNECTIONS true on this connection, or on a fresh one when it broke (its backend
+    killed, the network cut): a database left refusing connections refuses every login for good."""
+    if not conn.broken and not conn.closed:
+        try:
+            await _allow_connections(conn, name, True)
+            return
+        except psycopg.Error:
+            log.warning("swap: re-allowing connections to %s on a fresh connection", name, exc_info=True)
+    await allow_connections_again(admin_dsn=admin, names=(name,))
+
+
+async def allow_connections_again(*, admin_dsn: str, names: Sequence[str]) -> list[str]:
+    """Those of these databases that refuse connections (ALLOW_CONNECTIONS false) accept them
+    again; the names it changed."""
+    async with connect_target(admin_dsn) as conn:
+        cur = await conn.execute(
+            "SELECT datname FROM pg_database WHERE datname = ANY(%s) AND NOT datallowconn ORDER BY datname",
+            (list(names),),
+        )
+        refused = [str(r[0]) for r in await cur.fetchall()]
+        for name in refused:
+            await _allow_connections(conn, name, True)
+    return refused
+
+
+async def reopen_after_interrupted_swap(*, admin_dsn: str, live: str) -> list[str]:
+    """After a process died during a swap: live, and a `<live>_before_*` copy the swap had just
+    made, accept connections again if they refuse them; the names it changed.
+
+    A swap refuses connections to live while it drains its sessions, and only its own `finally`
+    allows them again: killed in between, the live database refuses every login.
+    """
+    before = re.compile(rf"^{re.escape(live)}_before_\d{{8}}_\d{{6}}$")
+    async with connect_target(admin_dsn) as conn:
+        cur = await conn.execute("SELECT datname FROM pg_database WHERE NOT datallowconn")
+        refusing = [str(r[0]) for r in await cur.fetchall()]
+    names = [name for name in refusing if name == live or before.match(name)]
+    return await allow_connections_again(admin_dsn=admin_dsn, names=names) if names else []
 
 
 BEFORE_OR_RESTORE = r"^{live}_(before|restore)_(\d{{8}}_\d{{6}})$"
@@ -330,6 +372,42 @@ async def prune_old_databases(
             await drop_database(admin_dsn, name)
             dropped.append(name)
     return dropped
+
+
+VERIFY_SCRATCH_PREFIX = "gardenbot_verify_"
+VERIFY_SCRATCH = re.compile(rf"^{VERIFY_SCRATCH_PREFIX}[0-9a-f]{{8}}$")  # verify_backup's scratch names
+RESTORE_COPY = r"^{live}_restore_\d{{8}}_\d{{6}}$"
+
+
+@dataclass(frozen=True)
+class ScratchSweep:
+    dropped: tuple[str, ...]
+    in_use: tuple[str, ...]  # sessions still connected (a pg_restore outliving its bot): kept
+
+
+async def sweep_scratch_databases(*, admin_dsn: str, live: str) -> ScratchSweep:
+    """Drop what a killed verify or restore left on the target server: `gardenbot_verify_<hex>`
+    and `<live>_restore_<time>`, exactly these names (never live, never a `_before_` copy).
+
+    Call it holding the backup lock, so no verify or restore of this bot is making one now. A
+    database with sessions is kept, not forced: someone is still using it.
+    """
+    restore_copy = re.compile(RESTORE_COPY.format(live=re.escape(live)))
+    async with connect_target(admin_dsn) as conn:
+        cur = await conn.execute("SELECT datname FROM pg_database ORDER BY datname")
+        names = [str(r[0]) for r in await cur.fetchall()]
+        dropped: list[str] = []
+        in_use: list[str] = []
+        for name in names:
+            if name == live or not (VERIFY_SCRATCH.match(name) or restore_copy.match(name)):
+                continue
+            try:
+                await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(_ident(name)))
+            except pg_errors.ObjectInUse:
+                in_use.append(name)
+                continue
+            dropped.append(name)
+    return ScratchSweep(tuple(dropped), tuple(in_use))
 
 
 # Database-level properties are not in the database's own catalogs: pg_restore writes them only

@@ -14,6 +14,7 @@ from runbooks.backups import OpenedBackup, open_backup
 from runbooks.pg_tools import PgTools
 from runbooks.progress import ProgressCallback, Step, report
 from runbooks.restore import (
+    VERIFY_SCRATCH_PREFIX,
     RowCountDifference,
     check_restored_database,
     drop_database,
@@ -46,7 +47,7 @@ class VerifyOutcome:
 
 
 def scratch_database_name() -> str:
-    return f"gardenbot_verify_{secrets.token_hex(4)}"
+    return f"{VERIFY_SCRATCH_PREFIX}{secrets.token_hex(4)}"  # what sweep_scratch_databases matches
 
 
 async def verify_backup(

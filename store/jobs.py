@@ -18,6 +18,8 @@ from store.db import Store
 
 log = logging.getLogger(__name__)
 
+INTERRUPTED_ERROR = "the process running it stopped"  # an interrupted job's error, until recovery says more
+
 # Whether the named lock is held, right now, by this job (store/coordination.py and store/locks.py answer).
 LockHeld = Callable[[str, int], Awaitable[bool]]
 
@@ -236,11 +238,24 @@ async def interrupt_orphans(
     async with store.connection() as conn:
         cur = await conn.execute(
             f"UPDATE jobs SET status = 'interrupted', finished_at = now(),"
-            f" error = 'the process running it stopped' WHERE id = ANY(%s)"
+            f" error = %s WHERE id = ANY(%s)"
             f" AND status IN ('queued', 'running')"
             f" AND (heartbeat_at IS NULL OR heartbeat_at < now() - make_interval(secs => %s))"
             f" RETURNING {_COLUMNS}",
-            (orphan_ids, stale_after_seconds),
+            (INTERRUPTED_ERROR, orphan_ids, stale_after_seconds),
         )
         rows = await cur.fetchall()
     return [_job(row) for row in rows]
+
+
+async def note_interrupted(store: Store, job_id: int, note: str) -> None:
+    """What recovery did after an interrupted job (or could not do), as its error: `jobs` shows it."""
+    async with store.connection() as conn:
+        await conn.execute(
+            "UPDATE jobs SET error = %s WHERE id = %s AND status = 'interrupted'", (note[:2000], job_id)
+        )
+
+
+def recovery_note(job: Job) -> str | None:
+    """What recovery said about an interrupted job, None when it said nothing."""
+    return job.error if job.error and job.error != INTERRUPTED_ERROR else None

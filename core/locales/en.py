@@ -144,6 +144,7 @@ MESSAGES: dict[str, str] = {
     "health.figure.unknown": "unknown",
     "health.figure.tls_days": "{days} days left",
     "health.figure.timeout": "no answer in {seconds} s",
+    "health.figure.connections_refused": "refuses connections",
     "health.figure.unreachable": "unreachable",
     "health.figure.percent_used": "{percent}% used",
     "health.figure.no_series": "no series",
@@ -152,6 +153,10 @@ MESSAGES: dict[str, str] = {
     "health.figure.not_configured": "not configured",
     "health.detail.not_healthy": "the answer does not say healthy",
     "health.detail.slow": "slower than {limit} ms",
+    "health.detail.allow_connections_false": (
+        "{database} is set to refuse every login (ALLOW_CONNECTIONS false), as a restore"
+        " killed during its swap leaves it; as its owner or a superuser: ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true"
+    ),
     "health.detail.store_unreachable": "the bot's store is unreachable",
     # audit
     "help.audit": "who did what (admins: anyone; others: their own)",
@@ -270,6 +275,9 @@ MESSAGES: dict[str, str] = {
     "backup.partial_file": "Partial file {file} is left from an unfinished backup.",
     "backup.missing_file": "Backup {backup_id}: its file is gone.",
     "backup.changed_file": "Backup {backup_id}: its file has changed ({what}).",
+    "backup.swept": "Dropped what an interrupted verify or restore left on the target server: {databases}.",
+    "backup.sweep_in_use": "Left in place while still in use: {databases} (a later verify or restore drops it once its sessions end).",
+    "backup.sweep_failed": "Warning: leftovers of interrupted verifies and restores could not be swept ({detail}).",
     "backup.verify_passed": "Backup {backup_id} verified: restored into a scratch database, {tables} tables match.",
     "backup.verify_failed": "Backup {backup_id} FAILED verification: {problem}.",
     "backup.problem.file_missing": "the file is missing",
@@ -641,6 +649,8 @@ MESSAGES: dict[str, str] = {
     "restore.api_healthy": "API /health after the swap: healthy (after {seconds} s).",
     "restore.api_unhealthy": "API /health after the swap: NOT healthy after {seconds} s (last answer: {figure}). Check it now.",
     "restore.api_not_configured": "API /health after the swap: not checked (GARDEN_API_URL is not set).",
+    "restore.recovery_reopened": "It stopped during the swap: {databases} refused every login (ALLOW_CONNECTIONS false) and now accept connections again.",
+    "restore.recovery_unchecked": "Whether the live database accepts connections could not be checked ({detail}): if it refuses every login, the interrupted swap left it so; as its owner or a superuser: ALTER DATABASE <name> WITH ALLOW_CONNECTIONS true.",
     "restore.prune_failed": "Warning: old copies of the database could not be dropped ({detail}); the restore itself succeeded.",
     "restore.database_property_failed": "A database-level property of the backup could not be restored ({statement}…: {detail}); the live database is unchanged.",
     "restore.checksum_mismatch": "The file {file} does not match its checksum: refused, nothing changed.",

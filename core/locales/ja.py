@@ -144,6 +144,7 @@ MESSAGES: dict[str, str] = {
     "health.figure.unknown": "不明",
     "health.figure.tls_days": "残り {days} 日",
     "health.figure.timeout": "{seconds} 秒以内に応答なし",
+    "health.figure.connections_refused": "接続を拒否しています",
     "health.figure.unreachable": "接続できません",
     "health.figure.percent_used": "使用率 {percent}%",
     "health.figure.no_series": "系列がありません",
@@ -152,6 +153,10 @@ MESSAGES: dict[str, str] = {
     "health.figure.not_configured": "未設定",
     "health.detail.not_healthy": "応答に healthy とありません",
     "health.detail.slow": "{limit} ms より遅い",
+    "health.detail.allow_connections_false": (
+        "{database} はすべてのログインを拒否する設定です(ALLOW_CONNECTIONS false)。切り替え中に止まった"
+        "リストアがこの状態を残します。所有者かスーパーユーザーで ALTER DATABASE {database} WITH ALLOW_CONNECTIONS true を実行してください"
+    ),
     "health.detail.store_unreachable": "Bot のストアに接続できません",
     # 監査ログ
     "help.audit": "誰が何をしたか(管理者: 全員分、その他: 自分の分)",
@@ -268,6 +273,9 @@ MESSAGES: dict[str, str] = {
     "backup.partial_file": "未完了のバックアップの一時ファイル {file} が残っています。",
     "backup.missing_file": "バックアップ {backup_id}: ファイルがありません。",
     "backup.changed_file": "バックアップ {backup_id}: ファイルが変更されています({what})。",
+    "backup.swept": "中断された検証またはリストアがターゲットサーバーに残したデータベースを削除しました: {databases}。",
+    "backup.sweep_in_use": "使用中のため残しました: {databases}(セッションが終われば、以後の検証またはリストアで削除します)。",
+    "backup.sweep_failed": "警告: 中断された検証やリストアの残りを片付けられませんでした({detail})。",
     "backup.verify_passed": "バックアップ {backup_id} を検証しました: 検証用 DB にリストアし、{tables} テーブルが一致。",
     "backup.verify_failed": "バックアップ {backup_id} の検証に失敗: {problem}。",
     "backup.problem.file_missing": "ファイルがありません",
@@ -639,6 +647,8 @@ MESSAGES: dict[str, str] = {
     "restore.api_healthy": "切り替え後の API /health: 正常({seconds} 秒後)。",
     "restore.api_unhealthy": "切り替え後の API /health: {seconds} 秒待っても正常になりません(最後の応答: {figure})。すぐに確認してください。",
     "restore.api_not_configured": "切り替え後の API /health: 未確認(GARDEN_API_URL が設定されていません)。",
+    "restore.recovery_reopened": "切り替え中に停止していました: {databases} がすべてのログインを拒否していた(ALLOW_CONNECTIONS false)ため、接続を再び許可しました。",
+    "restore.recovery_unchecked": "本番データベースが接続を受け付けるか確認できませんでした({detail})。すべてのログインを拒否している場合は中断された切り替えが原因です。所有者かスーパーユーザーで ALTER DATABASE <名前> WITH ALLOW_CONNECTIONS true を実行してください。",
     "restore.prune_failed": "警告: データベースの古いコピーを削除できませんでした({detail})。リストア自体は成功しています。",
     "restore.database_property_failed": "バックアップのデータベース単位の設定を復元できませんでした({statement}…: {detail})。現在のデータベースは変更されていません。",
     "restore.checksum_mismatch": "ファイル {file} がチェックサムと一致しないため拒否しました。何も変更していません。",
