@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from core.config import SYSTEM_ACTORS
 from core.errors import UsageError
 from core.i18n import Translator
+from core.incidents import people_behind
 
 if TYPE_CHECKING:
     from commands.services import Services
@@ -95,6 +96,13 @@ class Request:
     decision: Decision | None = None  # a typed decision; else `text` is a command line
     # A schedule's own fire (cron or catch-up), not a person's: its uneventful replies go unaudited.
     routine: bool = False
+
+    def people_behind(self) -> frozenset[str]:
+        """Every person behind this request: the actor, an admin acting as them, the console's login."""
+        console = self.console
+        if console is None:
+            return people_behind(self.actor.user_id)
+        return people_behind(self.actor.user_id, console.impersonated_by, console.os_login)
 
 
 class Args(BaseModel):

@@ -138,12 +138,17 @@ async def open_p1(ctx: Context, args: Args) -> dict[str, Any] | None:
     """Break-glass: during an open P1 incident a restart runs without waiting for a second person.
 
     The P1 must come from someone else (declared or acknowledged by another person): declaring a P1
-    oneself is no way around the two-person rule."""
-    me = ctx.actor.user_id
+    oneself is no way around the two-person rule, nor is doing it as another user at a console. Who
+    is behind the request (the actor, an admin acting as them, the console's OS login) shares nobody
+    with who is behind the declaration or the acknowledgement, as for an approval's decider."""
+    me = ctx.request.people_behind()
     for incident in await incident_store.list_incidents(ctx.services.store):
-        vouched = incident.declared_by != me or (incident.acked_by not in (None, me))
-        if incident.severity == "P1" and incident.is_open and vouched:
-            return {"incident_id": incident.id, "severity": "P1"}
+        if incident.severity != "P1" or not incident.is_open:
+            continue
+        if not incident.declared_by_people() & me:
+            return {"incident_id": incident.id, "severity": "P1", "vouched_by": incident.declared_by}
+        if incident.acked_by is not None and not incident.acked_by_people() & me:
+            return {"incident_id": incident.id, "severity": "P1", "vouched_by": incident.acked_by}
     return None
 
 

@@ -70,6 +70,15 @@ class ResolveArgs(Args):
     summary: str | None = None
 
 
+def _console_people(ctx: Context) -> tuple[str | None, str | None]:
+    """(admin acting as the actor, OS login) behind a declaration or acknowledgement at a console: a
+    P1 waives a restart's approval only for someone who is none of them (commands/hosts.py `open_p1`)."""
+    console = ctx.request.console
+    if console is None:
+        return None, None
+    return console.impersonated_by, console.os_login
+
+
 @contextmanager
 def _usage(name: str, model: type[Args]) -> Iterator[None]:
     """A bad severity, title, text or id is refused with the command's usage line."""
@@ -89,6 +98,7 @@ async def declare(ctx: Context, args: DeclareArgs) -> Reply:
         severity = parse_severity(args.severity)
         title = check_title(args.title)
         impact = check_text(args.impact, what="impact") if args.impact is not None else None
+    impersonated_by, os_login = _console_people(ctx)
     incident = await incident_store.declare_incident(
         svc.store,
         severity=severity,
@@ -97,6 +107,8 @@ async def declare(ctx: Context, args: DeclareArgs) -> Reply:
         declared_by=ctx.actor.user_id,
         at=svc.clock(),
         paged_levels=levels_to_notify(severity, svc.settings),
+        impersonated_by=impersonated_by,
+        from_os_login=os_login,
     )
     sent = await announce_declared(svc, incident)
     opened = None
@@ -158,8 +170,14 @@ async def acknowledge(ctx: Context, args: IdArgs) -> Reply:
     svc, t = ctx.services, ctx.t
     with _usage("incident ack", IdArgs):
         incident_id = parse_incident_id(args.id)
+    impersonated_by, os_login = _console_people(ctx)
     incident = await incident_store.acknowledge_incident(
-        svc.store, incident_id, by=ctx.actor.user_id, at=svc.clock()
+        svc.store,
+        incident_id,
+        by=ctx.actor.user_id,
+        at=svc.clock(),
+        impersonated_by=impersonated_by,
+        from_os_login=os_login,
     )
     notice = notice_reply(incident, svc.settings, t)
     summary = t("incident.acknowledged.summary", incident=incident.ref, by=mention(ctx.actor.user_id))

@@ -65,6 +65,12 @@ class Incident:
     channel_ref: dict[str, Any] = field(default_factory=dict)  # the inc-<n>-<slug> channel, if opened
     message_ref: dict[str, Any] = field(default_factory=dict)  # the notice in the incidents channel
     postmortem: str | None = None
+    # Who else stood behind the declaration and the acknowledgement: an admin acting as the Slack
+    # user at a console, and that console's OS login (NULL from Slack, the demo and before 0013).
+    declared_impersonated_by: str | None = None
+    declared_from_os_login: str | None = None
+    acked_impersonated_by: str | None = None
+    acked_from_os_login: str | None = None
 
     @property
     def ref(self) -> str:
@@ -79,6 +85,27 @@ class Incident:
     def holder(self) -> str | None:
         """Who holds it: whoever acknowledged it."""
         return self.acked_by
+
+    def declared_by_people(self) -> frozenset[str]:
+        """Every person behind the declaration (see `people_behind`)."""
+        return people_behind(self.declared_by, self.declared_impersonated_by, self.declared_from_os_login)
+
+    def acked_by_people(self) -> frozenset[str]:
+        """Every person behind the acknowledgement; nobody while it is not acknowledged."""
+        if self.acked_by is None:
+            return frozenset()
+        return people_behind(self.acked_by, self.acked_impersonated_by, self.acked_from_os_login)
+
+
+def people_behind(
+    user: str, impersonated_by: str | None = None, os_login: str | None = None
+) -> frozenset[str]:
+    """Every person behind one act: the Slack user, an admin who acted as them at a console, and that
+    console's OS login (as `os:<login>`, so a login is never taken for a Slack ID)."""
+    people = {p for p in (user, impersonated_by) if p}
+    if os_login:
+        people.add(f"os:{os_login}")
+    return frozenset(people)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 LIST_LIMIT = 20
 INCIDENT_COLUMNS = (
     "id, severity, title, impact, status, declared_by, declared_at, acked_by, acked_at,"
-    " resolved_by, resolved_at, summary, channel_ref, message_ref, postmortem"
+    " resolved_by, resolved_at, summary, channel_ref, message_ref, postmortem, declared_impersonated_by,"
+    " declared_from_os_login, acked_impersonated_by, acked_from_os_login"
 )
 _ENTRYINCIDENT_COLUMNS = "id, incident_id, at, actor, kind, text, detail"
 
@@ -73,15 +74,20 @@ async def declare_incident(
     declared_by: str,
     at: datetime,
     paged_levels: Collection[int] = (),
+    impersonated_by: str | None = None,
+    from_os_login: str | None = None,
 ) -> Incident:
-    """Open an incident; `paged_levels` (the severity's notify levels) count as paged by the notice."""
+    """Open an incident; `paged_levels` (the severity's notify levels) count as paged by the notice.
+    `impersonated_by` is the admin who declared it acting as `declared_by` at a console,
+    `from_os_login` that console's OS login."""
     title = check_title(title)
     impact = check_text(impact, what="impact") if impact is not None else None
     async with store.connection() as conn, conn.transaction():
         cur = await conn.execute(
-            f"INSERT INTO incidents (severity, title, impact, declared_by, declared_at)"
-            f" VALUES (%s, %s, %s, %s, %s) RETURNING {INCIDENT_COLUMNS}",
-            (severity, title, impact, declared_by, at),
+            f"INSERT INTO incidents (severity, title, impact, declared_by, declared_at,"
+            f" declared_impersonated_by, declared_from_os_login)"
+            f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {INCIDENT_COLUMNS}",
+            (severity, title, impact, declared_by, at, impersonated_by, from_os_login),
         )
         row = await cur.fetchone()
         assert row is not None
@@ -115,13 +121,23 @@ async def _refuse_change(store: Store, incident_id: int) -> Conflict:
     return Conflict("incident.already_acknowledged", incident=current.ref, by=current.acked_by or "?")
 
 
-async def acknowledge_incident(store: Store, incident_id: int, *, by: str, at: datetime) -> Incident:
-    """The first acknowledgement holds it; a second, or one after resolve, is a Conflict."""
+async def acknowledge_incident(
+    store: Store,
+    incident_id: int,
+    *,
+    by: str,
+    at: datetime,
+    impersonated_by: str | None = None,
+    from_os_login: str | None = None,
+) -> Incident:
+    """The first acknowledgement holds it; a second, or one after resolve, is a Conflict.
+    `impersonated_by` and `from_os_login` as for `declare_incident`."""
     async with store.connection() as conn, conn.transaction():
         cur = await conn.execute(
-            f"UPDATE incidents SET status = 'acknowledged', acked_by = %s, acked_at = %s"
+            f"UPDATE incidents SET status = 'acknowledged', acked_by = %s, acked_at = %s,"
+            f" acked_impersonated_by = %s, acked_from_os_login = %s"
             f" WHERE id = %s AND status = 'open' RETURNING {INCIDENT_COLUMNS}",
-            (by, at, incident_id),
+            (by, at, impersonated_by, from_os_login, incident_id),
         )
         row = await cur.fetchone()
         if row is not None:

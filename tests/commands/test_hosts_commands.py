@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from bot.clicks import request_from_click
 from bot.runtime import Runtime
 from commands.backup import prune_expired
-from commands.base import Actor, Context, Request, no_progress
+from commands.base import Actor, ConsoleOrigin, Context, Request, no_progress
 from commands.hosts import ServiceArgs, open_p1
 from commands.release import VersionArgs, VersionChecked, describe_release, release_reply
 from commands.services import utc_now
@@ -30,7 +31,7 @@ from store import releases as release_store
 from store.jobs import Instance
 from store.releases import ReleaseEnd
 from tests.runbooks.test_hosts import checkout_describe, pids, serving_version
-from tests.support.runtime import BotWorld, table_of
+from tests.support.runtime import CONSOLE_ADMIN, OS_LOGIN, BotWorld, table_of
 from tests.support.servers import throwaway_database
 from tests.support.slack_api import SlackApiStandIn
 
@@ -313,7 +314,121 @@ async def test_a_p1_declared_by_the_requester_alone_waives_no_approval(bot_runti
     assert await open_p1(as_user("U0LEAD2"), ServiceArgs(service="all")) == {
         "incident_id": mine.id,
         "severity": "P1",
+        "vouched_by": "U0OPS",
     }
+
+
+# --- break-glass: who vouches for the P1 ----------------------------------------------------------
+# The admin's OS login maps to CONSOLE_ADMIN (tests/support/runtime.py): `--user`/`as` is impersonation.
+
+AT_CONSOLE = ConsoleOrigin(os_login=OS_LOGIN, host="ops-host")
+
+
+def at_console(user: str, text: str, *, impersonated_by: str | None = None) -> Request:
+    origin = replace(AT_CONSOLE, impersonated_by=impersonated_by)
+    return Request(actor=Actor(user), text=text, source="console", locale="en", console=origin)
+
+
+def from_slack(user: str, text: str) -> Request:
+    return Request(actor=Actor(user), text=text, source="slack", channel="C0OPS", locale="en")
+
+
+async def restart_after_p1(
+    world: BotWorld, sample: SampleHosts, declare: Request, restart: Request, ack: Request | None = None
+) -> Reply:
+    """Declare (and acknowledge) a P1 through the pipeline on a bot without hosts (so it takes no
+    evidence), then ask for `service restart all` on the sample hosts."""
+    async with world.runtime() as rt:
+        declared = await rt.pipeline.handle(declare)
+        assert declared.status == "succeeded", declared
+        if ack is not None:
+            acked = await rt.pipeline.handle(replace(ack, text=f"incident ack {declared.ids['incident_id']}"))
+            assert acked.status == "succeeded", acked
+    configure(world, sample)
+    async with world.runtime() as rt:
+        return await finish(rt, await rt.pipeline.handle(restart))
+
+
+def assert_waits_for_a_second_person(world: BotWorld, reply: Reply) -> None:
+    assert reply.status == "pending", reply
+    assert world.query("SELECT count(*) FROM approvals WHERE command = 'service restart'") == [(1,)]
+    assert world.query("SELECT id FROM audit_log WHERE event = 'approval_waived'") == []
+
+
+@pytest.mark.parametrize("restart_from", ["console", "slack"])
+async def test_a_p1_an_admin_declared_as_someone_else_waives_no_approval_for_his_own_restart(
+    bot_world: BotWorld, shared: SampleHosts, restart_from: str
+) -> None:
+    declare = at_console("U0LEAD2", "incident declare P1 fake", impersonated_by=CONSOLE_ADMIN)
+    ask_restart = at_console if restart_from == "console" else from_slack
+
+    reply = await restart_after_p1(
+        bot_world, shared, declare, ask_restart(CONSOLE_ADMIN, "service restart all")
+    )
+
+    assert_waits_for_a_second_person(bot_world, reply)
+
+
+async def test_a_p1_an_admin_declared_himself_waives_no_approval_for_a_restart_he_asks_as_someone_else(
+    bot_world: BotWorld, shared: SampleHosts
+) -> None:
+    declare = at_console(CONSOLE_ADMIN, "incident declare P1 fake")
+    restart = at_console(OPERATOR, "service restart all", impersonated_by=CONSOLE_ADMIN)
+
+    reply = await restart_after_p1(bot_world, shared, declare, restart)
+
+    assert_waits_for_a_second_person(bot_world, reply)
+
+
+async def test_a_p1_an_admin_acknowledged_as_someone_else_waives_no_approval_for_his_own_restart(
+    bot_world: BotWorld, shared: SampleHosts
+) -> None:
+    declare = from_slack(CONSOLE_ADMIN, "incident declare P1 fake")
+    ack = at_console("U0LEAD2", "incident ack", impersonated_by=CONSOLE_ADMIN)
+
+    reply = await restart_after_p1(
+        bot_world, shared, declare, from_slack(CONSOLE_ADMIN, "service restart all"), ack=ack
+    )
+
+    assert_waits_for_a_second_person(bot_world, reply)
+
+
+async def test_a_p1_declared_from_the_same_os_login_waives_no_approval_whichever_user_it_acted_as(
+    bot_world: BotWorld, shared: SampleHosts
+) -> None:
+    declare = at_console("U0LEAD2", "incident declare P1 fake")  # the login's mapping changed since
+
+    reply = await restart_after_p1(bot_world, shared, declare, at_console(OPERATOR, "service restart all"))
+
+    assert_waits_for_a_second_person(bot_world, reply)
+
+
+@pytest.mark.parametrize("vouched_by", ["declared", "acknowledged"])
+async def test_a_p1_declared_or_acknowledged_by_another_person_still_waives_the_approval(
+    bot_world: BotWorld, shared: SampleHosts, vouched_by: str
+) -> None:
+    lead2 = Request(
+        actor=Actor("U0LEAD2"),
+        text="incident declare P1 'API down'",
+        source="console",
+        locale="en",
+        console=ConsoleOrigin(os_login="lead2", host="lead2-host"),
+    )
+    if vouched_by == "declared":
+        declare, ack = lead2, None
+    else:
+        declare, ack = from_slack(CONSOLE_ADMIN, "incident declare P1 'API down'"), lead2
+
+    reply = await restart_after_p1(
+        bot_world, shared, declare, at_console(CONSOLE_ADMIN, "service restart garden-backend"), ack=ack
+    )
+
+    assert reply.status == "succeeded", reply
+    assert bot_world.query("SELECT id FROM approvals") == []
+    [(actor, detail)] = bot_world.query("SELECT actor, detail FROM audit_log WHERE event = 'approval_waived'")
+    assert actor == CONSOLE_ADMIN
+    assert detail["break_glass"]["vouched_by"] == "U0LEAD2"
+    assert detail["console"]["os_login"] == OS_LOGIN
 
 
 # --- evidence ----------------------------------------------------------------------------------------

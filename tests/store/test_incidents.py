@@ -88,6 +88,32 @@ async def test_acknowledge_update_resolve_each_land_on_the_timeline_in_order(sto
     assert entries[2].text == "rolled back the release"
 
 
+async def test_declaring_and_acknowledging_at_a_console_keep_the_admin_behind_and_the_os_login(
+    store: Store,
+) -> None:
+    plain = await declare(store)
+    incident = await declare_incident(
+        store,
+        severity="P1",
+        title="API down",
+        impact=None,
+        declared_by="U0LEAD2",
+        at=T0,
+        impersonated_by="U0ADMIN",
+        from_os_login="alice",
+    )
+
+    acked = await acknowledge_incident(
+        store, incident.id, by="U0OPS", at=at(2), impersonated_by="U0ADMIN2", from_os_login="bob"
+    )
+
+    again = await get_incident(store, incident.id)
+    assert again == acked
+    assert again.declared_by_people() == {"U0LEAD2", "U0ADMIN", "os:alice"}
+    assert again.acked_by_people() == {"U0OPS", "U0ADMIN2", "os:bob"}
+    assert plain.declared_by_people() == {"U0OPS"} and plain.acked_by_people() == frozenset()
+
+
 async def test_two_people_acknowledging_at_once_make_one_holder(store: Store) -> None:
     incident = await declare(store)
 
