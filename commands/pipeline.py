@@ -38,6 +38,7 @@ from core.reply import Actions, Button, Confirm, Fields, Header, Progress, Reply
 from store import approvals as approval_store
 
 log = logging.getLogger(__name__)
+TARGET_KEY = "target"  # in an approval's binding: Services.target_place() when it was asked for
 
 
 @dataclass
@@ -140,6 +141,7 @@ class Pipeline:
         self.services.access.may_decide(request, approval).require()
         if decision.verdict == "approved":
             await self._requester_may_still_run(approval)
+            self._same_target(approval)
         login = request.console.os_login if request.console is not None else None
         approval = await approval_store.decide_approval(
             self.services.store,
@@ -159,6 +161,15 @@ class Pipeline:
                 ids={"approval_id": approval_id},
             )
         return await self._run_approved(approval, request, t)
+
+    def _same_target(self, approval: approval_store.Approval) -> None:
+        """What was approved runs where it was asked for: not on the target of a configuration the
+        bot was restarted with meanwhile (an approval older than this check carries no target)."""
+        asked_for = approval.binding.get(TARGET_KEY)
+        if asked_for is not None and asked_for != self.services.target_place():
+            raise Conflict(
+                "approval.target_changed", approval_id=approval.id, command=approval.command, target=asked_for
+            )
 
     async def _requester_may_still_run(self, approval: approval_store.Approval) -> None:
         """Roles can change while a request waits (a new configuration, a user group left): what
@@ -277,7 +288,7 @@ class Pipeline:
             command=command.name,
             args=args.model_dump(mode="json"),
             summary=text.summary,
-            binding=text.binding,
+            binding={**text.binding, TARGET_KEY: self.services.target_place()},
             requester=ctx.actor.user_id,
             channel=ctx.request.channel,
             source=ctx.request.source,

@@ -6,9 +6,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 import redis.asyncio as aioredis
+from psycopg.conninfo import conninfo_to_dict
 
 from commands.access import Access
 from commands.policy import Policy
@@ -117,6 +119,24 @@ class Services:
     def access(self) -> Access:
         """The one authorisation rule, over this process's roles."""
         return Access(self.policy)
+
+    def target_place(self) -> str:
+        """Where risky work lands, with no secret in it: the target database's host and name, the
+        cache's host and database number, the API's host and the inventory. An approval is bound
+        to it: a bot restarted on another target does not run what was approved for the first.
+        Ports are left out (an embedded demo server may come back on another one)."""
+        target = self.settings.target
+        database = "-"
+        if target.database_url is not None:
+            parts = conninfo_to_dict(target.database_url.get_secret_value())
+            database = f"{parts.get('host') or 'local'}/{parts.get('dbname') or '-'}"
+        cache = "-"
+        if target.redis_url is not None:
+            url = urlsplit(target.redis_url.get_secret_value())
+            cache = f"{url.hostname or 'local'}/{url.path.lstrip('/') or '0'}"
+        api = urlsplit(target.api_url).hostname or "-" if target.api_url else "-"
+        inventory = str(self.settings.hosts.inventory or "-")
+        return f"db={database} cache={cache} api={api} inventory={inventory}"
 
     def target_database_url(self) -> str:
         if self.settings.target.database_url is None:

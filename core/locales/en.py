@@ -56,6 +56,7 @@ MESSAGES: dict[str, str] = {
     "approval.lock_busy": "{held} Nothing ran and approval {approval_id} is still pending: approve it again once that job has finished.",
     "approval.already_decided": "Approval {approval_id} was already {status} by {decided_by}.",
     "approval.requester_cannot_decide": "You cannot decide approval {approval_id}.",
+    "approval.target_changed": "Approval {approval_id} was asked for `{command}` on another target ({target}); the bot now works on a different one, so it cannot run here (deny it and ask again).",
     "approval.requester_lost_role": "{user} may no longer run `{command}`: approval {approval_id} cannot be approved (it stays open until it expires or is denied).",
     "approval.own_request": "You cannot approve your own request (approval {approval_id}).",
     "approval.same_os_login": "Approval {approval_id} was asked for from your OS login ({login}): someone else must decide it.",

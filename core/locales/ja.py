@@ -56,6 +56,7 @@ MESSAGES: dict[str, str] = {
     "approval.lock_busy": "{held} 何も実行されておらず、承認 {approval_id} は保留中のままです。そのジョブの終了後にもう一度承認してください。",
     "approval.already_decided": "承認 {approval_id} は {decided_by} により既に {status} です。",
     "approval.requester_cannot_decide": "承認 {approval_id} を判断する権限がありません。",
+    "approval.target_changed": "承認 {approval_id} の `{command}` は別の対象 ({target}) に対して依頼されたもので、ボットは現在別の対象で動いているため、ここでは実行できません (却下して依頼し直してください)。",
     "approval.requester_lost_role": "{user} には `{command}` を実行する権限がなくなったため、承認 {approval_id} は承認できません (期限切れか却下まで保留のままです)。",
     "approval.own_request": "自分の依頼は承認できません(承認 {approval_id})。",
     "approval.same_os_login": "承認 {approval_id} はあなたの OS ログイン({login})から依頼されたものです。別の人が判断してください。",

@@ -250,6 +250,25 @@ async def test_a_requester_who_lost_the_role_while_waiting_cannot_be_approved(
     assert ("approval_decision", "refused", "U0LEAD") in events(bot_world)
 
 
+async def test_an_approval_asked_for_one_target_never_runs_on_another(
+    bot_world: BotWorld, target_keys: dict[str, str]
+) -> None:
+    async with bot_world.runtime() as runtime:
+        approval_id = await ask_for_flush(runtime)
+        asked_on = runtime.services.target_place()
+    # Restarted with another cache (a new configuration) while the request waits.
+    bot_world.extra_env["GARDEN_REDIS_URL"] = bot_world.env["GARDEN_REDIS_URL"].rsplit("/", 1)[0] + "/9"
+    async with bot_world.runtime() as runtime:
+        reply = await runtime.pipeline.decide(request("U0LEAD", ""), approval_id, "approved")
+
+    assert reply.status == "refused"
+    assert "another target" in reply.summary and asked_on in reply.summary
+    assert "password" not in reply.summary.lower()
+    assert approval_status(bot_world, approval_id) == "pending"
+    assert job_rows(bot_world) == []
+    assert target_redis().dbsize() == len(target_keys)
+
+
 class _OnCall:
     """The Slack user-group directory, as bot/membership.py answers it: who is in S0ADMINS now."""
 
