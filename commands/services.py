@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import redis.asyncio as aioredis
@@ -124,16 +124,19 @@ class Services:
         """Where risky work lands, with no secret in it: the target database's host and name, the
         cache's host and database number, the API's host and the inventory. An approval is bound
         to it: a bot restarted on another target does not run what was approved for the first.
-        Ports are left out (an embedded demo server may come back on another one)."""
+        Ports and socket paths are left out (an embedded demo server may come back on others)."""
         target = self.settings.target
         database = "-"
         if target.database_url is not None:
             parts = conninfo_to_dict(target.database_url.get_secret_value())
-            database = f"{parts.get('host') or 'local'}/{parts.get('dbname') or '-'}"
+            host = str(parts.get("host") or "")
+            database = f"{'local' if not host or host.startswith('/') else host}/{parts.get('dbname') or '-'}"
         cache = "-"
         if target.redis_url is not None:
             url = urlsplit(target.redis_url.get_secret_value())
-            cache = f"{url.hostname or 'local'}/{url.path.lstrip('/') or '0'}"
+            number = parse_qs(url.query).get("db", [""])[0] or ("0" if url.scheme == "unix" else "")
+            number = number or url.path.lstrip("/") or "0"
+            cache = f"{'local' if url.scheme == 'unix' else url.hostname or 'local'}/{number}"
         api = urlsplit(target.api_url).hostname or "-" if target.api_url else "-"
         inventory = str(self.settings.hosts.inventory or "-")
         return f"db={database} cache={cache} api={api} inventory={inventory}"
