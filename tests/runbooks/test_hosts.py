@@ -467,27 +467,31 @@ def test_the_chores_count_security_updates_apart_from_other_upgradable_packages(
 NAME_IN_ONE_SECOND = "garden-files-web1-20261101T030000Z"
 
 
+ARCHIVE_SCRIPT = REPO_ROOT / "runbooks" / "playbooks" / "roles" / "garden" / "files" / "archive.py"
+
+
+def archive_as_the_role_does(source: Path, dest: Path) -> dict[str, Any]:
+    """archive.py run as the backup_files task runs it on a host, named NAME_IN_ONE_SECOND."""
+    out = subprocess.run(
+        [sys.executable, str(ARCHIVE_SCRIPT), "--dest", str(dest), "--name", NAME_IN_ONE_SECOND, str(source)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
 def test_an_archive_named_like_an_earlier_one_never_replaces_it(tmp_path: Path) -> None:
     # Two `backup files` in the same second get the same stamp, so the same name.
-    archive = REPO_ROOT / "runbooks" / "playbooks" / "roles" / "garden" / "files" / "archive.py"
     source, dest = tmp_path / "app", tmp_path / "files"
     source.mkdir()
     (source / "a.txt").write_text("first\n", encoding="utf-8")
 
-    def run() -> dict[str, Any]:
-        out = subprocess.run(
-            [sys.executable, str(archive), "--dest", str(dest), "--name", NAME_IN_ONE_SECOND, str(source)],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        result: dict[str, Any] = json.loads(out.stdout)
-        return result
-
-    first = run()
+    first = archive_as_the_role_does(source, dest)
     (source / "a.txt").write_text("second\n", encoding="utf-8")
-    second = run()
+    second = archive_as_the_role_does(source, dest)
 
     assert Path(first["path"]).name == "garden-files-web1-20261101T030000Z.tar.gz"
     assert Path(second["path"]).name == "garden-files-web1-20261101T030000Z-1.tar.gz"
@@ -499,9 +503,7 @@ def test_an_archive_named_like_an_earlier_one_never_replaces_it(tmp_path: Path) 
 def test_without_hard_links_an_archive_still_never_replaces_an_earlier_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "garden_archive", REPO_ROOT / "runbooks" / "playbooks" / "roles" / "garden" / "files" / "archive.py"
-    )
+    spec = importlib.util.spec_from_file_location("garden_archive", ARCHIVE_SCRIPT)
     assert spec is not None and spec.loader is not None
     archive = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(archive)
@@ -523,7 +525,6 @@ def test_without_hard_links_an_archive_still_never_replaces_an_earlier_one(
 def test_a_part_left_by_a_killed_run_never_writes_through_to_the_archive_it_names(tmp_path: Path) -> None:
     # Killed between linking the part to its final name and unlinking it: the part is a second
     # name of a published archive, and a new run in the same second would write into it.
-    archive = REPO_ROOT / "runbooks" / "playbooks" / "roles" / "garden" / "files" / "archive.py"
     source, dest = tmp_path / "app", tmp_path / "files"
     source.mkdir()
     dest.mkdir()
@@ -532,14 +533,8 @@ def test_a_part_left_by_a_killed_run_never_writes_through_to_the_archive_it_name
     published.write_bytes(b"an archive in the catalog")
     os.link(published, dest / f"{NAME_IN_ONE_SECOND}.tar.gz.part")
 
-    out = subprocess.run(
-        [sys.executable, str(archive), "--dest", str(dest), "--name", NAME_IN_ONE_SECOND, str(source)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    result = archive_as_the_role_does(source, dest)
 
     assert published.read_bytes() == b"an archive in the catalog"
-    assert Path(json.loads(out.stdout)["path"]).name == f"{NAME_IN_ONE_SECOND}-1.tar.gz"
+    assert Path(result["path"]).name == f"{NAME_IN_ONE_SECOND}-1.tar.gz"
     assert not list(dest.glob("*.part"))
