@@ -18,6 +18,7 @@ from core.config import Settings
 from core.errors import RunbookFailed
 from core.reply import Reply
 from runbooks.health import BotHost
+from runbooks.pg_tools import database_name
 from store.audit import AuditLog
 from store.coordination import Coordination
 from store.db import Store
@@ -128,15 +129,15 @@ class Services:
         target = self.settings.target
         database = "-"
         if target.database_url is not None:
-            parts = conninfo_to_dict(target.database_url.get_secret_value())
-            host = str(parts.get("host") or "")
-            database = f"{'local' if not host or host.startswith('/') else host}/{parts.get('dbname') or '-'}"
+            dsn = target.database_url.get_secret_value()
+            host = str(conninfo_to_dict(dsn).get("host") or "")
+            database = f"{'local' if not host or host.startswith('/') else host}/{database_name(dsn) or '-'}"
         cache = "-"
         if target.redis_url is not None:
             url = urlsplit(target.redis_url.get_secret_value())
-            number = parse_qs(url.query).get("db", [""])[0] or ("0" if url.scheme == "unix" else "")
-            number = number or url.path.lstrip("/") or "0"
-            cache = f"{'local' if url.scheme == 'unix' else url.hostname or 'local'}/{number}"
+            socket = url.scheme == "unix"  # its path is the socket's; the database is in ?db=
+            db = parse_qs(url.query).get("db", [""])[0] or ("" if socket else url.path.lstrip("/"))
+            cache = f"{'local' if socket else url.hostname or 'local'}/{db or '0'}"
         api = urlsplit(target.api_url).hostname or "-" if target.api_url else "-"
         inventory = str(self.settings.hosts.inventory or "-")
         return f"db={database} cache={cache} api={api} inventory={inventory}"

@@ -33,7 +33,6 @@ from runbooks.logcolumns import (
 )
 from runbooks.logscan import (
     DEFAULT_TOLERANCE_S,
-    LINE_TIMES,
     ScanStats,
     check_hours,
     json_fields,
@@ -114,6 +113,7 @@ class _FailureWindows:
 def _auth_failures(chunk: bytes, zone: tzinfo) -> tuple[list[tuple[float, str]], int, int]:
     """(time, address) of each failed login in the chunk, its lines and how many had a known shape."""
     failures: list[tuple[float, str]] = []
+    auth_time = time_reader("auth", zone)
     lines = ChunkLines(chunk)
     shaped, left = iso_lines(lines)
     shaped += sum(AUTH_LINE.match(lines.line(index)) is not None for index in left.tolist())
@@ -121,8 +121,7 @@ def _auth_failures(chunk: bytes, zone: tzinfo) -> tuple[list[tuple[float, str]],
     while at >= 0:  # failures are few: find them, then read only their lines
         begin = chunk.rfind(b"\n", 0, at) + 1
         text_line = chunk[begin : begin + 1] != b"{"  # JSON lines are read below
-        shaped_time = LINE_TIMES["auth"].match(chunk, begin, at) if text_line else None
-        moment = parse_time(shaped_time[1], zone) if shaped_time else None
+        moment = auth_time(chunk[begin:at]) if text_line else None
         if moment is not None:
             address = chunk[begin : chunk.find(b" ", begin)]
             failures.append((moment, address.decode("ascii", "replace")))
